@@ -1,0 +1,577 @@
+//! The GPT-style decoder: forward pass, loss and hand-written backward pass.
+//!
+//! x = token_embed[id] + pos_embed[t]
+//! for each block:  x = x + W_o attn(LN1(x) W_q, LN1(x) W_k, LN1(x) W_v)
+//!                  x = x + linear2(gelu(linear1(LN2(x))))
+//! logits = LN_f(x) lm_head^T
+//!
+//! All parameters live in one flat buffer (see [`crate::params`]); the activations of a
+//! forward pass live in a [`Workspace`] that is allocated once and reused, so a training
+//! step allocates nothing of its own.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::kernels::attention::{attention_backward, attention_forward};
+use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use crate::kernels::embedding::{embedding_backward, embedding_forward};
+use crate::kernels::gelu::{gelu_backward, gelu_forward};
+use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::matmul::{linear_backward, linear_forward, matmul, MatMut, MatRef};
+use crate::params::ParamLayout;
+use crate::rng::Rng;
+
+/// The largest workspace a call may ask for, in f32 values (16 GiB): a batch that needs more
+/// is an error before anything is allocated.
+pub const MAX_WORKSPACE_FLOATS: u128 = 1 << 32;
+
+/// A model: its configuration, the layout of its parameters and the parameters themselves.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub config: Config,
+    pub layout: ParamLayout,
+    pub params: Vec<f32>,
+}
+
+/// Activations saved by the forward pass for the backward pass, and the backward pass's
+/// scratch buffers; sized for a batch shape and reused while the shape fits.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    capacity_rows: usize,
+    capacity_att: usize,
+    /// Shape (B, T) of the last forward pass.
+    pub batch: usize,
+    pub seq_len: usize,
+    ids: Vec<u32>,
+    targets: Vec<u32>,
+    /// (L + 1, N, C): residual[l] is the input of block l, residual[L] the last block's output.
+    residual: Vec<f32>,
+    ln1: Vec<f32>,
+    ln1_mean: Vec<f32>,
+    ln1_rstd: Vec<f32>,
+    /// (L, N, 3C): q, k and v side by side.
+    qkv: Vec<f32>,
+    /// (L, B, T, H, T): attention probabilities.
+    att: Vec<f32>,
+    /// (L, N, C): attention output with heads side by side, before W_o.
+    att_out: Vec<f32>,
+    /// (L, N, C): the residual stream after the attention half of the block.
+    resid_mid: Vec<f32>,
+    ln2: Vec<f32>,
+    ln2_mean: Vec<f32>,
+    ln2_rstd: Vec<f32>,
+    /// (L, N, F): before and after GELU.
+    ff_pre: Vec<f32>,
+    ff_act: Vec<f32>,
+    lnf: Vec<f32>,
+    lnf_mean: Vec<f32>,
+    lnf_rstd: Vec<f32>,
+    /// (N, V)
+    pub logits: Vec<f32>,
+    probs: Vec<f32>,
+    losses: Vec<f32>,
+    // Backward scratch.
+    d_resid: Vec<f32>,
+    d_ln: Vec<f32>,
+    d_qkv: Vec<f32>,
+    d_att_out: Vec<f32>,
+    d_ff_pre: Vec<f32>,
+    d_ff_act: Vec<f32>,
+    d_logits: Vec<f32>,
+}
+
+/// Two disjoint mutable slices of one buffer.
+fn two_mut(buf: &mut [f32], a: (usize, usize), b: (usize, usize)) -> (&mut [f32], &mut [f32]) {
+    let ((a0, al), (b0, bl)) = (a, b);
+    if a0 < b0 {
+        assert!(a0 + al <= b0, "overlapping gradient slices");
+        let (lo, hi) = buf.split_at_mut(b0);
+        (&mut lo[a0..a0 + al], &mut hi[..bl])
+    } else {
+        assert!(b0 + bl <= a0, "overlapping gradient slices");
+        let (lo, hi) = buf.split_at_mut(a0);
+        (&mut hi[..al], &mut lo[b0..b0 + bl])
+    }
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace::default()
+    }
+
+    /// Number of f32 values a workspace for (B, T) holds; u128 so that absurd shapes
+    /// cannot overflow.
+    pub fn floats_needed(config: &Config, b: usize, t: usize) -> u128 {
+        let (n, c, f, v, h, l) = (
+            (b as u128) * (t as u128),
+            config.d_model as u128,
+            config.d_ff as u128,
+            config.vocab_size as u128,
+            config.n_heads as u128,
+            config.n_layers as u128,
+        );
+        let per_layer = n * (c * 6 + f * 2 + 4) + n * h * (t as u128);
+        let rest = n * c * 2 + n * 2 + n * v * 3 + n;
+        let scratch = n * (c * 6 + f * 2 + v);
+        l * per_layer + rest + scratch
+    }
+
+    /// Makes room for a (B, T) pass; allocates only when the shape does not fit.
+    fn prepare(&mut self, config: &Config, b: usize, t: usize) -> Result<()> {
+        let n = b * t;
+        let att_len = n * config.n_heads * t;
+        if n <= self.capacity_rows && att_len <= self.capacity_att {
+            self.batch = b;
+            self.seq_len = t;
+            return Ok(());
+        }
+        let needed = Self::floats_needed(config, b, t);
+        if needed > MAX_WORKSPACE_FLOATS {
+            return Err(Error::value(format!(
+                "a batch of {b} sequences of {t} tokens needs {} GiB of activations, more than the limit of {} GiB",
+                (needed * 4) >> 30,
+                (MAX_WORKSPACE_FLOATS * 4) >> 30
+            )));
+        }
+        let (c, f, v, l) = (config.d_model, config.d_ff, config.vocab_size, config.n_layers);
+        let zeros = |len: usize| vec![0.0f32; len];
+        *self = Workspace {
+            capacity_rows: n,
+            capacity_att: att_len,
+            batch: b,
+            seq_len: t,
+            ids: Vec::with_capacity(n),
+            targets: Vec::with_capacity(n),
+            residual: zeros((l + 1) * n * c),
+            ln1: zeros(l * n * c),
+            ln1_mean: zeros(l * n),
+            ln1_rstd: zeros(l * n),
+            qkv: zeros(l * n * 3 * c),
+            att: zeros(l * att_len),
+            att_out: zeros(l * n * c),
+            resid_mid: zeros(l * n * c),
+            ln2: zeros(l * n * c),
+            ln2_mean: zeros(l * n),
+            ln2_rstd: zeros(l * n),
+            ff_pre: zeros(l * n * f),
+            ff_act: zeros(l * n * f),
+            lnf: zeros(n * c),
+            lnf_mean: zeros(n),
+            lnf_rstd: zeros(n),
+            logits: zeros(n * v),
+            probs: zeros(n * v),
+            losses: zeros(n),
+            d_resid: zeros(n * c),
+            d_ln: zeros(n * c),
+            d_qkv: zeros(n * 3 * c),
+            d_att_out: zeros(n * c),
+            d_ff_pre: zeros(n * f),
+            d_ff_act: zeros(n * f),
+            d_logits: zeros(n * v),
+        };
+        Ok(())
+    }
+
+    /// The logits of the last forward pass: (B, T, V).
+    pub fn logits(&self, config: &Config) -> &[f32] {
+        &self.logits[..self.batch * self.seq_len * config.vocab_size]
+    }
+}
+
+/// Checks a batch of ids: (B, T) with 1 <= T <= max_seq_len and every id below V.
+pub fn check_ids(config: &Config, ids: &[u32], b: usize, t: usize, what: &str) -> Result<()> {
+    if b == 0 || t == 0 {
+        return Err(Error::value(format!(
+            "{what} must hold at least one token, got shape ({b}, {t})"
+        )));
+    }
+    if t > config.max_seq_len {
+        return Err(Error::value(format!(
+            "{what} has {t} tokens per sequence, more than the model's context of {} (max_seq_len)",
+            config.max_seq_len
+        )));
+    }
+    if ids.len() != b * t {
+        return Err(Error::shape(what, &[b, t], &[ids.len()]));
+    }
+    if let Some((i, &id)) = ids
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id as usize >= config.vocab_size)
+    {
+        return Err(Error::value(format!(
+            "{what}: token id {id} at position {} of sequence {} is out of range for vocab_size {}",
+            i % t,
+            i / t,
+            config.vocab_size
+        )));
+    }
+    Ok(())
+}
+
+impl Model {
+    /// A new model with GPT-2's initialisation: weights normal(0, 0.02), the two projections
+    /// that write into the residual stream (W_o, linear2) scaled by 1 / sqrt(2 L), biases
+    /// zero, layer norms the identity. The same seed gives the same weights in every release.
+    pub fn new(config: Config, seed: u64) -> Result<Model> {
+        config.validate()?;
+        let layout = ParamLayout::new(&config);
+        let mut params = vec![0.0f32; layout.total];
+        let mut rng = Rng::new(seed);
+        let proj_std = 0.02 / (2.0 * config.n_layers as f64).sqrt();
+        for spec in &layout.specs {
+            let slot = &mut params[spec.range()];
+            let name = spec.name.as_str();
+            if name.ends_with("norm1.weight")
+                || name.ends_with("norm2.weight")
+                || name == "ln_f.weight"
+            {
+                slot.fill(1.0);
+            } else if spec.is_matrix() {
+                let std = if name.ends_with("attn.W_o.weight") || name.ends_with("linear2.weight") {
+                    proj_std
+                } else {
+                    0.02
+                };
+                for x in slot.iter_mut() {
+                    *x = (rng.next_normal() * std) as f32;
+                }
+            }
+        }
+        Ok(Model {
+            config,
+            layout,
+            params,
+        })
+    }
+
+    /// A model from a configuration and a flat parameter buffer in [`ParamLayout`] order.
+    pub fn from_params(config: Config, params: Vec<f32>) -> Result<Model> {
+        config.validate()?;
+        let layout = ParamLayout::new(&config);
+        if params.len() != layout.total {
+            return Err(Error::shape("parameters", &[layout.total], &[params.len()]));
+        }
+        Ok(Model {
+            config,
+            layout,
+            params,
+        })
+    }
+
+    fn p(&self, offset: usize, len: usize) -> &[f32] {
+        &self.params[offset..offset + len]
+    }
+
+    /// Runs the forward pass on ids (B, T), leaving the logits (B, T, V) in the workspace.
+    pub fn forward(&self, ws: &mut Workspace, ids: &[u32], b: usize, t: usize) -> Result<()> {
+        check_ids(&self.config, ids, b, t, "input ids")?;
+        ws.prepare(&self.config, b, t)?;
+        ws.ids.clear();
+        ws.ids.extend_from_slice(ids);
+        self.forward_prepared(ws);
+        Ok(())
+    }
+
+    fn forward_prepared(&self, ws: &mut Workspace) {
+        let cfg = &self.config;
+        let (b, t) = (ws.batch, ws.seq_len);
+        let (n, c, f, v, h) = (b * t, cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads);
+        let lay = &self.layout;
+        let (nc, nf) = (n * c, n * f);
+        let att_len = n * h * t;
+
+        embedding_forward(
+            &mut ws.residual[..nc],
+            &ws.ids,
+            self.p(lay.token_embed, v * c),
+            self.p(lay.pos_embed, cfg.max_seq_len * c),
+            t,
+            c,
+        );
+        for (l, blk) in lay.blocks.iter().enumerate() {
+            let (before, after) = ws.residual.split_at_mut((l + 1) * nc);
+            let x = &before[l * nc..];
+            let ln1 = &mut ws.ln1[l * nc..][..nc];
+            layernorm_forward(
+                ln1,
+                &mut ws.ln1_mean[l * n..][..n],
+                &mut ws.ln1_rstd[l * n..][..n],
+                x,
+                self.p(blk.norm1_weight, c),
+                self.p(blk.norm1_bias, c),
+                c,
+                cfg.eps,
+            );
+            // q, k, v = ln1 @ W_q, ln1 @ W_k, ln1 @ W_v, written side by side into (N, 3C).
+            let qkv = &mut ws.qkv[l * 3 * nc..][..3 * nc];
+            for i in 0..3 {
+                matmul(
+                    MatMut::strided(&mut qkv[i * c..], n, c, 3 * c, 1),
+                    MatRef::new(ln1, n, c),
+                    MatRef::new(self.p(blk.attn_weight[i], c * c), c, c),
+                    false,
+                );
+            }
+            if let Some(bias) = &blk.attn_bias {
+                for row in qkv.chunks_exact_mut(3 * c) {
+                    for i in 0..3 {
+                        for (o, bv) in row[i * c..(i + 1) * c].iter_mut().zip(self.p(bias[i], c)) {
+                            *o += bv;
+                        }
+                    }
+                }
+            }
+            let att_out = &mut ws.att_out[l * nc..][..nc];
+            attention_forward(att_out, &mut ws.att[l * att_len..][..att_len], qkv, t, c, h);
+            // resid_mid = x + att_out @ W_o + b_o
+            let resid_mid = &mut ws.resid_mid[l * nc..][..nc];
+            linear_forward(
+                resid_mid,
+                att_out,
+                MatRef::new(self.p(blk.attn_weight[3], c * c), c, c),
+                blk.attn_bias.as_ref().map(|bias| self.p(bias[3], c)),
+                n,
+            );
+            add_in_place(resid_mid, x);
+            let ln2 = &mut ws.ln2[l * nc..][..nc];
+            layernorm_forward(
+                ln2,
+                &mut ws.ln2_mean[l * n..][..n],
+                &mut ws.ln2_rstd[l * n..][..n],
+                resid_mid,
+                self.p(blk.norm2_weight, c),
+                self.p(blk.norm2_bias, c),
+                c,
+                cfg.eps,
+            );
+            let ff_pre = &mut ws.ff_pre[l * nf..][..nf];
+            linear_forward(
+                ff_pre,
+                ln2,
+                MatRef::new(self.p(blk.ff1_weight, c * f), c, f),
+                Some(self.p(blk.ff1_bias, f)),
+                n,
+            );
+            let ff_act = &mut ws.ff_act[l * nf..][..nf];
+            gelu_forward(ff_act, ff_pre);
+            // x_next = resid_mid + ff_act @ W2 + b2
+            let x_next = &mut after[..nc];
+            linear_forward(
+                x_next,
+                ff_act,
+                MatRef::new(self.p(blk.ff2_weight, f * c), f, c),
+                Some(self.p(blk.ff2_bias, c)),
+                n,
+            );
+            add_in_place(x_next, resid_mid);
+        }
+        let n_layers = cfg.n_layers;
+        layernorm_forward(
+            &mut ws.lnf[..nc],
+            &mut ws.lnf_mean[..n],
+            &mut ws.lnf_rstd[..n],
+            &ws.residual[n_layers * nc..][..nc],
+            self.p(lay.ln_f_weight, c),
+            self.p(lay.ln_f_bias, c),
+            c,
+            cfg.eps,
+        );
+        // logits = lnf @ lm_head^T, lm_head being (V, C).
+        linear_forward(
+            &mut ws.logits[..n * v],
+            &ws.lnf[..nc],
+            MatRef::new(self.p(lay.lm_head, v * c), v, c).t(),
+            None,
+            n,
+        );
+    }
+
+    /// Forward pass and mean cross-entropy of the logits against `targets` (B, T).
+    pub fn loss(&self, ws: &mut Workspace, ids: &[u32], targets: &[u32], b: usize, t: usize) -> Result<f32> {
+        check_ids(&self.config, targets, b, t, "targets")?;
+        self.forward(ws, ids, b, t)?;
+        ws.targets.clear();
+        ws.targets.extend_from_slice(targets);
+        let (n, v) = (b * t, self.config.vocab_size);
+        cross_entropy_forward(
+            &mut ws.losses[..n],
+            &mut ws.probs[..n * v],
+            &ws.logits[..n * v],
+            &ws.targets,
+            v,
+        );
+        let sum: f64 = ws.losses[..n].iter().map(|&x| x as f64).sum();
+        Ok((sum / n as f64) as f32)
+    }
+
+    /// Gradient of the mean loss of the last [`Model::loss`] call, added into `grads`
+    /// (laid out like the parameters).
+    pub fn backward(&self, ws: &mut Workspace, grads: &mut [f32]) -> Result<()> {
+        if ws.targets.len() != ws.batch * ws.seq_len || ws.ids.len() != ws.targets.len() {
+            return Err(Error::value("backward needs a loss computed on this workspace first"));
+        }
+        if grads.len() != self.layout.total {
+            return Err(Error::shape("gradient buffer", &[self.layout.total], &[grads.len()]));
+        }
+        let cfg = &self.config;
+        let (b, t) = (ws.batch, ws.seq_len);
+        let (n, c, f, v, h) = (b * t, cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads);
+        let (nc, nf) = (n * c, n * f);
+        let att_len = n * h * t;
+        let lay = &self.layout;
+
+        // Loss -> logits.
+        let d_logits = &mut ws.d_logits[..n * v];
+        d_logits.fill(0.0);
+        cross_entropy_backward(d_logits, &ws.probs[..n * v], &ws.targets, 1.0 / n as f32, v);
+
+        // logits = lnf @ lm_head^T: d_lnf = d_logits @ lm_head, d_lm_head += d_logits^T @ lnf.
+        let d_ln = &mut ws.d_ln[..nc];
+        d_ln.fill(0.0);
+        linear_backward(
+            Some(d_ln),
+            MatMut::strided(&mut grads[lay.lm_head..lay.lm_head + v * c], c, v, 1, c),
+            None,
+            d_logits,
+            &ws.lnf[..nc],
+            MatRef::new(self.p(lay.lm_head, v * c), v, c).t(),
+            n,
+        );
+        let d_resid = &mut ws.d_resid[..nc];
+        d_resid.fill(0.0);
+        {
+            let (dw, db) = two_mut(grads, (lay.ln_f_weight, c), (lay.ln_f_bias, c));
+            layernorm_backward(
+                d_resid,
+                dw,
+                db,
+                d_ln,
+                &ws.residual[cfg.n_layers * nc..][..nc],
+                self.p(lay.ln_f_weight, c),
+                &ws.lnf_mean[..n],
+                &ws.lnf_rstd[..n],
+                c,
+            );
+        }
+
+        for (l, blk) in lay.blocks.iter().enumerate().rev() {
+            let x = &ws.residual[l * nc..][..nc];
+            let resid_mid = &ws.resid_mid[l * nc..][..nc];
+            // x_next = resid_mid + ff_act @ W2 + b2: d_resid flows to resid_mid unchanged.
+            let d_ff_act = &mut ws.d_ff_act[..nf];
+            d_ff_act.fill(0.0);
+            {
+                let (dw, db) = two_mut(grads, (blk.ff2_weight, f * c), (blk.ff2_bias, c));
+                linear_backward(
+                    Some(d_ff_act),
+                    MatMut::new(dw, f, c),
+                    Some(db),
+                    d_resid,
+                    &ws.ff_act[l * nf..][..nf],
+                    MatRef::new(self.p(blk.ff2_weight, f * c), f, c),
+                    n,
+                );
+            }
+            let d_ff_pre = &mut ws.d_ff_pre[..nf];
+            d_ff_pre.fill(0.0);
+            gelu_backward(d_ff_pre, &ws.ff_pre[l * nf..][..nf], d_ff_act);
+            d_ln.fill(0.0);
+            {
+                let (dw, db) = two_mut(grads, (blk.ff1_weight, c * f), (blk.ff1_bias, f));
+                linear_backward(
+                    Some(d_ln),
+                    MatMut::new(dw, c, f),
+                    Some(db),
+                    d_ff_pre,
+                    &ws.ln2[l * nc..][..nc],
+                    MatRef::new(self.p(blk.ff1_weight, c * f), c, f),
+                    n,
+                );
+            }
+            {
+                let (dw, db) = two_mut(grads, (blk.norm2_weight, c), (blk.norm2_bias, c));
+                layernorm_backward(
+                    d_resid,
+                    dw,
+                    db,
+                    d_ln,
+                    resid_mid,
+                    self.p(blk.norm2_weight, c),
+                    &ws.ln2_mean[l * n..][..n],
+                    &ws.ln2_rstd[l * n..][..n],
+                    c,
+                );
+            }
+            // resid_mid = x + att_out @ W_o + b_o.
+            let d_att_out = &mut ws.d_att_out[..nc];
+            d_att_out.fill(0.0);
+            {
+                let w_o = MatRef::new(self.p(blk.attn_weight[3], c * c), c, c);
+                let att_out = &ws.att_out[l * nc..][..nc];
+                match &blk.attn_bias {
+                    Some(bias) => {
+                        let (dw, db) = two_mut(grads, (blk.attn_weight[3], c * c), (bias[3], c));
+                        linear_backward(Some(d_att_out), MatMut::new(dw, c, c), Some(db), d_resid, att_out, w_o, n);
+                    }
+                    None => {
+                        let dw = &mut grads[blk.attn_weight[3]..][..c * c];
+                        linear_backward(Some(d_att_out), MatMut::new(dw, c, c), None, d_resid, att_out, w_o, n);
+                    }
+                }
+            }
+            let d_qkv = &mut ws.d_qkv[..3 * nc];
+            d_qkv.fill(0.0);
+            let qkv = &ws.qkv[l * 3 * nc..][..3 * nc];
+            attention_backward(d_qkv, d_att_out, qkv, &ws.att[l * att_len..][..att_len], t, c, h);
+            // q = ln1 @ W_q + b_q (likewise k, v): d_ln1 = sum_i d_i @ W_i^T, dW_i += ln1^T @ d_i.
+            d_ln.fill(0.0);
+            let ln1 = &ws.ln1[l * nc..][..nc];
+            for i in 0..3 {
+                let d_i = MatRef::strided(&d_qkv[i * c..], n, c, 3 * c, 1);
+                let w_i = MatRef::new(self.p(blk.attn_weight[i], c * c), c, c);
+                matmul(MatMut::new(d_ln, n, c), d_i, w_i.t(), true);
+                matmul(
+                    MatMut::new(&mut grads[blk.attn_weight[i]..][..c * c], c, c),
+                    MatRef::new(ln1, n, c).t(),
+                    d_i,
+                    true,
+                );
+                if let Some(bias) = &blk.attn_bias {
+                    let db = &mut grads[bias[i]..][..c];
+                    for row in d_qkv.chunks_exact(3 * c) {
+                        for (g, d) in db.iter_mut().zip(&row[i * c..(i + 1) * c]) {
+                            *g += d;
+                        }
+                    }
+                }
+            }
+            {
+                let (dw, db) = two_mut(grads, (blk.norm1_weight, c), (blk.norm1_bias, c));
+                layernorm_backward(
+                    d_resid,
+                    dw,
+                    db,
+                    d_ln,
+                    x,
+                    self.p(blk.norm1_weight, c),
+                    &ws.ln1_mean[l * n..][..n],
+                    &ws.ln1_rstd[l * n..][..n],
+                    c,
+                );
+            }
+        }
+        let (dwte, dwpe) = two_mut(
+            grads,
+            (lay.token_embed, v * c),
+            (lay.pos_embed, cfg.max_seq_len * c),
+        );
+        embedding_backward(dwte, dwpe, d_resid, &ws.ids, t, c);
+        Ok(())
+    }
+}
+
+fn add_in_place(acc: &mut [f32], x: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += b;
+    }
+}

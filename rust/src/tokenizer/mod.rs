@@ -1,0 +1,119 @@
+//! Tokenizers: text to token ids and back.
+//!
+//! - word level, with the Go TinyLM's rules: split on any whitespace, case-sensitive,
+//!   no unknown token; decode joins with single spaces;
+//! - character level: one token per Unicode scalar value seen in a training text.
+//!
+//! A tokenizer serialises to a small JSON object (`{"type": "word", "vocab": [...]}`), which
+//! tinylm stores next to the weights so that one file holds all that generation needs.
+
+mod char_level;
+mod word_level;
+
+pub use char_level::CharTokenizer;
+pub use word_level::WordTokenizer;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Largest accepted encoded tokenizer (its JSON), in bytes.
+pub const MAX_TOKENIZER_JSON: usize = 64 << 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tokenizer {
+    Word(WordTokenizer),
+    Char(CharTokenizer),
+}
+
+/// The serialised form.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum TokenizerJson {
+    Word { vocab: Vec<String> },
+    Char { vocab: Vec<String> },
+}
+
+impl Tokenizer {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Word(t) => t.encode(text),
+            Tokenizer::Char(t) => t.encode(text),
+        }
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match self {
+            Tokenizer::Word(t) => t.decode(ids),
+            Tokenizer::Char(t) => t.decode(ids),
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab().len()
+    }
+
+    /// The token strings, index = id.
+    pub fn vocab(&self) -> Vec<String> {
+        match self {
+            Tokenizer::Word(t) => t.vocab().to_vec(),
+            Tokenizer::Char(t) => t.vocab().iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    /// "word" or "char".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Tokenizer::Word(_) => "word",
+            Tokenizer::Char(_) => "char",
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        let repr = match self {
+            Tokenizer::Word(t) => TokenizerJson::Word {
+                vocab: t.vocab().to_vec(),
+            },
+            Tokenizer::Char(t) => TokenizerJson::Char {
+                vocab: t.vocab().iter().map(|c| c.to_string()).collect(),
+            },
+        };
+        serde_json::to_string(&repr).expect("a tokenizer always serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<Tokenizer> {
+        if text.len() > MAX_TOKENIZER_JSON {
+            return Err(Error::tokenizer(format!(
+                "tokenizer JSON of {} bytes is larger than the limit of {MAX_TOKENIZER_JSON}",
+                text.len()
+            )));
+        }
+        let repr: TokenizerJson = serde_json::from_str(text)
+            .map_err(|e| Error::tokenizer(format!("invalid tokenizer JSON: {e}")))?;
+        match repr {
+            TokenizerJson::Word { vocab } => Ok(Tokenizer::Word(WordTokenizer::new(vocab)?)),
+            TokenizerJson::Char { vocab } => {
+                let mut chars = Vec::with_capacity(vocab.len());
+                for (i, s) in vocab.iter().enumerate() {
+                    let mut it = s.chars();
+                    match (it.next(), it.next()) {
+                        (Some(ch), None) => chars.push(ch),
+                        _ => {
+                            return Err(Error::tokenizer(format!(
+                                "character tokenizer: vocab entry {i} ({s:?}) is not exactly one character"
+                            )))
+                        }
+                    }
+                }
+                Ok(Tokenizer::Char(CharTokenizer::new(chars)?))
+            }
+        }
+    }
+}
+
+/// The message for an id outside the vocabulary.
+fn unknown_id(id: u32, position: usize, vocab_size: usize) -> Error {
+    Error::tokenizer(format!(
+        "token id {id} at position {position} is outside the vocabulary (size {vocab_size})"
+    ))
+}

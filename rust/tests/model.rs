@@ -1,0 +1,186 @@
+//! The model against the Go TinyLM's reference values and against finite differences.
+
+mod common;
+
+use common::{random_model, seed_weights, small_config};
+use tinylm::generate::{generate, GenerateOptions};
+use tinylm::optim::{AdamW, AdamWConfig};
+use tinylm::sample::{argmax, SamplingParams};
+use tinylm::{weights, Config, Model, Workspace};
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * b.abs().max(1e-3)
+}
+
+#[test]
+fn go_reference_logits_and_loss() {
+    let Some(path) = seed_weights() else { return };
+    let loaded = weights::load(&path).unwrap();
+    let model = loaded.model;
+    let mut ws = Workspace::new();
+    model.forward(&mut ws, &[0, 1], 1, 2).unwrap();
+    let logits = ws.logits(&model.config);
+    let v = model.config.vocab_size;
+    let expected_row0 = [(0, 0.3577351046779953), (1, 0.7154702093559906), (2, 1.0732053140339857), (v - 1, 3.2196159421019575)];
+    for (i, want) in expected_row0 {
+        assert!(close(logits[i] as f64, want, 1e-5), "row 0 logit {i}: {} vs {want}", logits[i]);
+    }
+    let expected_row1 = [(0, 0.0973442097341306), (1, 0.1946884194682612), (v - 1, 0.8760978876071754)];
+    for (i, want) in expected_row1 {
+        assert!(close(logits[v + i] as f64, want, 1e-5), "row 1 logit {i}: {} vs {want}", logits[v + i]);
+    }
+    let loss = model.loss(&mut ws, &[0, 1, 2, 3, 4], &[1, 2, 3, 4, 8], 1, 5).unwrap();
+    assert!(close(loss as f64, 2.3959804603732877, 1e-6), "loss {loss}");
+}
+
+fn loss_of(model: &Model, ids: &[u32], targets: &[u32], b: usize, t: usize) -> f64 {
+    let mut ws = Workspace::new();
+    model.loss(&mut ws, ids, targets, b, t).unwrap() as f64
+}
+
+/// Central differences for every parameter of a small model, in float32: tolerances are
+/// loose here; the float64 check lives in the Python tests.
+fn check_gradients(config: Config) {
+    let model = random_model(config, 7);
+    let (b, t) = (2, 4);
+    let ids = [1, 4, 2, 6, 0, 3, 3, 5];
+    let targets = [4, 2, 6, 0, 3, 3, 5, 1];
+    let mut ws = Workspace::new();
+    model.loss(&mut ws, &ids, &targets, b, t).unwrap();
+    let mut grads = vec![0.0f32; model.layout.total];
+    model.backward(&mut ws, &mut grads).unwrap();
+    let h = 1e-2f32;
+    let mut worst = 0.0f64;
+    for spec in &model.layout.specs {
+        for i in spec.range() {
+            let mut plus = model.clone();
+            plus.params[i] += h;
+            let mut minus = model.clone();
+            minus.params[i] -= h;
+            let numeric = (loss_of(&plus, &ids, &targets, b, t) - loss_of(&minus, &ids, &targets, b, t)) / (2.0 * h as f64);
+            let analytic = grads[i] as f64;
+            let err = (numeric - analytic).abs() / (numeric.abs() + analytic.abs() + 1e-2);
+            worst = worst.max(err);
+            assert!(
+                err < 2e-2,
+                "{} [{}]: analytic {analytic}, numeric {numeric}",
+                spec.name,
+                i - spec.offset
+            );
+        }
+    }
+    eprintln!("worst relative gradient error {worst:e}");
+}
+
+#[test]
+fn gradients_match_finite_differences_go_style() {
+    check_gradients(small_config(false, false));
+}
+
+#[test]
+fn gradients_match_finite_differences_gpt2_style() {
+    check_gradients(small_config(true, true));
+}
+
+#[test]
+fn batch_rows_are_independent() {
+    let model = random_model(small_config(true, false), 3);
+    let v = model.config.vocab_size;
+    let mut ws = Workspace::new();
+    model.forward(&mut ws, &[1, 2, 3, 4, 5, 6], 2, 3).unwrap();
+    let batched = ws.logits(&model.config).to_vec();
+    for (s, seq) in [[1, 2, 3], [4, 5, 6]].iter().enumerate() {
+        let mut single = Workspace::new();
+        model.forward(&mut single, seq, 1, 3).unwrap();
+        let one = single.logits(&model.config);
+        for (a, b) in one.iter().zip(&batched[s * 3 * v..(s + 1) * 3 * v]) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0));
+        }
+    }
+}
+
+#[test]
+fn bad_ids_are_errors_not_panics() {
+    let model = random_model(small_config(false, false), 1);
+    let mut ws = Workspace::new();
+    let err = model.forward(&mut ws, &[1, 99], 1, 2).unwrap_err().to_string();
+    assert!(err.contains("99") && err.contains("vocab_size 7"), "{err}");
+    let err = model.forward(&mut ws, &[1; 6], 1, 6).unwrap_err().to_string();
+    assert!(err.contains("context of 5"), "{err}");
+    let err = model.forward(&mut ws, &[], 1, 0).unwrap_err().to_string();
+    assert!(err.contains("at least one token"), "{err}");
+}
+
+#[test]
+fn adamw_training_lowers_the_loss() {
+    let mut model = Model::new(small_config(true, true), 0).unwrap();
+    let ids = [1, 2, 3, 4, 5];
+    let targets = [2, 3, 4, 5, 6];
+    let mut opt = AdamW::new(AdamWConfig { weight_decay: 0.1, ..Default::default() }, &model.layout).unwrap();
+    let mut ws = Workspace::new();
+    let mut grads = vec![0.0; model.layout.total];
+    let first = model.loss(&mut ws, &ids, &targets, 1, 5).unwrap();
+    let mut last = first;
+    for _ in 0..100 {
+        grads.fill(0.0);
+        last = model.loss(&mut ws, &ids, &targets, 1, 5).unwrap();
+        model.backward(&mut ws, &mut grads).unwrap();
+        opt.step(&mut model.params, &grads, 1e-2).unwrap();
+    }
+    assert!(last < 0.2 * first, "loss went from {first} to {last}");
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let config = Config {
+        vocab_size: 65,
+        d_model: 64,
+        n_layers: 2,
+        n_heads: 4,
+        d_ff: 256,
+        max_seq_len: 32,
+        eps: 1e-5,
+        attn_bias: true,
+        tie_embeddings: true,
+    };
+    let model = Model::new(config, 5).unwrap();
+    let (b, t) = (8, 32);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % 65) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|i| (i * 11 % 65) as u32).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut ws = Workspace::new();
+            let loss = model.loss(&mut ws, &ids, &targets, b, t).unwrap();
+            let mut grads = vec![0.0f32; model.layout.total];
+            model.backward(&mut ws, &mut grads).unwrap();
+            (loss.to_bits(), grads.iter().map(|g| g.to_bits()).collect::<Vec<_>>())
+        })
+    };
+    assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn greedy_generation_follows_the_argmax_of_the_logits() {
+    let model = random_model(small_config(true, false), 11);
+    let prompt = [3u32, 1];
+    let opts = GenerateOptions {
+        max_new_tokens: 9, // runs past the context of 5
+        sampling: SamplingParams::default(),
+        seed: 0,
+        stop: vec![],
+    };
+    let generated = generate(&model, &prompt, &opts).unwrap();
+    assert_eq!(generated.len(), 9);
+    let mut seq = prompt.to_vec();
+    let v = model.config.vocab_size;
+    for &tok in &generated {
+        let window = &seq[seq.len().saturating_sub(model.config.max_seq_len)..];
+        let mut ws = Workspace::new();
+        model.forward(&mut ws, window, 1, window.len()).unwrap();
+        let logits = ws.logits(&model.config);
+        let last = &logits[(window.len() - 1) * v..];
+        assert_eq!(argmax(last) as u32, tok);
+        seq.push(tok);
+    }
+}
