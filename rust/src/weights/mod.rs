@@ -8,6 +8,7 @@
 //! Every file is written atomically: to a temporary file in the same folder, flushed to
 //! disk, then renamed over the target, so an interrupted save leaves the old file intact.
 
+pub mod checkpoint;
 pub mod go_json;
 pub mod safetensors_file;
 
@@ -128,6 +129,20 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
 
 /// Saves a model in the given format.
 pub fn save(path: &Path, model: &Model, tokenizer: Option<&Tokenizer>, format: WeightsFormat) -> Result<()> {
+    check_tokenizer_fits(model, tokenizer)?;
+    if let Some(i) = model.params.iter().position(|p| !p.is_finite()) {
+        let name = model
+            .layout
+            .specs
+            .iter()
+            .find(|s| s.range().contains(&i))
+            .map(|s| s.name.as_str())
+            .unwrap_or("?");
+        return Err(Error::NonFinite(format!(
+            "cannot save {}: parameter {name:?} holds a NaN or infinite value",
+            path.display()
+        )));
+    }
     let bytes = match format {
         WeightsFormat::GoJson => go_json::to_string(model, tokenizer)?.into_bytes(),
         WeightsFormat::Safetensors => {
@@ -182,6 +197,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         Error::io(path, &e)
     })
+}
+
+/// A tokenizer saved with a model must have exactly the model's vocabulary size.
+pub fn check_tokenizer_fits(model: &Model, tokenizer: Option<&Tokenizer>) -> Result<()> {
+    match tokenizer {
+        Some(tok) if tok.vocab_size() != model.config.vocab_size => Err(Error::value(format!(
+            "the tokenizer has {} tokens but the model's vocab_size is {}",
+            tok.vocab_size(),
+            model.config.vocab_size
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Checks that every value is finite; names the tensor and index of the first that is not.

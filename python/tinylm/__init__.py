@@ -1,0 +1,44 @@
+"""tinylm: a tiny GPT-style language model from first principles.
+
+A Rust core (tensor kernels, forward and hand-written backward passes, AdamW) with this
+thin Python facade::
+
+    import tinylm
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    print(model.generate_text("ROMEO:", max_new_tokens=200, temperature=0.8, seed=1))
+"""
+
+from tinylm._core import (
+    ConfigError,
+    FormatError,
+    NonFiniteError,
+    ShapeError,
+    TinyLMError,
+    TokenizerError,
+    __version__,
+    get_num_threads,
+    set_num_threads,
+)
+from tinylm.model import Config, Transformer, bundled_weights
+from tinylm.tokenizer import Tokenizer
+from tinylm.train import TrainConfig, TrainResult, evaluate, train
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "FormatError",
+    "NonFiniteError",
+    "ShapeError",
+    "TinyLMError",
+    "Tokenizer",
+    "TokenizerError",
+    "TrainConfig",
+    "TrainResult",
+    "Transformer",
+    "__version__",
+    "bundled_weights",
+    "evaluate",
+    "get_num_threads",
+    "set_num_threads",
+    "train",
+]

@@ -1,0 +1,111 @@
+"""Type stubs for the Rust extension module ``tinylm._core``."""
+
+from collections.abc import Mapping
+from os import PathLike
+from typing import Literal, Optional, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class TinyLMError(Exception):
+    """Base class of tinylm's errors."""
+
+class ConfigError(TinyLMError, ValueError):
+    """An invalid model configuration."""
+
+class ShapeError(TinyLMError, ValueError):
+    """A tensor or array of the wrong shape."""
+
+class FormatError(TinyLMError, ValueError):
+    """A malformed weights, checkpoint or tokenizer file."""
+
+class TokenizerError(TinyLMError, ValueError):
+    """Text that cannot be encoded or ids that cannot be decoded."""
+
+class NonFiniteError(TinyLMError, ValueError):
+    """NaN or infinite numbers where finite ones are needed."""
+
+_Path = Union[str, PathLike[str]]
+_Ids = npt.NDArray[np.int64]
+
+class Tokenizer:
+    @staticmethod
+    def word_level(vocab: list[str]) -> Tokenizer: ...
+    @staticmethod
+    def char_level(text: str) -> Tokenizer: ...
+    @staticmethod
+    def from_json(json: str) -> Tokenizer: ...
+    def to_json(self) -> str: ...
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: list[int]) -> str: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def vocab(self) -> list[str]: ...
+    @property
+    def kind(self) -> Literal["word", "char"]: ...
+
+class AdamW:
+    def __init__(
+        self,
+        model: Model,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def hyperparameters(self) -> tuple[float, float, float, float]: ...
+
+class Model:
+    def __init__(self, config_json: str, seed: int) -> None: ...
+    @staticmethod
+    def load(path: _Path) -> tuple[Model, Optional[Tokenizer], Literal["safetensors", "go-json"]]: ...
+    def save(self, path: _Path, tokenizer: Optional[Tokenizer], format: str) -> None: ...
+    def save_checkpoint(
+        self,
+        path: _Path,
+        optimizer: AdamW,
+        tokenizer: Optional[Tokenizer],
+        metadata: Mapping[str, str],
+    ) -> None: ...
+    @staticmethod
+    def load_checkpoint(
+        path: _Path,
+    ) -> tuple[Model, AdamW, Optional[Tokenizer], dict[str, str]]: ...
+    def config_json(self) -> str: ...
+    def num_parameters(self) -> int: ...
+    def logits(self, ids: _Ids) -> npt.NDArray[np.float32]: ...
+    def loss(self, inputs: _Ids, targets: _Ids) -> float: ...
+    def gradients(
+        self, inputs: _Ids, targets: _Ids
+    ) -> tuple[float, list[tuple[str, npt.NDArray[np.float32]]]]: ...
+    def train_step(
+        self,
+        optimizer: AdamW,
+        inputs: _Ids,
+        targets: _Ids,
+        lr: float,
+        grad_clip: Optional[float] = None,
+    ) -> tuple[float, float]: ...
+    def sgd_step(self, inputs: _Ids, targets: _Ids, lr: float) -> float: ...
+    def generate(
+        self,
+        prompt: list[int],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        seed: int = 0,
+        stop: list[int] = ...,
+    ) -> list[int]: ...
+    def state_dict(self) -> list[tuple[str, npt.NDArray[np.float32]]]: ...
+    def load_state_dict(self, state: Mapping[str, npt.NDArray[np.float32]]) -> None: ...
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def detect_format(path: _Path) -> Literal["safetensors", "go-json"]: ...

@@ -1,0 +1,373 @@
+"""The training loop, linear and boring on purpose (as nanoGPT's ``train.py``):
+
+get batch -> forward, backward, clip, AdamW step (one call into the Rust core) -> log ->
+evaluate every ``eval_interval`` steps -> checkpoint.
+
+Everything a step depends on is a function of the step number (the batch comes from a
+generator seeded with ``(seed, step)``, the learning rate from the schedule) or lives in
+the checkpoint (parameters, AdamW moments), so a resumed run continues with exactly the
+losses an uninterrupted run would have had. Ctrl-C or SIGTERM finishes the current step,
+writes a checkpoint and returns; a NaN or infinite loss stops training and keeps the last
+good checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from tinylm import _core
+from tinylm._io import write_text_atomic
+from tinylm._progress import Progress
+from tinylm.model import Transformer
+from tinylm.tokenizer import Tokenizer
+
+CHECKPOINT_NAME = "ckpt.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. Defaults are nanoGPT's CPU Shakespeare run."""
+
+    steps: int = 2000
+    batch_size: int = 12
+    #: Tokens per training sequence; ``None`` means the model's context.
+    seq_len: Optional[int] = None
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    #: Steps over which the learning rate decays (cosine) to ``min_lr``; ``None`` = ``steps``.
+    lr_decay_steps: Optional[int] = None
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    #: Clip the global gradient norm to this; ``None`` or 0 disables clipping.
+    grad_clip: Optional[float] = 1.0
+    eval_interval: int = 250
+    eval_batches: int = 20
+    #: Steps between checkpoints (besides the end and interruptions); ``None`` = ``eval_interval``.
+    checkpoint_interval: Optional[int] = None
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_interval", "eval_batches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.seq_len is not None and self.seq_len < 1:
+            raise ValueError(f"seq_len must be positive, got {self.seq_len}")
+        for name in ("lr", "min_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if self.grad_clip is not None and not (self.grad_clip >= 0):
+            raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
+        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
+            raise ValueError(f"checkpoint_interval must be positive, got {self.checkpoint_interval}")
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup, then cosine decay to ``min_lr`` (nanoGPT's ``get_lr``)."""
+        decay_steps = self.lr_decay_steps or self.steps
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / (self.warmup_steps + 1)
+        if step > decay_steps:
+            return self.min_lr
+        span = max(decay_steps - self.warmup_steps, 1)
+        ratio = (step - self.warmup_steps) / span
+        coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+        return self.min_lr + coeff * (self.lr - self.min_lr)
+
+
+@dataclass
+class TrainResult:
+    """What a training run did."""
+
+    #: Steps completed in total (including those before a resume).
+    steps_done: int
+    #: Training loss of every step, from step 0.
+    train_losses: list[float] = field(default_factory=list)
+    #: (step, validation loss) pairs.
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+    #: Seconds spent training (summed over resumed runs).
+    elapsed: float = 0.0
+    #: Training tokens per second of this run.
+    tokens_per_second: float = 0.0
+    interrupted: bool = False
+    checkpoint: Optional[Path] = None
+
+
+def get_batch(
+    data: np.ndarray, batch_size: int, seq_len: int, seed: int, step: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random windows of ``data``: inputs (B, T) and the targets one token later. The
+    windows depend only on ``(seed, step)``."""
+    rng = np.random.default_rng([seed, step])
+    starts = rng.integers(0, len(data) - seq_len, size=batch_size)
+    offsets = np.arange(seq_len)
+    x = data[starts[:, None] + offsets]
+    y = data[starts[:, None] + offsets + 1]
+    return x.astype(np.int64), y.astype(np.int64)
+
+
+def estimate_loss(
+    model: Transformer, data: np.ndarray, batch_size: int, seq_len: int, batches: int, seed: int
+) -> float:
+    """Mean loss over ``batches`` random batches; the same batches every call."""
+    losses = [
+        model._core.loss(*get_batch(data, batch_size, seq_len, seed, -1 - k))
+        for k in range(batches)
+    ]
+    return float(np.mean(losses))
+
+
+def evaluate(model: Transformer, data: np.ndarray, seq_len: Optional[int] = None,
+             batch_size: int = 64) -> float:
+    """Mean next-token loss over all of ``data``, in consecutive windows of ``seq_len``."""
+    seq_len = seq_len or model.config.max_seq_len
+    n_windows = (len(data) - 1) // seq_len
+    if n_windows < 1:
+        raise ValueError(
+            f"evaluation needs more than {seq_len} tokens, the data has {len(data)}"
+        )
+    total, count = 0.0, 0
+    for first in range(0, n_windows, batch_size):
+        idx = np.arange(first, min(first + batch_size, n_windows))[:, None] * seq_len
+        offsets = np.arange(seq_len)
+        x = data[idx + offsets].astype(np.int64)
+        y = data[idx + offsets + 1].astype(np.int64)
+        total += model._core.loss(x, y) * len(idx)
+        count += len(idx)
+    return total / count
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM while training, so the loop stops between steps."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.signal = signum
+
+
+@contextmanager
+def _catch_stop_signals(flag: _StopFlag) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, flag)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _check_data(name: str, data: np.ndarray, seq_len: int) -> None:
+    if data.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of token ids, got shape {data.shape}")
+    if len(data) < seq_len + 1:
+        raise ValueError(
+            f"{name} has {len(data)} tokens, too few for a context of {seq_len}: it needs at "
+            f"least {seq_len + 1}. Use more text or a shorter context."
+        )
+
+
+def train(
+    model: Transformer,
+    train_data: np.ndarray,
+    val_data: Optional[np.ndarray],
+    config: TrainConfig,
+    out_dir: Optional[Path] = None,
+    resume: bool = False,
+    progress: bool = True,
+    on_eval: Optional[Callable[[int, float, Optional[float]], None]] = None,
+) -> tuple[Transformer, TrainResult]:
+    """Trains ``model`` (or, with ``resume``, the model of the checkpoint in ``out_dir``).
+
+    Returns the trained model (a new object when resuming) and a :class:`TrainResult`.
+    Checkpoints go to ``out_dir / "ckpt.safetensors"`` when ``out_dir`` is given.
+    """
+    seq_len = config.seq_len or model.config.max_seq_len
+    if seq_len > model.config.max_seq_len:
+        raise ValueError(
+            f"seq_len {seq_len} is longer than the model's context ({model.config.max_seq_len})"
+        )
+    train_data = np.asarray(train_data)
+    _check_data("training data", train_data, seq_len)
+    if val_data is not None:
+        val_data = np.asarray(val_data)
+        _check_data("validation data", val_data, seq_len)
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+
+    result = TrainResult(steps_done=0, checkpoint=ckpt_path)
+    if resume:
+        if ckpt_path is None or not ckpt_path.exists():
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
+        model, optimizer, state = load_checkpoint(ckpt_path)
+        saved = TrainConfig(**state["train_config"])
+        if dataclasses.asdict(saved) != dataclasses.asdict(config):
+            changed = [
+                k for k, v in dataclasses.asdict(config).items() if dataclasses.asdict(saved)[k] != v
+            ]
+            raise ValueError(
+                f"cannot resume with different training settings ({', '.join(changed)}); "
+                "the checkpoint's settings must be used to reproduce the run"
+            )
+        result.steps_done = state["step"]
+        result.train_losses = list(state["train_losses"])
+        result.val_losses = [tuple(p) for p in state["val_losses"]]  # type: ignore[misc]
+        result.elapsed = state["elapsed"]
+    else:
+        optimizer = _core.AdamW(
+            model._core, config.beta1, config.beta2, 1e-8, config.weight_decay
+        )
+
+    def save(step: int) -> None:
+        if ckpt_path is None:
+            return
+        state = {
+            "step": step,
+            "train_config": dataclasses.asdict(config),
+            "train_losses": result.train_losses,
+            "val_losses": result.val_losses,
+            "elapsed": result.elapsed,
+        }
+        tok = model.tokenizer._core if model.tokenizer is not None else None
+        model._core.save_checkpoint(
+            str(ckpt_path), optimizer, tok, {"train_state": json.dumps(state)}
+        )
+
+    ckpt_every = config.checkpoint_interval or config.eval_interval
+    clip = config.grad_clip or None
+    tokens_per_step = config.batch_size * seq_len
+    flag = _StopFlag()
+    bar = Progress(config.steps, enabled=progress, initial=result.steps_done)
+    start_step = result.steps_done
+    run_start = time.perf_counter()
+    last_val: Optional[float] = result.val_losses[-1][1] if result.val_losses else None
+    with _catch_stop_signals(flag):
+        step = start_step
+        while step < config.steps:
+            t0 = time.perf_counter()
+            x, y = get_batch(train_data, config.batch_size, seq_len, config.seed, step)
+            try:
+                loss, _ = model._core.train_step(optimizer, x, y, config.lr_at(step), clip)
+            except _core.NonFiniteError as exc:
+                bar.close()
+                kept = f"the last good checkpoint is kept at {ckpt_path}" if ckpt_path else ""
+                raise _core.NonFiniteError(
+                    f"training diverged at step {step}: {exc}. {kept}".strip()
+                ) from None
+            result.train_losses.append(float(loss))
+            step += 1
+            result.steps_done = step
+            is_last = step == config.steps
+            if val_data is not None and (step % config.eval_interval == 0 or is_last):
+                last_val = estimate_loss(
+                    model, val_data, config.batch_size, seq_len, config.eval_batches, config.seed
+                )
+                result.val_losses.append((step, last_val))
+                bar.note(f"step {step}: train loss {loss:.4f}, val loss {last_val:.4f}")
+                if on_eval is not None:
+                    on_eval(step, float(loss), last_val)
+            result.elapsed += time.perf_counter() - t0
+            if step % ckpt_every == 0 or is_last:
+                save(step)
+            run_time = time.perf_counter() - run_start
+            rate = (step - start_step) * tokens_per_step / max(run_time, 1e-9)
+            bar.update(step, loss=float(loss), val=last_val, rate=rate)
+            if flag.signal is not None and not is_last:
+                save(step)
+                result.interrupted = True
+                name = "Ctrl-C" if flag.signal == signal.SIGINT else "SIGTERM"
+                bar.note(
+                    f"{name}: stopped after step {step}; checkpoint saved"
+                    + (f" to {ckpt_path}" if ckpt_path else " (no out_dir: nothing saved)")
+                )
+                break
+    bar.close()
+    run_time = time.perf_counter() - run_start
+    done = result.steps_done - start_step
+    result.tokens_per_second = done * tokens_per_step / run_time if run_time > 0 else 0.0
+    return model, result
+
+
+def load_checkpoint(path: Path) -> tuple[Transformer, _core.AdamW, dict[str, Any]]:
+    """The model, optimizer and training state stored in a checkpoint."""
+    core, optimizer, tok, meta = _core.Model.load_checkpoint(str(path))
+    if "train_state" not in meta:
+        raise _core.FormatError(f"{path}: not a training checkpoint (no train_state metadata)")
+    try:
+        state = json.loads(meta["train_state"])
+        for key in ("step", "train_config", "train_losses", "val_losses", "elapsed"):
+            state[key]  # noqa: B018 - presence check
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _core.FormatError(f"{path}: invalid train_state metadata: {exc}") from None
+    model = Transformer._from_core(core, Tokenizer(tok) if tok is not None else None, "safetensors")
+    return model, optimizer, state
+
+
+def save_history(path: Path, result: TrainResult) -> None:
+    """The loss history as JSON."""
+    data = {
+        "steps_done": result.steps_done,
+        "train_losses": result.train_losses,
+        "val_losses": [[s, v] for s, v in result.val_losses],
+        "elapsed_seconds": result.elapsed,
+    }
+    write_text_atomic(Path(path), json.dumps(data, indent=1))
+
+
+def plot_history(path: Path, result: TrainResult) -> bool:
+    """Draws the loss curves to a PNG; returns False (and draws nothing) when matplotlib
+    is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    import io
+
+    from tinylm._io import write_bytes_atomic
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    steps = np.arange(1, len(result.train_losses) + 1)
+    ax.plot(steps, result.train_losses, lw=0.8, alpha=0.6, label="train (per step)")
+    if len(result.train_losses) >= 20:
+        k = max(len(result.train_losses) // 50, 5)
+        smooth = np.convolve(result.train_losses, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth, lw=1.5, label=f"train ({k}-step mean)")
+    if result.val_losses:
+        vs, vl = zip(*result.val_losses)
+        ax.plot(vs, vl, "o-", lw=1.5, ms=3, label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy loss (nats)")
+    ax.set_title("tinylm training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_bytes_atomic(Path(path), buf.getvalue())
+    return True

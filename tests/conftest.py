@@ -1,0 +1,50 @@
+"""Shared fixtures: the Go seed file, random models, small corpora."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinylm
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("TINYLM_SHARED", REPO.parent / "shared"))
+SEED_WEIGHTS = SHARED / "seed" / "tiny_gpt_weights.json"
+SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
+
+
+@pytest.fixture
+def seed_path() -> Path:
+    if not SEED_WEIGHTS.exists():
+        pytest.skip(f"the Go seed weights are not at {SEED_WEIGHTS} (../shared is absent)")
+    return SEED_WEIGHTS
+
+
+@pytest.fixture
+def shakespeare_path() -> Path:
+    if not SHAKESPEARE.exists():
+        pytest.skip(f"the Shakespeare corpus is not at {SHAKESPEARE} (../shared is absent)")
+    return SHAKESPEARE
+
+
+def randomize(model: tinylm.Transformer, seed: int, scale: float = 0.5) -> dict[str, np.ndarray]:
+    """Gives every parameter (biases and norms too) random values; returns them."""
+    rng = np.random.default_rng(seed)
+    state = {
+        name: (rng.standard_normal(v.shape) * scale).astype(np.float32)
+        for name, v in model.state_dict().items()
+    }
+    model.load_state_dict(state)
+    return state
+
+
+def random_model(config: tinylm.Config, seed: int = 0, scale: float = 0.5) -> tinylm.Transformer:
+    model = tinylm.Transformer(config, seed=seed)
+    randomize(model, seed, scale)
+    return model

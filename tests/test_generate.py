@@ -1,0 +1,104 @@
+"""Generation: greedy, sampling, stopping, and the context window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import random_model
+
+import tinylm
+
+CONFIG = tinylm.Config(vocab_size=20, d_model=16, n_layers=2, n_heads=2, max_seq_len=8)
+
+
+@pytest.fixture(scope="module")
+def model() -> tinylm.Transformer:
+    return random_model(CONFIG, seed=3, scale=0.4)
+
+
+def test_greedy_generation_is_the_argmax_of_the_logits(model) -> None:
+    out = model.generate([1, 2], max_new_tokens=12)  # runs past the context of 8
+    assert out[:2] == [1, 2] and len(out) == 14
+    for i in range(2, len(out)):
+        window = out[max(0, i - CONFIG.max_seq_len) : i]
+        assert out[i] == int(np.argmax(model.logits(window)[-1])), f"token {i}"
+
+
+def test_top_k_one_equals_greedy(model) -> None:
+    greedy = model.generate([4], max_new_tokens=15)
+    for seed in range(3):
+        assert model.generate([4], 15, temperature=1.3, top_k=1, seed=seed) == greedy
+
+
+def test_seeded_sampling_is_reproducible(model) -> None:
+    a = model.generate([4], 30, temperature=1.0, seed=123)
+    b = model.generate([4], 30, temperature=1.0, seed=123)
+    c = model.generate([4], 30, temperature=1.0, seed=124)
+    assert a == b
+    assert a != c
+
+
+def test_sampling_follows_the_softmax_distribution(model) -> None:
+    """First sampled token over many seeds: frequencies close to softmax(logits / T)."""
+    temperature = 2.0
+    logits = model.logits([7])[-1].astype(np.float64) / temperature
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    n = 4000
+    counts = np.bincount([model.generate([7], 1, temperature=temperature, seed=s)[-1]
+                          for s in range(n)], minlength=CONFIG.vocab_size)
+    assert np.abs(counts / n - probs).max() < 0.03
+
+
+def test_top_k_and_top_p_restrict_the_choices(model) -> None:
+    logits = model.logits([5])[-1]
+    order = np.argsort(-logits, kind="stable")
+    firsts = {model.generate([5], 1, temperature=5.0, top_k=3, seed=s)[-1] for s in range(300)}
+    assert firsts <= set(order[:3].tolist()) and len(firsts) > 1
+    probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    keep = int(np.searchsorted(np.cumsum(probs[order]), 0.5) + 1)
+    firsts_p = {model.generate([5], 1, temperature=1.0, top_p=0.5, seed=s)[-1] for s in range(300)}
+    assert firsts_p <= set(order[:keep].tolist())
+
+
+def test_stop_ends_generation_right_after_the_stop_id(model) -> None:
+    free = model.generate([1], max_new_tokens=20)
+    stop_at = free[5]
+    first = free.index(stop_at, 1)
+    out = model.generate([1], max_new_tokens=20, stop=stop_at)
+    assert out == free[: first + 1]
+
+
+def test_zero_new_tokens_returns_the_prompt(model) -> None:
+    assert model.generate([1, 2, 3], max_new_tokens=0) == [1, 2, 3]
+
+
+def test_long_prompt_keeps_the_last_context_tokens(model) -> None:
+    prompt = list(range(1, 13))  # longer than the context of 8
+    out = model.generate(prompt, max_new_tokens=1)
+    assert out[-1] == int(np.argmax(model.logits(prompt[-8:])[-1]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_new_tokens": -1}, "max_new_tokens"),
+        ({"temperature": -0.5}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": 0}, "top_k"),
+    ],
+)
+def test_bad_generation_arguments_are_errors(model, kwargs, match) -> None:
+    args = {"max_new_tokens": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        model.generate([1], **args)
+
+
+def test_generate_text_uses_the_tokenizer() -> None:
+    tok = tinylm.Tokenizer.char_level("abcdefghij")
+    m = tinylm.Transformer(tinylm.Config(vocab_size=10, d_model=8, n_layers=1, n_heads=2,
+                                         max_seq_len=6), tokenizer=tok)
+    text = m.generate_text("abc", max_new_tokens=4)
+    assert text.startswith("abc") and len(text) == 7
