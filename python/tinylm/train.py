@@ -109,12 +109,17 @@ class TrainResult:
     checkpoint: Optional[Path] = None
 
 
+#: Random streams: training batches and evaluation batches never share windows by accident.
+TRAIN_STREAM, EVAL_STREAM = 0, 1
+
+
 def get_batch(
-    data: np.ndarray, batch_size: int, seq_len: int, seed: int, step: int
+    data: np.ndarray, batch_size: int, seq_len: int, seed: int, step: int,
+    stream: int = TRAIN_STREAM,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random windows of ``data``: inputs (B, T) and the targets one token later. The
-    windows depend only on ``(seed, step)``."""
-    rng = np.random.default_rng([seed, step])
+    windows depend only on ``(seed, stream, step)``."""
+    rng = np.random.default_rng([seed, stream, step])
     starts = rng.integers(0, len(data) - seq_len, size=batch_size)
     offsets = np.arange(seq_len)
     x = data[starts[:, None] + offsets]
@@ -127,7 +132,7 @@ def estimate_loss(
 ) -> float:
     """Mean loss over ``batches`` random batches; the same batches every call."""
     losses = [
-        model._core.loss(*get_batch(data, batch_size, seq_len, seed, -1 - k))
+        model._core.loss(*get_batch(data, batch_size, seq_len, seed, k, EVAL_STREAM))
         for k in range(batches)
     ]
     return float(np.mean(losses))

@@ -3,7 +3,9 @@
 
 use rayon::prelude::*;
 
+use super::simd::simd_fn;
 use super::softmax::softmax_in_place;
+use super::vecmath::max;
 
 /// logits is (N, V), targets (N); probs will be (N, V), losses (N).
 /// Targets must already be checked against V.
@@ -13,13 +15,17 @@ pub fn cross_entropy_forward(losses: &mut [f32], probs: &mut [f32], logits: &[f3
         .zip(logits.par_chunks(v))
         .zip(losses.par_iter_mut().zip(targets.par_iter()))
         .with_min_len(8)
-        .for_each(|((p, z), (loss, &target))| {
-            p.copy_from_slice(z);
-            let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let log_norm = softmax_in_place(p);
-            // -log p[target] computed from the logits, not from the rounded probability.
-            *loss = log_norm + max - z[target as usize];
-        });
+        .for_each(|((p, z), (loss, &target))| *loss = cross_entropy_row(p, z, target));
+}
+
+simd_fn! {
+    fn cross_entropy_row(p: &mut [f32], z: &[f32], target: u32) -> f32 {
+        p.copy_from_slice(z);
+        let m = max(z);
+        let log_norm = softmax_in_place(p);
+        // -log p[target] from the logits, not from the rounded probability.
+        log_norm + m - z[target as usize]
+    }
 }
 
 /// In the forward pass this was: loss = -log softmax(logits)[target]; so

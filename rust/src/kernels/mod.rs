@@ -10,5 +10,6 @@ pub mod embedding;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
+pub mod simd;
 pub mod softmax;
 pub mod vecmath;

@@ -3,24 +3,16 @@
 
 /// Replaces `row` by its softmax. Returns the log of the normaliser, log(sum exp(x - max)),
 /// which cross-entropy needs.
+#[inline(always)]
 pub fn softmax_in_place(row: &mut [f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for x in row.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
-    for x in row.iter_mut() {
-        *x *= inv;
-    }
-    sum.ln()
+    super::vecmath::softmax_in_place(row)
 }
 
-/// The backward of softmax for one row: with p = softmax(x) and dp the gradient of p,
+/// In the forward pass this was: p = softmax(x); so with dp the gradient of p,
 /// dx[i] = p[i] (dp[i] - sum_j p[j] dp[j]). Overwrites `dp` with dx.
+#[inline(always)]
 pub fn softmax_backward_in_place(dp: &mut [f32], p: &[f32]) {
-    let inner: f32 = p.iter().zip(dp.iter()).map(|(a, b)| a * b).sum();
+    let inner = super::vecmath::dot(p, dp);
     for (d, &pi) in dp.iter_mut().zip(p) {
         *d = pi * (*d - inner);
     }

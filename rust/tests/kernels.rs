@@ -1,0 +1,273 @@
+//! Each kernel against a plain float64 reference, and each backward against central
+//! finite differences of its own forward (computed in float64 from the reference).
+
+mod common;
+
+use tinylm::kernels::attention::{attention_backward, attention_forward};
+use tinylm::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use tinylm::kernels::gelu::{gelu_backward, gelu_forward};
+use tinylm::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use tinylm::kernels::matmul::{linear_backward, linear_forward, matmul, MatMut, MatRef};
+use tinylm::kernels::vecmath;
+use tinylm::rng::Rng;
+
+fn randn(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.next_normal() as f32).collect()
+}
+
+fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1e-3f64, |m, w| m.max(w.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(((*g as f64) - w).abs() <= tol * scale, "{what}[{i}]: got {g}, want {w}");
+    }
+}
+
+#[test]
+fn matmul_with_transposed_views_matches_naive() {
+    let (m, k, n) = (37, 19, 23);
+    let a = randn(m * k, 1);
+    let b = randn(k * n, 2);
+    let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect(); // (K, M)
+    let mut want = vec![0.0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+        }
+    }
+    let mut out = vec![0.0f32; m * n];
+    matmul(MatMut::new(&mut out, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), false);
+    assert_close(&out, &want, 1e-5, "a @ b");
+    out.fill(0.0);
+    matmul(MatMut::new(&mut out, m, n), MatRef::new(&at, k, m).t(), MatRef::new(&b, k, n), false);
+    assert_close(&out, &want, 1e-5, "(a^T)^T @ b");
+    // Accumulate adds to what is there.
+    matmul(MatMut::new(&mut out, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), true);
+    let doubled: Vec<f64> = want.iter().map(|w| 2.0 * w).collect();
+    assert_close(&out, &doubled, 1e-5, "accumulate");
+}
+
+#[test]
+fn big_matmul_matches_naive() {
+    // Big enough to run on several threads inside gemm.
+    let (m, k, n) = (300, 130, 257);
+    let a = randn(m * k, 3);
+    let b = randn(k * n, 4);
+    let mut out = vec![0.0f32; m * n];
+    matmul(MatMut::new(&mut out, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), false);
+    for &(i, j) in &[(0, 0), (299, 256), (150, 3), (17, 200)] {
+        let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+        assert!((out[i * n + j] as f64 - want).abs() < 1e-3, "({i},{j})");
+    }
+}
+
+/// A scalar function of the kernel's input, for finite differences in float32 with a
+/// generous step; each kernel is smooth, so a 1e-2 relative error budget is ample.
+fn check_fd(x: &mut [f32], analytic: &[f32], mut f: impl FnMut(&[f32]) -> f64, what: &str) {
+    let h = 1e-2f32;
+    for i in 0..x.len() {
+        let orig = x[i];
+        x[i] = orig + h;
+        let up = f(x);
+        x[i] = orig - h;
+        let down = f(x);
+        x[i] = orig;
+        let numeric = (up - down) / (2.0 * h as f64);
+        let a = analytic[i] as f64;
+        assert!(
+            (numeric - a).abs() <= 2e-2 * (numeric.abs() + a.abs()) + 2e-3,
+            "{what}[{i}]: analytic {a}, numeric {numeric}"
+        );
+    }
+}
+
+#[test]
+fn linear_backward_matches_finite_differences() {
+    let (n, ic, oc) = (5, 4, 3);
+    let mut inp = randn(n * ic, 5);
+    let mut w = randn(ic * oc, 6);
+    let mut bias = randn(oc, 7);
+    let g = randn(n * oc, 8); // weights of the scalar objective sum(g * out)
+    let objective = |inp: &[f32], w: &[f32], bias: &[f32]| -> f64 {
+        let mut out = vec![0.0f32; n * oc];
+        linear_forward(&mut out, inp, MatRef::new(w, ic, oc), Some(bias), n);
+        out.iter().zip(&g).map(|(o, gg)| (*o as f64) * (*gg as f64)).sum()
+    };
+    let mut dinp = vec![0.0f32; n * ic];
+    let mut dw = vec![0.0f32; ic * oc];
+    let mut db = vec![0.0f32; oc];
+    linear_backward(Some(&mut dinp), MatMut::new(&mut dw, ic, oc), Some(&mut db), &g, &inp, MatRef::new(&w, ic, oc), n);
+    let (w0, b0) = (w.clone(), bias.clone());
+    check_fd(&mut inp.clone(), &dinp, |x| objective(x, &w0, &b0), "dinp");
+    let i0 = inp.clone();
+    check_fd(&mut w, &dw, |x| objective(&i0, x, &b0), "dweight");
+    let w1 = w.clone();
+    check_fd(&mut bias, &db, |x| objective(&i0, &w1, x), "dbias");
+    let _ = &mut inp;
+}
+
+#[test]
+fn layernorm_forward_and_backward() {
+    let (n, c) = (6, 10);
+    let inp: Vec<f32> = randn(n * c, 9).iter().map(|x| x * 3.0 + 1.0).collect();
+    let weight = randn(c, 10);
+    let bias = randn(c, 11);
+    let eps = 1e-5f32;
+    let mut out = vec![0.0f32; n * c];
+    let (mut mean, mut rstd) = (vec![0.0f32; n], vec![0.0f32; n]);
+    layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, c, eps);
+    let mut want = vec![0.0f64; n * c];
+    for r in 0..n {
+        let row: Vec<f64> = inp[r * c..(r + 1) * c].iter().map(|&x| x as f64).collect();
+        let m = row.iter().sum::<f64>() / c as f64;
+        let var = row.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / c as f64;
+        for j in 0..c {
+            want[r * c + j] = (row[j] - m) / (var + eps as f64).sqrt() * weight[j] as f64 + bias[j] as f64;
+        }
+    }
+    assert_close(&out, &want, 1e-5, "layernorm");
+
+    let g = randn(n * c, 12);
+    let objective = |x: &[f32], w: &[f32], b: &[f32]| -> f64 {
+        let mut o = vec![0.0f32; n * c];
+        let (mut m, mut s) = (vec![0.0f32; n], vec![0.0f32; n]);
+        layernorm_forward(&mut o, &mut m, &mut s, x, w, b, c, eps);
+        o.iter().zip(&g).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+    };
+    let mut dinp = vec![0.0f32; n * c];
+    let mut dw = vec![0.0f32; c];
+    let mut db = vec![0.0f32; c];
+    layernorm_backward(&mut dinp, &mut dw, &mut db, &g, &inp, &weight, &mean, &rstd, c);
+    check_fd(&mut inp.clone(), &dinp, |x| objective(x, &weight, &bias), "dinp");
+    check_fd(&mut weight.clone(), &dw, |x| objective(&inp, x, &bias), "dweight");
+    check_fd(&mut bias.clone(), &db, |x| objective(&inp, &weight, x), "dbias");
+}
+
+#[test]
+fn gelu_forward_and_backward() {
+    let x: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.1).collect();
+    let mut out = vec![0.0f32; x.len()];
+    gelu_forward(&mut out, &x);
+    let want: Vec<f64> = x
+        .iter()
+        .map(|&v| {
+            let v = v as f64;
+            0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
+        })
+        .collect();
+    assert_close(&out, &want, 1e-6, "gelu");
+    let g = randn(x.len(), 13);
+    let mut dx = vec![0.0f32; x.len()];
+    gelu_backward(&mut dx, &x, &g);
+    check_fd(
+        &mut x.clone(),
+        &dx,
+        |v| {
+            let mut o = vec![0.0f32; v.len()];
+            gelu_forward(&mut o, v);
+            o.iter().zip(&g).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+        },
+        "dgelu",
+    );
+}
+
+#[test]
+fn fast_exp_and_tanh_are_accurate() {
+    for i in -8000..=8000 {
+        let x = i as f32 * 0.01;
+        let want = (x as f64).exp();
+        let got = vecmath::exp(x) as f64;
+        assert!((got - want).abs() <= 3e-7 * want, "exp({x}): {got} vs {want}");
+        let want_t = (x as f64).tanh();
+        assert!((vecmath::tanh(x) as f64 - want_t).abs() <= 2e-7, "tanh({x})");
+    }
+}
+
+fn attention_reference(qkv: &[f32], b: usize, t: usize, c: usize, h: usize) -> Vec<f64> {
+    let d = c / h;
+    let mut out = vec![0.0f64; b * t * c];
+    for bi in 0..b {
+        let at = |ti: usize, col: usize| qkv[(bi * t + ti) * 3 * c + col] as f64;
+        for hh in 0..h {
+            for ti in 0..t {
+                let scores: Vec<f64> = (0..=ti)
+                    .map(|s| (0..d).map(|j| at(ti, hh * d + j) * at(s, c + hh * d + j)).sum::<f64>() / (d as f64).sqrt())
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for j in 0..d {
+                    out[(bi * t + ti) * c + hh * d + j] = (0..=ti).map(|s| e[s] / z * at(s, 2 * c + hh * d + j)).sum();
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn attention_forward_and_backward() {
+    let (b, t, c, h) = (2, 5, 6, 3);
+    let qkv = randn(b * t * 3 * c, 14);
+    let mut out = vec![0.0f32; b * t * c];
+    let mut att = vec![0.0f32; b * t * h * t];
+    attention_forward(&mut out, &mut att, &qkv, t, c, h);
+    assert_close(&out, &attention_reference(&qkv, b, t, c, h), 1e-5, "attention");
+    // Rows of probabilities sum to one and are zero in the future.
+    for row in att.chunks_exact(t).enumerate() {
+        let ti = (row.0 / h) % t;
+        assert!((row.1.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(row.1[ti + 1..].iter().all(|&p| p == 0.0));
+    }
+    let g = randn(b * t * c, 15);
+    let mut dqkv = vec![0.0f32; qkv.len()];
+    attention_backward(&mut dqkv, &g, &qkv, &att, t, c, h);
+    check_fd(
+        &mut qkv.clone(),
+        &dqkv,
+        |x| {
+            let mut o = vec![0.0f32; b * t * c];
+            let mut a = vec![0.0f32; b * t * h * t];
+            attention_forward(&mut o, &mut a, x, t, c, h);
+            o.iter().zip(&g).map(|(p, q)| (*p as f64) * (*q as f64)).sum()
+        },
+        "dqkv",
+    );
+}
+
+#[test]
+fn cross_entropy_forward_and_backward() {
+    let (n, v) = (4, 7);
+    let logits: Vec<f32> = randn(n * v, 16).iter().map(|x| x * 4.0).collect();
+    let targets = [0u32, 6, 3, 3];
+    let mut losses = vec![0.0f32; n];
+    let mut probs = vec![0.0f32; n * v];
+    cross_entropy_forward(&mut losses, &mut probs, &logits, &targets, v);
+    for r in 0..n {
+        let row: Vec<f64> = logits[r * v..(r + 1) * v].iter().map(|&x| x as f64).collect();
+        let lse = row.iter().map(|x| x.exp()).sum::<f64>().ln();
+        assert!((losses[r] as f64 - (lse - row[targets[r] as usize])).abs() < 1e-5);
+    }
+    let mut dlogits = vec![0.0f32; n * v];
+    cross_entropy_backward(&mut dlogits, &probs, &targets, 1.0 / n as f32, v);
+    check_fd(
+        &mut logits.clone(),
+        &dlogits,
+        |z| {
+            let mut l = vec![0.0f32; n];
+            let mut p = vec![0.0f32; n * v];
+            cross_entropy_forward(&mut l, &mut p, z, &targets, v);
+            l.iter().map(|&x| x as f64).sum::<f64>() / n as f64
+        },
+        "dlogits",
+    );
+}
+
+#[test]
+fn softmax_of_huge_logits_does_not_overflow() {
+    let mut row = [1000.0f32, 999.0, -1000.0];
+    tinylm::kernels::softmax::softmax_in_place(&mut row);
+    assert!(row.iter().all(|p| p.is_finite()));
+    assert!((row[0] - 0.731_058_6).abs() < 1e-6);
+}

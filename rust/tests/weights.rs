@@ -1,0 +1,125 @@
+//! Weight files without Python: the Go JSON format and tinylm's safetensors format.
+
+mod common;
+
+use std::fs;
+
+use common::{random_model, seed_weights, small_config, temp_dir};
+use tinylm::tokenizer::{Tokenizer, WordTokenizer};
+use tinylm::weights::go_json::parse_nested_list;
+use tinylm::weights::{self, WeightsFormat};
+
+fn words(n: usize) -> Tokenizer {
+    Tokenizer::Word(WordTokenizer::new((0..n).map(|i| format!("w{i}")).collect()).unwrap())
+}
+
+#[test]
+fn nested_lists_parse_to_shape_and_values() {
+    let t = parse_nested_list("[[1, 2.5, -3e-2], [4, 5, 6]]").unwrap();
+    assert_eq!(t.shape, vec![2, 3]);
+    assert_eq!(t.data, vec![1.0, 2.5, -0.03, 4.0, 5.0, 6.0]);
+    assert_eq!(parse_nested_list("[0.1]").unwrap().data, vec![0.1f32]);
+}
+
+#[test]
+fn ragged_and_non_numeric_lists_are_errors() {
+    for (text, needle) in [
+        ("[[1, 2], [3]]", "ragged"),
+        ("[[1, 2], 3]", "ragged"),
+        ("[1, [2]]", "ragged"),
+        ("[1, \"x\"]", "expected a number"),
+        ("[1e39]", "out of range for float32"),
+        ("[null]", "expected a number"),
+    ] {
+        let err = parse_nested_list(text).unwrap_err();
+        assert!(err.contains(needle), "{text}: {err}");
+    }
+}
+
+#[test]
+fn go_json_round_trip_is_exact() {
+    let Some(seed) = seed_weights() else { return };
+    let loaded = weights::load(&seed).unwrap();
+    assert_eq!(loaded.format, WeightsFormat::GoJson);
+    let dir = temp_dir("go-roundtrip");
+    let path = dir.join("out.json");
+    weights::save(&path, &loaded.model, loaded.tokenizer.as_ref(), WeightsFormat::GoJson).unwrap();
+    let again = weights::load(&path).unwrap();
+    assert_eq!(again.model.params, loaded.model.params);
+    assert_eq!(again.model.config, loaded.model.config);
+    assert_eq!(again.tokenizer, loaded.tokenizer);
+}
+
+#[test]
+fn random_floats_survive_the_go_format_bit_for_bit() {
+    let model = random_model(small_config(false, false), 21);
+    let dir = temp_dir("go-bits");
+    let path = dir.join("m.json");
+    weights::save(&path, &model, Some(&words(7)), WeightsFormat::GoJson).unwrap();
+    let again = weights::load(&path).unwrap();
+    let a: Vec<u32> = model.params.iter().map(|x| x.to_bits()).collect();
+    let b: Vec<u32> = again.model.params.iter().map(|x| x.to_bits()).collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn safetensors_round_trip_keeps_everything() {
+    let model = random_model(small_config(true, true), 22);
+    let dir = temp_dir("st-roundtrip");
+    let path = dir.join("m.safetensors");
+    let tok = words(7);
+    weights::save(&path, &model, Some(&tok), WeightsFormat::Safetensors).unwrap();
+    let again = weights::load(&path).unwrap();
+    assert_eq!(again.format, WeightsFormat::Safetensors);
+    assert_eq!(again.model.config, model.config);
+    assert_eq!(again.model.params, model.params);
+    assert_eq!(again.tokenizer, Some(tok));
+}
+
+#[test]
+fn go_format_refuses_what_it_cannot_hold() {
+    let dir = temp_dir("go-refuse");
+    let path = dir.join("m.json");
+    let biased = random_model(small_config(true, false), 1);
+    let err = weights::save(&path, &biased, Some(&words(7)), WeightsFormat::GoJson).unwrap_err();
+    assert!(err.to_string().contains("attention biases"), "{err}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_failed_save_leaves_the_old_file_and_no_temporary() {
+    let dir = temp_dir("atomic");
+    let path = dir.join("m.safetensors");
+    let model = random_model(small_config(true, true), 2);
+    weights::save(&path, &model, None, WeightsFormat::Safetensors).unwrap();
+    let before = fs::read(&path).unwrap();
+    let mut broken = model.clone();
+    broken.params[3] = f32::NAN;
+    assert!(weights::save(&path, &broken, None, WeightsFormat::Safetensors).is_err());
+    assert_eq!(fs::read(&path).unwrap(), before);
+    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
+fn loader_errors_name_the_problem() {
+    let dir = temp_dir("errors");
+    let cases: [(&str, &[u8], &str); 6] = [
+        ("empty.json", b"", "empty"),
+        ("trunc.json", b"{\"d_model\": 4, \"n_layers\"", "truncated JSON"),
+        ("noweights.json", b"{\"d_model\": 4, \"n_layers\": 1, \"n_heads\": 2, \"vocab\": [\"a\"]}", "missing field \"weights\""),
+        ("badtype.json", b"{\"d_model\": \"4\", \"n_layers\": 1, \"n_heads\": 2}", "\"d_model\" must be a positive integer"),
+        ("huge.json", b"{\"d_model\": 1000000000, \"n_layers\": 1, \"n_heads\": 2}", "out of range"),
+        ("st.safetensors", &[8, 0, 0, 0, 0, 0, 0, 0, b'{', b'}', b' ', b' ', b' ', b' ', b' ', b' '], "safetensors"),
+    ];
+    for (name, bytes, needle) in cases {
+        let path = dir.join(name);
+        fs::write(&path, bytes).unwrap();
+        let err = weights::load(&path).unwrap_err().to_string();
+        assert!(err.contains(needle) && err.contains(name), "{name}: {err}");
+    }
+    let err = weights::load(&dir.join("absent.json")).unwrap_err().to_string();
+    assert!(err.contains("no such file"), "{err}");
+    let err = weights::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("directory"), "{err}");
+}
