@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import random_model
-
 import tinylm
+from conftest import random_model
 
 CONFIG = tinylm.Config(vocab_size=20, d_model=16, n_layers=2, n_heads=2, max_seq_len=8)
 
@@ -45,8 +44,10 @@ def test_sampling_follows_the_softmax_distribution(model) -> None:
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     n = 4000
-    counts = np.bincount([model.generate([7], 1, temperature=temperature, seed=s)[-1]
-                          for s in range(n)], minlength=CONFIG.vocab_size)
+    counts = np.bincount(
+        [model.generate([7], 1, temperature=temperature, seed=s)[-1] for s in range(n)],
+        minlength=CONFIG.vocab_size,
+    )
     assert np.abs(counts / n - probs).max() < 0.03
 
 
@@ -98,7 +99,8 @@ def test_bad_generation_arguments_are_errors(model, kwargs, match) -> None:
 
 def test_generate_text_uses_the_tokenizer() -> None:
     tok = tinylm.Tokenizer.char_level("abcdefghij")
-    m = tinylm.Transformer(tinylm.Config(vocab_size=10, d_model=8, n_layers=1, n_heads=2,
-                                         max_seq_len=6), tokenizer=tok)
+    m = tinylm.Transformer(
+        tinylm.Config(vocab_size=10, d_model=8, n_layers=1, n_heads=2, max_seq_len=6), tokenizer=tok
+    )
     text = m.generate_text("abc", max_new_tokens=4)
     assert text.startswith("abc") and len(text) == 7

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference
-from conftest import random_model
-
 import tinylm
+from conftest import random_model
 
 GO_VOCAB = ["the", "cat", "sat", "on", "mat", "big", "dog", "ate", "END"]
 
@@ -44,8 +43,16 @@ def test_seed_matches_the_float64_reference_on_raw_json(seed_path: Path) -> None
     """The reference reads the JSON itself, so a loader bug cannot hide in both."""
     raw = json.loads(seed_path.read_text())
     params = {k: np.array(v, dtype=np.float64) for k, v in raw["weights"].items()}
-    config = tinylm.Config(vocab_size=9, d_model=4, n_layers=1, n_heads=2, d_ff=4,
-                           max_seq_len=6, attn_bias=False, tie_embeddings=False)
+    config = tinylm.Config(
+        vocab_size=9,
+        d_model=4,
+        n_layers=1,
+        n_heads=2,
+        d_ff=4,
+        max_seq_len=6,
+        attn_bias=False,
+        tie_embeddings=False,
+    )
     ids = np.array([[0, 1, 2, 3, 4, 5]])
     ref = reference.forward(params, config, ids)
     ours = tinylm.Transformer.load(seed_path).logits(ids)
@@ -53,8 +60,16 @@ def test_seed_matches_the_float64_reference_on_raw_json(seed_path: Path) -> None
 
 
 def test_go_format_round_trip_is_exact(tmp_path: Path) -> None:
-    config = tinylm.Config(vocab_size=9, d_model=8, n_layers=2, n_heads=2, d_ff=12,
-                           max_seq_len=7, attn_bias=False, tie_embeddings=False)
+    config = tinylm.Config(
+        vocab_size=9,
+        d_model=8,
+        n_layers=2,
+        n_heads=2,
+        d_ff=12,
+        max_seq_len=7,
+        attn_bias=False,
+        tie_embeddings=False,
+    )
     model = random_model(config, seed=9)
     model.tokenizer = tinylm.Tokenizer.word_level(GO_VOCAB)
     path = tmp_path / "model.json"
@@ -97,10 +112,19 @@ def test_saved_go_file_has_the_go_layout(tmp_path: Path, seed_path: Path) -> Non
     ],
 )
 def test_models_the_go_format_cannot_hold_are_refused(tmp_path: Path, change, reason) -> None:
-    base = dict(vocab_size=9, d_model=4, n_layers=1, n_heads=2, d_ff=4, max_seq_len=6,
-                attn_bias=False, tie_embeddings=False)
-    model = tinylm.Transformer(tinylm.Config(**{**base, **change}),
-                               tokenizer=tinylm.Tokenizer.word_level(GO_VOCAB))
+    base = dict(
+        vocab_size=9,
+        d_model=4,
+        n_layers=1,
+        n_heads=2,
+        d_ff=4,
+        max_seq_len=6,
+        attn_bias=False,
+        tie_embeddings=False,
+    )
+    model = tinylm.Transformer(
+        tinylm.Config(**{**base, **change}), tokenizer=tinylm.Tokenizer.word_level(GO_VOCAB)
+    )
     path = tmp_path / "m.json"
     with pytest.raises(ValueError, match=reason):
         model.save(path)
@@ -108,8 +132,15 @@ def test_models_the_go_format_cannot_hold_are_refused(tmp_path: Path, change, re
 
 
 def test_go_format_needs_a_word_vocabulary(tmp_path: Path) -> None:
-    config = tinylm.Config(vocab_size=3, d_model=4, n_layers=1, n_heads=2, max_seq_len=4,
-                           attn_bias=False, tie_embeddings=False)
+    config = tinylm.Config(
+        vocab_size=3,
+        d_model=4,
+        n_layers=1,
+        n_heads=2,
+        max_seq_len=4,
+        attn_bias=False,
+        tie_embeddings=False,
+    )
     model = tinylm.Transformer(config, tokenizer=tinylm.Tokenizer.char_level("abc"))
     with pytest.raises(ValueError, match="word-level"):
         model.save(tmp_path / "m.json")

@@ -6,17 +6,33 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference
+import tinylm
 from conftest import random_model
 
-import tinylm
-
 SMALL = {
-    "go_style": tinylm.Config(vocab_size=9, d_model=4, n_layers=1, n_heads=2, d_ff=4,
-                              max_seq_len=6, attn_bias=False, tie_embeddings=False),
-    "gpt2_style_two_layers": tinylm.Config(vocab_size=7, d_model=6, n_layers=2, n_heads=3,
-                                           d_ff=10, max_seq_len=5),
-    "bias_untied": tinylm.Config(vocab_size=6, d_model=4, n_layers=2, n_heads=1, d_ff=3,
-                                 max_seq_len=4, attn_bias=True, tie_embeddings=False),
+    "go_style": tinylm.Config(
+        vocab_size=9,
+        d_model=4,
+        n_layers=1,
+        n_heads=2,
+        d_ff=4,
+        max_seq_len=6,
+        attn_bias=False,
+        tie_embeddings=False,
+    ),
+    "gpt2_style_two_layers": tinylm.Config(
+        vocab_size=7, d_model=6, n_layers=2, n_heads=3, d_ff=10, max_seq_len=5
+    ),
+    "bias_untied": tinylm.Config(
+        vocab_size=6,
+        d_model=4,
+        n_layers=2,
+        n_heads=1,
+        d_ff=3,
+        max_seq_len=4,
+        attn_bias=True,
+        tie_embeddings=False,
+    ),
 }
 
 

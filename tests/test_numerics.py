@@ -6,22 +6,44 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference
+import tinylm
 from conftest import random_model
 
-import tinylm
-
 CONFIGS = {
-    "go_style": tinylm.Config(vocab_size=9, d_model=4, n_layers=1, n_heads=2, d_ff=4,
-                              max_seq_len=6, attn_bias=False, tie_embeddings=False),
-    "gpt2_style": tinylm.Config(vocab_size=65, d_model=32, n_layers=2, n_heads=4,
-                                max_seq_len=16),
-    "three_heads_odd_ff": tinylm.Config(vocab_size=11, d_model=12, n_layers=2, n_heads=3,
-                                        d_ff=20, max_seq_len=9, attn_bias=True,
-                                        tie_embeddings=False),
-    "bias_off_tied": tinylm.Config(vocab_size=13, d_model=24, n_layers=3, n_heads=6, d_ff=7,
-                                   max_seq_len=8, attn_bias=False, tie_embeddings=True),
-    "one_head_wide_ff": tinylm.Config(vocab_size=5, d_model=8, n_layers=1, n_heads=1,
-                                      d_ff=64, max_seq_len=4, eps=1e-3),
+    "go_style": tinylm.Config(
+        vocab_size=9,
+        d_model=4,
+        n_layers=1,
+        n_heads=2,
+        d_ff=4,
+        max_seq_len=6,
+        attn_bias=False,
+        tie_embeddings=False,
+    ),
+    "gpt2_style": tinylm.Config(vocab_size=65, d_model=32, n_layers=2, n_heads=4, max_seq_len=16),
+    "three_heads_odd_ff": tinylm.Config(
+        vocab_size=11,
+        d_model=12,
+        n_layers=2,
+        n_heads=3,
+        d_ff=20,
+        max_seq_len=9,
+        attn_bias=True,
+        tie_embeddings=False,
+    ),
+    "bias_off_tied": tinylm.Config(
+        vocab_size=13,
+        d_model=24,
+        n_layers=3,
+        n_heads=6,
+        d_ff=7,
+        max_seq_len=8,
+        attn_bias=False,
+        tie_embeddings=True,
+    ),
+    "one_head_wide_ff": tinylm.Config(
+        vocab_size=5, d_model=8, n_layers=1, n_heads=1, d_ff=64, max_seq_len=4, eps=1e-3
+    ),
 }
 
 

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_model
-
 import tinylm
+from conftest import random_model
 
 
 def _model() -> tinylm.Transformer:
-    config = tinylm.Config(vocab_size=9, d_model=16, n_layers=2, n_heads=4, d_ff=40,
-                           max_seq_len=10)
+    config = tinylm.Config(vocab_size=9, d_model=16, n_layers=2, n_heads=4, d_ff=40, max_seq_len=10)
     model = random_model(config, seed=1)
     model.tokenizer = tinylm.Tokenizer.char_level("hello world!")
     return model

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 import tinylm
 
 GO_VOCAB = ["the", "cat", "sat", "on", "mat", "big", "dog", "ate", "END"]
@@ -82,8 +81,11 @@ def test_char_level_from_empty_text_is_an_error() -> None:
 
 @pytest.mark.parametrize("kind", ["word", "char"])
 def test_save_and_load_round_trip(tmp_path: Path, kind: str) -> None:
-    tok = (tinylm.Tokenizer.word_level(GO_VOCAB) if kind == "word"
-           else tinylm.Tokenizer.char_level("some text\n"))
+    tok = (
+        tinylm.Tokenizer.word_level(GO_VOCAB)
+        if kind == "word"
+        else tinylm.Tokenizer.char_level("some text\n")
+    )
     path = tmp_path / "tok.json"
     tok.save(path)
     again = tinylm.Tokenizer.load(path)

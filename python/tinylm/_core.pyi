@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 from os import PathLike
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,7 @@ class TokenizerError(TinyLMError, ValueError):
 class NonFiniteError(TinyLMError, ValueError):
     """NaN or infinite numbers where finite ones are needed."""
 
-_Path = Union[str, PathLike[str]]
+_Path = str | PathLike[str]
 _Ids = npt.NDArray[np.int64]
 
 class Tokenizer:
@@ -64,19 +64,19 @@ class AdamW:
 class Model:
     def __init__(self, config_json: str, seed: int) -> None: ...
     @staticmethod
-    def load(path: _Path) -> tuple[Model, Optional[Tokenizer], Literal["safetensors", "go-json"]]: ...
-    def save(self, path: _Path, tokenizer: Optional[Tokenizer], format: str) -> None: ...
+    def load(path: _Path) -> tuple[Model, Tokenizer | None, Literal["safetensors", "go-json"]]: ...
+    def save(self, path: _Path, tokenizer: Tokenizer | None, format: str) -> None: ...
     def save_checkpoint(
         self,
         path: _Path,
         optimizer: AdamW,
-        tokenizer: Optional[Tokenizer],
+        tokenizer: Tokenizer | None,
         metadata: Mapping[str, str],
     ) -> None: ...
     @staticmethod
     def load_checkpoint(
         path: _Path,
-    ) -> tuple[Model, AdamW, Optional[Tokenizer], dict[str, str]]: ...
+    ) -> tuple[Model, AdamW, Tokenizer | None, dict[str, str]]: ...
     def config_json(self) -> str: ...
     def num_parameters(self) -> int: ...
     def logits(self, ids: _Ids) -> npt.NDArray[np.float32]: ...
@@ -90,7 +90,7 @@ class Model:
         inputs: _Ids,
         targets: _Ids,
         lr: float,
-        grad_clip: Optional[float] = None,
+        grad_clip: float | None = None,
     ) -> tuple[float, float]: ...
     def sgd_step(self, inputs: _Ids, targets: _Ids, lr: float) -> float: ...
     def generate(
@@ -98,8 +98,8 @@ class Model:
         prompt: list[int],
         max_new_tokens: int,
         temperature: float = 0.0,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
         seed: int = 0,
         stop: list[int] = ...,
     ) -> list[int]: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Optional, TextIO
+from typing import TextIO
 
 
 def _duration(seconds: float) -> str:
@@ -31,7 +31,7 @@ class Progress:
         total: int,
         enabled: bool = True,
         initial: int = 0,
-        stream: Optional[TextIO] = None,
+        stream: TextIO | None = None,
         width: int = 24,
         log_every: float = 5.0,
     ) -> None:
@@ -47,7 +47,7 @@ class Progress:
         self._line = ""
         self._open = False
 
-    def update(self, step: int, loss: float, val: Optional[float], rate: float) -> None:
+    def update(self, step: int, loss: float, val: float | None, rate: float) -> None:
         if not self.enabled:
             return
         now = time.perf_counter()

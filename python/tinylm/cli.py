@@ -8,7 +8,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -34,7 +33,7 @@ class CliError(Exception):
     """A user error the CLI reports in one line."""
 
 
-def _load_model(weights: Optional[str]) -> Transformer:
+def _load_model(weights: str | None) -> Transformer:
     path = Path(weights) if weights else bundled_weights("shakespeare")
     return Transformer.load(path)
 
@@ -46,7 +45,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = _load_model(args.weights)
     tok = model.tokenizer
     if tok is None:
-        raise CliError(f"{args.weights}: this model file holds no tokenizer, so it cannot read text")
+        raise CliError(
+            f"{args.weights}: this model file holds no tokenizer, so it cannot read text"
+        )
     prompt = args.prompt
     if prompt is None:
         prompt = "\n" if tok.kind == "char" else tok.vocab[0]
@@ -150,7 +151,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     model, result = train(
-        model, train_ids, val_ids, config, out_dir=out, resume=args.resume,
+        model,
+        train_ids,
+        val_ids,
+        config,
+        out_dir=out,
+        resume=args.resume,
         progress=not args.quiet,
     )
     wall = time.perf_counter() - started
@@ -158,11 +164,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if plot_history(out / "loss.png", result):
         print(f"loss curve: {out / 'loss.png'}", file=sys.stderr)
     else:
-        print("matplotlib is not installed: no loss-curve PNG (pip install 'tinylm[plot]')",
-              file=sys.stderr)
+        print(
+            "matplotlib is not installed: no loss-curve PNG (pip install 'tinylm[plot]')",
+            file=sys.stderr,
+        )
     if result.interrupted:
-        print(f"interrupted at step {result.steps_done}; continue with --resume --out {out}",
-              file=sys.stderr)
+        print(
+            f"interrupted at step {result.steps_done}; continue with --resume --out {out}",
+            file=sys.stderr,
+        )
         return 130
     model_path = out / "model.safetensors"
     model.save(model_path)
@@ -173,8 +183,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"model: {model_path}")
     prompt = "\n" if tok.kind == "char" else tok.vocab[0]
-    sample = model.generate(tok.encode(prompt), max_new_tokens=200, temperature=0.8, top_k=40,
-                            seed=config.seed)
+    sample = model.generate(
+        tok.encode(prompt), max_new_tokens=200, temperature=0.8, top_k=40, seed=config.seed
+    )
     print("sample:")
     print(tok.decode(sample))
     return 0
@@ -247,8 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tinylm",
         description="A tiny GPT-style language model: generate, train, inspect.",
     )
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for the Rust kernels (default: TINYLM_NUM_THREADS or all CPUs)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="threads for the Rust kernels (default: TINYLM_NUM_THREADS or all CPUs)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="print a sample (default: the bundled Shakespeare model)")
@@ -264,11 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model on a text file")
     t.add_argument("--data", required=True, help="UTF-8 text file")
     t.add_argument("--out", default="runs/tinylm", help="output folder (default runs/tinylm)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue from OUT/ckpt.safetensors with its saved settings")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/ckpt.safetensors with its saved settings",
+    )
     t.add_argument("--tokenizer", choices=("char", "word"), default="char")
-    t.add_argument("--val-fraction", type=float, default=0.1,
-                   help="last fraction of the text used for validation (default 0.1)")
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="last fraction of the text used for validation (default 0.1)",
+    )
     t.add_argument("--d-model", type=int, default=128)
     t.add_argument("--n-layers", type=int, default=4)
     t.add_argument("--n-heads", type=int, default=4)
@@ -303,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

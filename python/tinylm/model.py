@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class Config:
     n_layers: int = 4
     n_heads: int = 4
     #: Width of the feed-forward layer; ``None`` means ``4 * d_model``.
-    d_ff: Optional[int] = None
+    d_ff: int | None = None
     #: Context length: the number of learned position rows.
     max_seq_len: int = 64
     eps: float = 1e-5
@@ -104,7 +104,9 @@ def as_ids(ids: IdsLike, what: str = "input ids") -> tuple[np.ndarray, bool]:
         try:
             arr = np.asarray(ids)
         except ValueError as exc:  # ragged nested lists
-            raise ValueError(f"{what} must be a list of ids or a rectangular batch: {exc}") from None
+            raise ValueError(
+                f"{what} must be a list of ids or a rectangular batch: {exc}"
+            ) from None
     if arr.dtype == object:
         raise ValueError(f"{what} must be a list of ids or a rectangular batch of them")
     if arr.size == 0:
@@ -128,7 +130,7 @@ class Transformer:
     """
 
     def __init__(
-        self, config: Config, *, seed: int = 0, tokenizer: Optional[Tokenizer] = None
+        self, config: Config, *, seed: int = 0, tokenizer: Tokenizer | None = None
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError(f"config must be a tinylm.Config, got {type(config).__name__}")
@@ -136,11 +138,11 @@ class Transformer:
         self._config = config
         self.tokenizer = tokenizer
         #: The format the model was loaded from ("safetensors", "go-json"), or None.
-        self.source_format: Optional[str] = None
+        self.source_format: str | None = None
 
     @classmethod
     def _from_core(
-        cls, core: _core.Model, tokenizer: Optional[Tokenizer], source_format: Optional[str]
+        cls, core: _core.Model, tokenizer: Tokenizer | None, source_format: str | None
     ) -> Transformer:
         self = cls.__new__(cls)
         self._core = core
@@ -163,7 +165,7 @@ class Transformer:
         """Loads a model shipped with tinylm (see :func:`bundled_weights`)."""
         return cls.load(bundled_weights(name))
 
-    def save(self, path: PathLike, format: Optional[str] = None) -> None:
+    def save(self, path: PathLike, format: str | None = None) -> None:
         """Saves atomically. ``format`` is ``"safetensors"`` (tinylm's format: weights,
         config and tokenizer in one file) or ``"go-json"`` (the Go TinyLM format); by
         default a ``.json`` name means go-json and anything else safetensors."""
@@ -180,15 +182,17 @@ class Transformer:
         return self._config
 
     @property
-    def tokenizer(self) -> Optional[Tokenizer]:
+    def tokenizer(self) -> Tokenizer | None:
         """The tokenizer saved with the model (None if it has none)."""
         return self._tokenizer
 
     @tokenizer.setter
-    def tokenizer(self, tokenizer: Optional[Tokenizer]) -> None:
+    def tokenizer(self, tokenizer: Tokenizer | None) -> None:
         if tokenizer is not None:
             if not isinstance(tokenizer, Tokenizer):
-                raise TypeError(f"tokenizer must be a tinylm.Tokenizer, got {type(tokenizer).__name__}")
+                raise TypeError(
+                    f"tokenizer must be a tinylm.Tokenizer, got {type(tokenizer).__name__}"
+                )
             if tokenizer.vocab_size != self._config.vocab_size:
                 raise _core.ConfigError(
                     f"invalid config: the tokenizer has {tokenizer.vocab_size} tokens "
@@ -252,10 +256,10 @@ class Transformer:
         ids: Iterable[int],
         max_new_tokens: int = 100,
         temperature: float = 0.0,
-        top_k: Optional[int] = None,
-        top_p: Optional[float] = None,
-        seed: Optional[int] = None,
-        stop: Union[int, Iterable[int], None] = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: int | Iterable[int] | None = None,
     ) -> list[int]:
         """Continues a sequence; returns the prompt followed by the new ids.
 
@@ -293,7 +297,7 @@ class Transformer:
         ids = self.generate(tok.encode(prompt), max_new_tokens, **kwargs)  # type: ignore[arg-type]
         return tok.decode(ids)
 
-    def _stop_ids(self, stop: Union[int, Iterable[int], None]) -> list[int]:
+    def _stop_ids(self, stop: int | Iterable[int] | None) -> list[int]:
         if stop is None:
             if (
                 self.source_format == "go-json"
@@ -312,7 +316,7 @@ class Transformer:
         return self.tokenizer
 
 
-def _seed(seed: Optional[int]) -> int:
+def _seed(seed: int | None) -> int:
     """A 64-bit seed; ``None`` draws a fresh one."""
     if seed is None:
         return secrets.randbits(64)

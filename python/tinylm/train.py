@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
@@ -43,21 +43,21 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 12
     #: Tokens per training sequence; ``None`` means the model's context.
-    seq_len: Optional[int] = None
+    seq_len: int | None = None
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
     #: Steps over which the learning rate decays (cosine) to ``min_lr``; ``None`` = ``steps``.
-    lr_decay_steps: Optional[int] = None
+    lr_decay_steps: int | None = None
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     #: Clip the global gradient norm to this; ``None`` or 0 disables clipping.
-    grad_clip: Optional[float] = 1.0
+    grad_clip: float | None = 1.0
     eval_interval: int = 250
     eval_batches: int = 20
     #: Steps between checkpoints (besides the end and interruptions); ``None`` = ``eval_interval``.
-    checkpoint_interval: Optional[int] = None
+    checkpoint_interval: int | None = None
     seed: int = 1337
 
     def __post_init__(self) -> None:
@@ -76,7 +76,9 @@ class TrainConfig:
         if self.grad_clip is not None and not (self.grad_clip >= 0):
             raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
         if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
-            raise ValueError(f"checkpoint_interval must be positive, got {self.checkpoint_interval}")
+            raise ValueError(
+                f"checkpoint_interval must be positive, got {self.checkpoint_interval}"
+            )
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine decay to ``min_lr`` (nanoGPT's ``get_lr``)."""
@@ -106,7 +108,7 @@ class TrainResult:
     #: Training tokens per second of this run.
     tokens_per_second: float = 0.0
     interrupted: bool = False
-    checkpoint: Optional[Path] = None
+    checkpoint: Path | None = None
 
 
 #: Random streams: training batches and evaluation batches never share windows by accident.
@@ -114,7 +116,11 @@ TRAIN_STREAM, EVAL_STREAM = 0, 1
 
 
 def get_batch(
-    data: np.ndarray, batch_size: int, seq_len: int, seed: int, step: int,
+    data: np.ndarray,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    step: int,
     stream: int = TRAIN_STREAM,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random windows of ``data``: inputs (B, T) and the targets one token later. The
@@ -138,15 +144,14 @@ def estimate_loss(
     return float(np.mean(losses))
 
 
-def evaluate(model: Transformer, data: np.ndarray, seq_len: Optional[int] = None,
-             batch_size: int = 64) -> float:
+def evaluate(
+    model: Transformer, data: np.ndarray, seq_len: int | None = None, batch_size: int = 64
+) -> float:
     """Mean next-token loss over all of ``data``, in consecutive windows of ``seq_len``."""
     seq_len = seq_len or model.config.max_seq_len
     n_windows = (len(data) - 1) // seq_len
     if n_windows < 1:
-        raise ValueError(
-            f"evaluation needs more than {seq_len} tokens, the data has {len(data)}"
-        )
+        raise ValueError(f"evaluation needs more than {seq_len} tokens, the data has {len(data)}")
     total, count = 0.0, 0
     for first in range(0, n_windows, batch_size):
         idx = np.arange(first, min(first + batch_size, n_windows))[:, None] * seq_len
@@ -162,7 +167,7 @@ class _StopFlag:
     """Set by SIGINT/SIGTERM while training, so the loop stops between steps."""
 
     def __init__(self) -> None:
-        self.signal: Optional[int] = None
+        self.signal: int | None = None
 
     def __call__(self, signum: int, _frame: object) -> None:
         self.signal = signum
@@ -196,12 +201,12 @@ def _check_data(name: str, data: np.ndarray, seq_len: int) -> None:
 def train(
     model: Transformer,
     train_data: np.ndarray,
-    val_data: Optional[np.ndarray],
+    val_data: np.ndarray | None,
     config: TrainConfig,
-    out_dir: Optional[Path] = None,
+    out_dir: Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    on_eval: Optional[Callable[[int, float, Optional[float]], None]] = None,
+    on_eval: Callable[[int, float, float | None], None] | None = None,
 ) -> tuple[Transformer, TrainResult]:
     """Trains ``model`` (or, with ``resume``, the model of the checkpoint in ``out_dir``).
 
@@ -230,7 +235,9 @@ def train(
         saved = TrainConfig(**state["train_config"])
         if dataclasses.asdict(saved) != dataclasses.asdict(config):
             changed = [
-                k for k, v in dataclasses.asdict(config).items() if dataclasses.asdict(saved)[k] != v
+                k
+                for k, v in dataclasses.asdict(config).items()
+                if dataclasses.asdict(saved)[k] != v
             ]
             raise ValueError(
                 f"cannot resume with different training settings ({', '.join(changed)}); "
@@ -241,9 +248,7 @@ def train(
         result.val_losses = [tuple(p) for p in state["val_losses"]]  # type: ignore[misc]
         result.elapsed = state["elapsed"]
     else:
-        optimizer = _core.AdamW(
-            model._core, config.beta1, config.beta2, 1e-8, config.weight_decay
-        )
+        optimizer = _core.AdamW(model._core, config.beta1, config.beta2, 1e-8, config.weight_decay)
 
     def save(step: int) -> None:
         if ckpt_path is None:
@@ -267,7 +272,7 @@ def train(
     bar = Progress(config.steps, enabled=progress, initial=result.steps_done)
     start_step = result.steps_done
     run_start = time.perf_counter()
-    last_val: Optional[float] = result.val_losses[-1][1] if result.val_losses else None
+    last_val: float | None = result.val_losses[-1][1] if result.val_losses else None
     with _catch_stop_signals(flag):
         step = start_step
         while step < config.steps:
@@ -323,7 +328,7 @@ def load_checkpoint(path: Path) -> tuple[Transformer, _core.AdamW, dict[str, Any
     try:
         state = json.loads(meta["train_state"])
         for key in ("step", "train_config", "train_losses", "val_losses", "elapsed"):
-            state[key]  # noqa: B018 - presence check
+            state[key]
     except (ValueError, KeyError, TypeError) as exc:
         raise _core.FormatError(f"{path}: invalid train_state metadata: {exc}") from None
     model = Transformer._from_core(core, Tokenizer(tok) if tok is not None else None, "safetensors")

@@ -12,7 +12,17 @@ fn main() {
         "C" => (256, 256, 4, 4, 128, 16),
         _ => (65, 384, 6, 6, 256, 8),
     };
-    let config = Config { vocab_size: v, d_model: c, n_layers: l, n_heads: h, d_ff: 4 * c, max_seq_len: t, eps: 1e-5, attn_bias: true, tie_embeddings: true };
+    let config = Config {
+        vocab_size: v,
+        d_model: c,
+        n_layers: l,
+        n_heads: h,
+        d_ff: 4 * c,
+        max_seq_len: t,
+        eps: 1e-5,
+        attn_bias: true,
+        tie_embeddings: true,
+    };
     let mut model = Model::new(config, 0).unwrap();
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % v) as u32).collect();
     let tg: Vec<u32> = (0..b * t).map(|i| (i * 11 % v) as u32).collect();
@@ -38,5 +48,11 @@ fn main() {
     }
     let n = iters as f64;
     let step = (tf + tb + to) / n;
-    println!("{which}: forward {:.2} ms, backward {:.2} ms, adamw {:.2} ms, {:.0} tokens/s", tf / n * 1e3, tb / n * 1e3, to / n * 1e3, (b * t) as f64 / step);
+    println!(
+        "{which}: forward {:.2} ms, backward {:.2} ms, adamw {:.2} ms, {:.0} tokens/s",
+        tf / n * 1e3,
+        tb / n * 1e3,
+        to / n * 1e3,
+        (b * t) as f64 / step
+    );
 }

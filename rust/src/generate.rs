@@ -9,8 +9,9 @@
 //! positions are learned per index, so the cache is rebuilt for the shifted window.
 
 use crate::error::{Error, Result};
-use crate::kernels::gelu::gelu_forward;
+use crate::kernels::gelu::gelu_forward_chunk;
 use crate::kernels::layernorm::layernorm_row;
+use crate::kernels::simd::simd_fn;
 use crate::kernels::softmax::softmax_in_place;
 use crate::kernels::vecmath::{axpy, dot};
 use crate::model::Model;
@@ -27,6 +28,7 @@ pub struct GenerateOptions {
 }
 
 /// out (OC) = x (IC) @ w (IC, OC) [+ bias]: a sum of the rows of w weighted by x.
+#[inline(always)]
 fn matvec(out: &mut [f32], x: &[f32], w: &[f32], bias: Option<&[f32]>) {
     match bias {
         Some(b) => out.copy_from_slice(b),
@@ -59,7 +61,13 @@ pub struct DecodeState {
 impl DecodeState {
     pub fn new(model: &Model) -> DecodeState {
         let cfg = &model.config;
-        let (l, p, c, f, v) = (cfg.n_layers, cfg.max_seq_len, cfg.d_model, cfg.d_ff, cfg.vocab_size);
+        let (l, p, c, f, v) = (
+            cfg.n_layers,
+            cfg.max_seq_len,
+            cfg.d_model,
+            cfg.d_ff,
+            cfg.vocab_size,
+        );
         DecodeState {
             keys: vec![0.0; l * p * c],
             values: vec![0.0; l * p * c],
@@ -91,10 +99,29 @@ impl DecodeState {
     /// Feeds one token at the next position; computes the logits only if `want_logits`.
     /// The id must be below V and the cache must not be full.
     pub fn push(&mut self, model: &Model, token: u32, want_logits: bool) {
+        decode_step(self, model, token, want_logits);
+    }
+}
+
+simd_fn! {
+    fn decode_step(state: &mut DecodeState, model: &Model, token: u32, want_logits: bool) {
+        state.step(model, token, want_logits);
+    }
+}
+
+impl DecodeState {
+    #[inline(always)]
+    fn step(&mut self, model: &Model, token: u32, want_logits: bool) {
         let cfg = &model.config;
         let lay = &model.layout;
         let prm = &model.params;
-        let (c, f, v, h, p) = (cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads, cfg.max_seq_len);
+        let (c, f, v, h, p) = (
+            cfg.d_model,
+            cfg.d_ff,
+            cfg.vocab_size,
+            cfg.n_heads,
+            cfg.max_seq_len,
+        );
         let d = c / h;
         let pos = self.len;
         assert!(pos < p, "decode cache is full");
@@ -114,7 +141,12 @@ impl DecodeState {
             );
             let bias = |i: usize| blk.attn_bias.as_ref().map(|b| &prm[b[i]..][..c]);
             let cache_row = (l * p + pos) * c;
-            matvec(&mut self.q, &self.h, &prm[blk.attn_weight[0]..][..c * c], bias(0));
+            matvec(
+                &mut self.q,
+                &self.h,
+                &prm[blk.attn_weight[0]..][..c * c],
+                bias(0),
+            );
             matvec(
                 &mut self.keys[cache_row..][..c],
                 &self.h,
@@ -142,7 +174,12 @@ impl DecodeState {
                     axpy(y, ps, &values[s * c + head * d..][..d]);
                 }
             }
-            matvec(&mut self.proj, &self.att_y, &prm[blk.attn_weight[3]..][..c * c], bias(3));
+            matvec(
+                &mut self.proj,
+                &self.att_y,
+                &prm[blk.attn_weight[3]..][..c * c],
+                bias(3),
+            );
             for (x, y) in self.x.iter_mut().zip(&self.proj) {
                 *x += y;
             }
@@ -153,9 +190,19 @@ impl DecodeState {
                 &prm[blk.norm2_bias..][..c],
                 cfg.eps,
             );
-            matvec(&mut self.ff, &self.h, &prm[blk.ff1_weight..][..c * f], Some(&prm[blk.ff1_bias..][..f]));
-            gelu_forward(&mut self.ff_act, &self.ff);
-            matvec(&mut self.proj, &self.ff_act, &prm[blk.ff2_weight..][..f * c], Some(&prm[blk.ff2_bias..][..c]));
+            matvec(
+                &mut self.ff,
+                &self.h,
+                &prm[blk.ff1_weight..][..c * f],
+                Some(&prm[blk.ff1_bias..][..f]),
+            );
+            gelu_forward_chunk(&mut self.ff_act, &self.ff);
+            matvec(
+                &mut self.proj,
+                &self.ff_act,
+                &prm[blk.ff2_weight..][..f * c],
+                Some(&prm[blk.ff2_bias..][..c]),
+            );
             for (x, y) in self.x.iter_mut().zip(&self.proj) {
                 *x += y;
             }
@@ -192,12 +239,18 @@ pub fn generate_with(
 ) -> Result<Vec<u32>> {
     let cfg = &model.config;
     if prompt.is_empty() {
-        return Err(Error::value("the prompt is empty: generation needs at least one token"));
+        return Err(Error::value(
+            "the prompt is empty: generation needs at least one token",
+        ));
     }
     let context = cfg.max_seq_len;
     // Only the last `context` tokens of a long prompt can be seen.
     let window_start = prompt.len().saturating_sub(context);
-    if let Some((i, &bad)) = prompt.iter().enumerate().find(|(_, &id)| id as usize >= cfg.vocab_size) {
+    if let Some((i, &bad)) = prompt
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id as usize >= cfg.vocab_size)
+    {
         return Err(Error::value(format!(
             "prompt: token id {bad} at position {i} is out of range for vocab_size {}",
             cfg.vocab_size

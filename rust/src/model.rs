@@ -132,7 +132,12 @@ impl Workspace {
                 (MAX_WORKSPACE_FLOATS * 4) >> 30
             )));
         }
-        let (c, f, v, l) = (config.d_model, config.d_ff, config.vocab_size, config.n_layers);
+        let (c, f, v, l) = (
+            config.d_model,
+            config.d_ff,
+            config.vocab_size,
+            config.n_layers,
+        );
         let zeros = |len: usize| vec![0.0f32; len];
         *self = Workspace {
             capacity_rows: n,
@@ -387,7 +392,14 @@ impl Model {
     }
 
     /// Forward pass and mean cross-entropy of the logits against `targets` (B, T).
-    pub fn loss(&self, ws: &mut Workspace, ids: &[u32], targets: &[u32], b: usize, t: usize) -> Result<f32> {
+    pub fn loss(
+        &self,
+        ws: &mut Workspace,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+    ) -> Result<f32> {
         check_ids(&self.config, targets, b, t, "targets")?;
         self.forward(ws, ids, b, t)?;
         ws.targets.clear();
@@ -408,10 +420,16 @@ impl Model {
     /// (laid out like the parameters).
     pub fn backward(&self, ws: &mut Workspace, grads: &mut [f32]) -> Result<()> {
         if ws.targets.len() != ws.batch * ws.seq_len || ws.ids.len() != ws.targets.len() {
-            return Err(Error::value("backward needs a loss computed on this workspace first"));
+            return Err(Error::value(
+                "backward needs a loss computed on this workspace first",
+            ));
         }
         if grads.len() != self.layout.total {
-            return Err(Error::shape("gradient buffer", &[self.layout.total], &[grads.len()]));
+            return Err(Error::shape(
+                "gradient buffer",
+                &[self.layout.total],
+                &[grads.len()],
+            ));
         }
         let cfg = &self.config;
         let (b, t) = (ws.batch, ws.seq_len);
@@ -511,18 +529,42 @@ impl Model {
                 match &blk.attn_bias {
                     Some(bias) => {
                         let (dw, db) = two_mut(grads, (blk.attn_weight[3], c * c), (bias[3], c));
-                        linear_backward(Some(d_att_out), MatMut::new(dw, c, c), Some(db), d_resid, att_out, w_o, n);
+                        linear_backward(
+                            Some(d_att_out),
+                            MatMut::new(dw, c, c),
+                            Some(db),
+                            d_resid,
+                            att_out,
+                            w_o,
+                            n,
+                        );
                     }
                     None => {
                         let dw = &mut grads[blk.attn_weight[3]..][..c * c];
-                        linear_backward(Some(d_att_out), MatMut::new(dw, c, c), None, d_resid, att_out, w_o, n);
+                        linear_backward(
+                            Some(d_att_out),
+                            MatMut::new(dw, c, c),
+                            None,
+                            d_resid,
+                            att_out,
+                            w_o,
+                            n,
+                        );
                     }
                 }
             }
             let d_qkv = &mut ws.d_qkv[..3 * nc];
             d_qkv.fill(0.0);
             let qkv = &ws.qkv[l * 3 * nc..][..3 * nc];
-            attention_backward(d_qkv, d_att_out, qkv, &ws.att[l * att_len..][..att_len], t, c, h);
+            attention_backward(
+                d_qkv,
+                d_att_out,
+                qkv,
+                &ws.att[l * att_len..][..att_len],
+                t,
+                c,
+                h,
+            );
             // q = ln1 @ W_q + b_q (likewise k, v): d_ln1 = sum_i d_i @ W_i^T, dW_i += ln1^T @ d_i.
             d_ln.fill(0.0);
             let ln1 = &ws.ln1[l * nc..][..nc];

@@ -18,7 +18,11 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
 
 /// Global L2 norm of a gradient buffer.
 pub fn grad_norm(grads: &[f32]) -> f64 {
-    grads.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt()
+    grads
+        .iter()
+        .map(|&g| (g as f64) * (g as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Plain stochastic gradient descent: p -= lr * g (the Go TinyLM's optimizer).
@@ -52,11 +56,16 @@ impl AdamWConfig {
     pub fn validate(&self) -> Result<()> {
         for (name, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&beta) {
-                return Err(Error::value(format!("AdamW {name} must be in [0, 1), got {beta}")));
+                return Err(Error::value(format!(
+                    "AdamW {name} must be in [0, 1), got {beta}"
+                )));
             }
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::value(format!("AdamW eps must be positive, got {}", self.eps)));
+            return Err(Error::value(format!(
+                "AdamW eps must be positive, got {}",
+                self.eps
+            )));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(Error::value(format!(
@@ -103,7 +112,11 @@ impl AdamW {
     /// Restores moments and step count (from a checkpoint).
     pub fn set_state(&mut self, m: Vec<f32>, v: Vec<f32>, step: u64) -> Result<()> {
         if m.len() != self.m.len() || v.len() != self.v.len() {
-            return Err(Error::shape("optimizer moments", &[self.m.len()], &[m.len()]));
+            return Err(Error::shape(
+                "optimizer moments",
+                &[self.m.len()],
+                &[m.len()],
+            ));
         }
         self.m = m;
         self.v = v;
@@ -113,10 +126,16 @@ impl AdamW {
 
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<()> {
         if params.len() != self.m.len() || grads.len() != self.m.len() {
-            return Err(Error::shape("AdamW parameters", &[self.m.len()], &[params.len()]));
+            return Err(Error::shape(
+                "AdamW parameters",
+                &[self.m.len()],
+                &[params.len()],
+            ));
         }
         if !lr.is_finite() || lr < 0.0 {
-            return Err(Error::value(format!("learning rate must be >= 0 and finite, got {lr}")));
+            return Err(Error::value(format!(
+                "learning rate must be >= 0 and finite, got {lr}"
+            )));
         }
         self.step += 1;
         let AdamWConfig {

@@ -12,10 +12,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArrayMethods, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyException, PyFileNotFoundError, PyIsADirectoryError, PyOSError, PyPermissionError, PyValueError,
+    PyException, PyFileNotFoundError, PyIsADirectoryError, PyOSError, PyPermissionError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -59,14 +62,26 @@ fn make_error_types(py: Python<'_>) -> PyResult<ErrorTypes> {
         dict.set_item("__module__", "tinylm")?;
         dict.set_item("__doc__", doc)?;
         let bases = PyTuple::new(py, [base.as_any(), value_error.as_any()])?;
-        Ok(type_fn.call1((name, bases, dict))?.cast_into::<PyType>()?.unbind())
+        Ok(type_fn
+            .call1((name, bases, dict))?
+            .cast_into::<PyType>()?
+            .unbind())
     };
     Ok(ErrorTypes {
         config: make("ConfigError", "An invalid model configuration.")?,
         shape: make("ShapeError", "A tensor or array of the wrong shape.")?,
-        format: make("FormatError", "A malformed weights, checkpoint or tokenizer file.")?,
-        tokenizer: make("TokenizerError", "Text that cannot be encoded or ids that cannot be decoded.")?,
-        non_finite: make("NonFiniteError", "NaN or infinite numbers where finite ones are needed.")?,
+        format: make(
+            "FormatError",
+            "A malformed weights, checkpoint or tokenizer file.",
+        )?,
+        tokenizer: make(
+            "TokenizerError",
+            "Text that cannot be encoded or ids that cannot be decoded.",
+        )?,
+        non_finite: make(
+            "NonFiniteError",
+            "NaN or infinite numbers where finite ones are needed.",
+        )?,
     })
 }
 
@@ -110,7 +125,9 @@ fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Send) -> PyResul
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(TinyLMError::new_err(format!("internal error in tinylm (please report it): {what}")))
+            Err(TinyLMError::new_err(format!(
+                "internal error in tinylm (please report it): {what}"
+            )))
         }
     }
 }
@@ -120,7 +137,10 @@ fn lock_err<T>(_: T) -> Error {
 }
 
 /// Token ids from a 2-D int64 array: (ids, B, T).
-fn ids_from_array(arr: &PyReadonlyArray2<'_, i64>, what: &str) -> PyResult<(Vec<u32>, usize, usize)> {
+fn ids_from_array(
+    arr: &PyReadonlyArray2<'_, i64>,
+    what: &str,
+) -> PyResult<(Vec<u32>, usize, usize)> {
     let shape = arr.shape();
     let (b, t) = (shape[0], shape[1]);
     let view = arr.as_array();
@@ -151,8 +171,14 @@ fn ids_from_list(ids: Vec<i64>, what: &str) -> PyResult<Vec<u32>> {
         .collect()
 }
 
-fn float_array<'py>(py: Python<'py>, data: Vec<f32>, shape: &[usize]) -> PyResult<Bound<'py, PyAny>> {
-    Ok(PyArray1::from_vec(py, data).reshape(shape.to_vec())?.into_any())
+fn float_array<'py>(
+    py: Python<'py>,
+    data: Vec<f32>,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyArray1::from_vec(py, data)
+        .reshape(shape.to_vec())?
+        .into_any())
 }
 
 fn config_from_json(json: &str) -> Result<Config> {
@@ -238,7 +264,14 @@ pub struct PyAdamW {
 impl PyAdamW {
     #[new]
     #[pyo3(signature = (model, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0))]
-    fn new(py: Python<'_>, model: &PyModel, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        model: &PyModel,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+    ) -> PyResult<Self> {
         let config = AdamWConfig {
             beta1,
             beta2,
@@ -289,8 +322,9 @@ impl PyModel {
 }
 
 type NamedArrays = Vec<(String, Vec<usize>, Vec<f32>)>;
+type NamedPyArrays<'py> = Vec<(String, Bound<'py, PyAny>)>;
 
-fn named_arrays<'py>(py: Python<'py>, tensors: NamedArrays) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+fn named_arrays<'py>(py: Python<'py>, tensors: NamedArrays) -> PyResult<NamedPyArrays<'py>> {
     tensors
         .into_iter()
         .map(|(name, shape, data)| Ok((name, float_array(py, data, &shape)?)))
@@ -320,7 +354,13 @@ impl PyModel {
 
     /// Saves atomically; `format` is "safetensors" or "go-json".
     #[pyo3(signature = (path, tokenizer, format))]
-    fn save(&self, py: Python<'_>, path: PathBuf, tokenizer: Option<&PyTokenizer>, format: &str) -> PyResult<()> {
+    fn save(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        tokenizer: Option<&PyTokenizer>,
+        format: &str,
+    ) -> PyResult<()> {
         let format = WeightsFormat::from_name(format).map_err(to_py_err)?;
         let tokenizer = tokenizer.map(|t| &t.inner);
         run(py, || {
@@ -376,7 +416,11 @@ impl PyModel {
     }
 
     /// Logits (B, T, V) for ids (B, T).
-    fn logits<'py>(&self, py: Python<'py>, ids: PyReadonlyArray2<'py, i64>) -> PyResult<Bound<'py, PyAny>> {
+    fn logits<'py>(
+        &self,
+        py: Python<'py>,
+        ids: PyReadonlyArray2<'py, i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let (ids, b, t) = ids_from_array(&ids, "input ids")?;
         let (logits, v) = run(py, || {
             let model = self.model.read().map_err(lock_err)?;
@@ -388,7 +432,12 @@ impl PyModel {
     }
 
     /// Mean cross-entropy of the next-token predictions.
-    fn loss(&self, py: Python<'_>, inputs: PyReadonlyArray2<'_, i64>, targets: PyReadonlyArray2<'_, i64>) -> PyResult<f32> {
+    fn loss(
+        &self,
+        py: Python<'_>,
+        inputs: PyReadonlyArray2<'_, i64>,
+        targets: PyReadonlyArray2<'_, i64>,
+    ) -> PyResult<f32> {
         let (ids, b, t) = ids_from_array(&inputs, "inputs")?;
         let (tg, tb, tt) = ids_from_array(&targets, "targets")?;
         check_same_shape(b, t, tb, tt)?;
@@ -405,7 +454,7 @@ impl PyModel {
         py: Python<'py>,
         inputs: PyReadonlyArray2<'py, i64>,
         targets: PyReadonlyArray2<'py, i64>,
-    ) -> PyResult<(f32, Vec<(String, Bound<'py, PyAny>)>)> {
+    ) -> PyResult<(f32, NamedPyArrays<'py>)> {
         let (ids, b, t) = ids_from_array(&inputs, "inputs")?;
         let (tg, tb, tt) = ids_from_array(&targets, "targets")?;
         check_same_shape(b, t, tb, tt)?;
@@ -443,7 +492,9 @@ impl PyModel {
         check_same_shape(b, t, tb, tt)?;
         if let Some(c) = grad_clip {
             if !(c.is_finite() && c > 0.0) {
-                return Err(PyValueError::new_err(format!("grad_clip must be positive, got {c}")));
+                return Err(PyValueError::new_err(format!(
+                    "grad_clip must be positive, got {c}"
+                )));
             }
         }
         run(py, || {
@@ -451,7 +502,9 @@ impl PyModel {
             let mut ws = self.workspace.lock().map_err(lock_err)?;
             let mut opt = optimizer.inner.lock().map_err(lock_err)?;
             if opt.m.len() != model.layout.total {
-                return Err(Error::value("this optimizer belongs to a model of another size"));
+                return Err(Error::value(
+                    "this optimizer belongs to a model of another size",
+                ));
             }
             let loss = model.loss(&mut ws, &ids, &tg, b, t)?;
             let mut grads = vec![0.0f32; model.layout.total];
@@ -483,7 +536,9 @@ impl PyModel {
         let (tg, tb, tt) = ids_from_array(&targets, "targets")?;
         check_same_shape(b, t, tb, tt)?;
         if !(lr.is_finite() && lr >= 0.0) {
-            return Err(PyValueError::new_err(format!("learning rate must be >= 0 and finite, got {lr}")));
+            return Err(PyValueError::new_err(format!(
+                "learning rate must be >= 0 and finite, got {lr}"
+            )));
         }
         run(py, || {
             let mut model = self.model.write().map_err(lock_err)?;
@@ -534,14 +589,20 @@ impl PyModel {
     }
 
     /// [(name, array)] copies of every parameter, in layout order.
-    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<NamedPyArrays<'py>> {
         let tensors = run(py, || {
             let model = self.model.read().map_err(lock_err)?;
             Ok(model
                 .layout
                 .specs
                 .iter()
-                .map(|s| (s.name.clone(), s.shape.clone(), model.params[s.range()].to_vec()))
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.shape.clone(),
+                        model.params[s.range()].to_vec(),
+                    )
+                })
                 .collect::<NamedArrays>())
         })?;
         named_arrays(py, tensors)
@@ -554,7 +615,9 @@ impl PyModel {
         for (key, value) in state.iter() {
             let name: String = key.extract()?;
             let arr: PyReadonlyArrayDyn<'_, f32> = value.extract().map_err(|_| {
-                PyValueError::new_err(format!("state_dict[{name:?}] must be a float32 NumPy array"))
+                PyValueError::new_err(format!(
+                    "state_dict[{name:?}] must be a float32 NumPy array"
+                ))
             })?;
             let data: Vec<f32> = arr.as_array().iter().copied().collect();
             entries.insert(name, (arr.shape().to_vec(), data));
@@ -563,14 +626,20 @@ impl PyModel {
             let mut model = self.model.write().map_err(lock_err)?;
             let layout = model.layout.clone();
             if let Some(extra) = entries.keys().find(|k| layout.get(k).is_none()) {
-                return Err(Error::value(format!("state_dict has an unexpected entry {extra:?}")));
+                return Err(Error::value(format!(
+                    "state_dict has an unexpected entry {extra:?}"
+                )));
             }
             for spec in &layout.specs {
-                let (shape, data) = entries
-                    .get(&spec.name)
-                    .ok_or_else(|| Error::value(format!("state_dict is missing {:?}", spec.name)))?;
+                let (shape, data) = entries.get(&spec.name).ok_or_else(|| {
+                    Error::value(format!("state_dict is missing {:?}", spec.name))
+                })?;
                 if *shape != spec.shape {
-                    return Err(Error::shape(format!("state_dict[{:?}]", spec.name), &spec.shape, shape));
+                    return Err(Error::shape(
+                        format!("state_dict[{:?}]", spec.name),
+                        &spec.shape,
+                        shape,
+                    ));
                 }
                 if data.iter().any(|x| !x.is_finite()) {
                     return Err(Error::NonFinite(format!(

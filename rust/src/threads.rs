@@ -20,7 +20,11 @@ fn default_threads() -> usize {
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|&n| (1..=MAX_THREADS).contains(&n))
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
 fn build(n: usize) -> Result<Arc<ThreadPool>> {
@@ -39,7 +43,11 @@ fn pool() -> Arc<ThreadPool> {
     let mut slot = POOL.write().unwrap_or_else(|e| e.into_inner());
     if slot.is_none() {
         let n = default_threads();
-        *slot = Some(build(n).or_else(|_| build(1)).expect("a one-thread pool always starts"));
+        *slot = Some(
+            build(n)
+                .or_else(|_| build(1))
+                .expect("a one-thread pool always starts"),
+        );
     }
     slot.as_ref().expect("set above").clone()
 }

@@ -7,7 +7,8 @@ use tinylm::{Config, Model};
 
 /// ../shared/seed/tiny_gpt_weights.json, if the shared folder is beside the repository.
 pub fn seed_weights() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/tiny_gpt_weights.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/tiny_gpt_weights.json");
     if path.exists() {
         Some(path)
     } else {

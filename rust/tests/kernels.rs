@@ -20,7 +20,10 @@ fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(1e-3f64, |m, w| m.max(w.abs()));
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(((*g as f64) - w).abs() <= tol * scale, "{what}[{i}]: got {g}, want {w}");
+        assert!(
+            ((*g as f64) - w).abs() <= tol * scale,
+            "{what}[{i}]: got {g}, want {w}"
+        );
     }
 }
 
@@ -33,17 +36,34 @@ fn matmul_with_transposed_views_matches_naive() {
     let mut want = vec![0.0f64; m * n];
     for i in 0..m {
         for j in 0..n {
-            want[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+            want[i * n + j] = (0..k)
+                .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                .sum();
         }
     }
     let mut out = vec![0.0f32; m * n];
-    matmul(MatMut::new(&mut out, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), false);
+    matmul(
+        MatMut::new(&mut out, m, n),
+        MatRef::new(&a, m, k),
+        MatRef::new(&b, k, n),
+        false,
+    );
     assert_close(&out, &want, 1e-5, "a @ b");
     out.fill(0.0);
-    matmul(MatMut::new(&mut out, m, n), MatRef::new(&at, k, m).t(), MatRef::new(&b, k, n), false);
+    matmul(
+        MatMut::new(&mut out, m, n),
+        MatRef::new(&at, k, m).t(),
+        MatRef::new(&b, k, n),
+        false,
+    );
     assert_close(&out, &want, 1e-5, "(a^T)^T @ b");
     // Accumulate adds to what is there.
-    matmul(MatMut::new(&mut out, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), true);
+    matmul(
+        MatMut::new(&mut out, m, n),
+        MatRef::new(&a, m, k),
+        MatRef::new(&b, k, n),
+        true,
+    );
     let doubled: Vec<f64> = want.iter().map(|w| 2.0 * w).collect();
     assert_close(&out, &doubled, 1e-5, "accumulate");
 }
@@ -55,9 +75,16 @@ fn big_matmul_matches_naive() {
     let a = randn(m * k, 3);
     let b = randn(k * n, 4);
     let mut out = vec![0.0f32; m * n];
-    matmul(MatMut::new(&mut out, m, n), MatRef::new(&a, m, k), MatRef::new(&b, k, n), false);
+    matmul(
+        MatMut::new(&mut out, m, n),
+        MatRef::new(&a, m, k),
+        MatRef::new(&b, k, n),
+        false,
+    );
     for &(i, j) in &[(0, 0), (299, 256), (150, 3), (17, 200)] {
-        let want: f64 = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+        let want: f64 = (0..k)
+            .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+            .sum();
         assert!((out[i * n + j] as f64 - want).abs() < 1e-3, "({i},{j})");
     }
 }
@@ -92,12 +119,23 @@ fn linear_backward_matches_finite_differences() {
     let objective = |inp: &[f32], w: &[f32], bias: &[f32]| -> f64 {
         let mut out = vec![0.0f32; n * oc];
         linear_forward(&mut out, inp, MatRef::new(w, ic, oc), Some(bias), n);
-        out.iter().zip(&g).map(|(o, gg)| (*o as f64) * (*gg as f64)).sum()
+        out.iter()
+            .zip(&g)
+            .map(|(o, gg)| (*o as f64) * (*gg as f64))
+            .sum()
     };
     let mut dinp = vec![0.0f32; n * ic];
     let mut dw = vec![0.0f32; ic * oc];
     let mut db = vec![0.0f32; oc];
-    linear_backward(Some(&mut dinp), MatMut::new(&mut dw, ic, oc), Some(&mut db), &g, &inp, MatRef::new(&w, ic, oc), n);
+    linear_backward(
+        Some(&mut dinp),
+        MatMut::new(&mut dw, ic, oc),
+        Some(&mut db),
+        &g,
+        &inp,
+        MatRef::new(&w, ic, oc),
+        n,
+    );
     let (w0, b0) = (w.clone(), bias.clone());
     check_fd(&mut inp.clone(), &dinp, |x| objective(x, &w0, &b0), "dinp");
     let i0 = inp.clone();
@@ -123,7 +161,8 @@ fn layernorm_forward_and_backward() {
         let m = row.iter().sum::<f64>() / c as f64;
         let var = row.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / c as f64;
         for j in 0..c {
-            want[r * c + j] = (row[j] - m) / (var + eps as f64).sqrt() * weight[j] as f64 + bias[j] as f64;
+            want[r * c + j] =
+                (row[j] - m) / (var + eps as f64).sqrt() * weight[j] as f64 + bias[j] as f64;
         }
     }
     assert_close(&out, &want, 1e-5, "layernorm");
@@ -133,15 +172,35 @@ fn layernorm_forward_and_backward() {
         let mut o = vec![0.0f32; n * c];
         let (mut m, mut s) = (vec![0.0f32; n], vec![0.0f32; n]);
         layernorm_forward(&mut o, &mut m, &mut s, x, w, b, c, eps);
-        o.iter().zip(&g).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+        o.iter()
+            .zip(&g)
+            .map(|(a, b)| (*a as f64) * (*b as f64))
+            .sum()
     };
     let mut dinp = vec![0.0f32; n * c];
     let mut dw = vec![0.0f32; c];
     let mut db = vec![0.0f32; c];
-    layernorm_backward(&mut dinp, &mut dw, &mut db, &g, &inp, &weight, &mean, &rstd, c);
-    check_fd(&mut inp.clone(), &dinp, |x| objective(x, &weight, &bias), "dinp");
-    check_fd(&mut weight.clone(), &dw, |x| objective(&inp, x, &bias), "dweight");
-    check_fd(&mut bias.clone(), &db, |x| objective(&inp, &weight, x), "dbias");
+    layernorm_backward(
+        &mut dinp, &mut dw, &mut db, &g, &inp, &weight, &mean, &rstd, c,
+    );
+    check_fd(
+        &mut inp.clone(),
+        &dinp,
+        |x| objective(x, &weight, &bias),
+        "dinp",
+    );
+    check_fd(
+        &mut weight.clone(),
+        &dw,
+        |x| objective(&inp, x, &bias),
+        "dweight",
+    );
+    check_fd(
+        &mut bias.clone(),
+        &db,
+        |x| objective(&inp, &weight, x),
+        "dbias",
+    );
 }
 
 #[test]
@@ -153,7 +212,8 @@ fn gelu_forward_and_backward() {
         .iter()
         .map(|&v| {
             let v = v as f64;
-            0.5 * v * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
         })
         .collect();
     assert_close(&out, &want, 1e-6, "gelu");
@@ -166,7 +226,10 @@ fn gelu_forward_and_backward() {
         |v| {
             let mut o = vec![0.0f32; v.len()];
             gelu_forward(&mut o, v);
-            o.iter().zip(&g).map(|(a, b)| (*a as f64) * (*b as f64)).sum()
+            o.iter()
+                .zip(&g)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum()
         },
         "dgelu",
     );
@@ -178,9 +241,15 @@ fn fast_exp_and_tanh_are_accurate() {
         let x = i as f32 * 0.01;
         let want = (x as f64).exp();
         let got = vecmath::exp(x) as f64;
-        assert!((got - want).abs() <= 3e-7 * want, "exp({x}): {got} vs {want}");
+        assert!(
+            (got - want).abs() <= 3e-7 * want,
+            "exp({x}): {got} vs {want}"
+        );
         let want_t = (x as f64).tanh();
-        assert!((vecmath::tanh(x) as f64 - want_t).abs() <= 2e-7, "tanh({x})");
+        assert!(
+            (vecmath::tanh(x) as f64 - want_t).abs() <= 2e-7,
+            "tanh({x})"
+        );
     }
 }
 
@@ -192,13 +261,19 @@ fn attention_reference(qkv: &[f32], b: usize, t: usize, c: usize, h: usize) -> V
         for hh in 0..h {
             for ti in 0..t {
                 let scores: Vec<f64> = (0..=ti)
-                    .map(|s| (0..d).map(|j| at(ti, hh * d + j) * at(s, c + hh * d + j)).sum::<f64>() / (d as f64).sqrt())
+                    .map(|s| {
+                        (0..d)
+                            .map(|j| at(ti, hh * d + j) * at(s, c + hh * d + j))
+                            .sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let z: f64 = e.iter().sum();
                 for j in 0..d {
-                    out[(bi * t + ti) * c + hh * d + j] = (0..=ti).map(|s| e[s] / z * at(s, 2 * c + hh * d + j)).sum();
+                    out[(bi * t + ti) * c + hh * d + j] =
+                        (0..=ti).map(|s| e[s] / z * at(s, 2 * c + hh * d + j)).sum();
                 }
             }
         }
@@ -213,7 +288,12 @@ fn attention_forward_and_backward() {
     let mut out = vec![0.0f32; b * t * c];
     let mut att = vec![0.0f32; b * t * h * t];
     attention_forward(&mut out, &mut att, &qkv, t, c, h);
-    assert_close(&out, &attention_reference(&qkv, b, t, c, h), 1e-5, "attention");
+    assert_close(
+        &out,
+        &attention_reference(&qkv, b, t, c, h),
+        1e-5,
+        "attention",
+    );
     // Rows of probabilities sum to one and are zero in the future.
     for row in att.chunks_exact(t).enumerate() {
         let ti = (row.0 / h) % t;
@@ -230,7 +310,10 @@ fn attention_forward_and_backward() {
             let mut o = vec![0.0f32; b * t * c];
             let mut a = vec![0.0f32; b * t * h * t];
             attention_forward(&mut o, &mut a, x, t, c, h);
-            o.iter().zip(&g).map(|(p, q)| (*p as f64) * (*q as f64)).sum()
+            o.iter()
+                .zip(&g)
+                .map(|(p, q)| (*p as f64) * (*q as f64))
+                .sum()
         },
         "dqkv",
     );
@@ -245,7 +328,10 @@ fn cross_entropy_forward_and_backward() {
     let mut probs = vec![0.0f32; n * v];
     cross_entropy_forward(&mut losses, &mut probs, &logits, &targets, v);
     for r in 0..n {
-        let row: Vec<f64> = logits[r * v..(r + 1) * v].iter().map(|&x| x as f64).collect();
+        let row: Vec<f64> = logits[r * v..(r + 1) * v]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         let lse = row.iter().map(|x| x.exp()).sum::<f64>().ln();
         assert!((losses[r] as f64 - (lse - row[targets[r] as usize])).abs() < 1e-5);
     }

@@ -21,15 +21,34 @@ fn go_reference_logits_and_loss() {
     model.forward(&mut ws, &[0, 1], 1, 2).unwrap();
     let logits = ws.logits(&model.config);
     let v = model.config.vocab_size;
-    let expected_row0 = [(0, 0.3577351046779953), (1, 0.7154702093559906), (2, 1.0732053140339857), (v - 1, 3.2196159421019575)];
+    let expected_row0 = [
+        (0, 0.3577351046779953),
+        (1, 0.7154702093559906),
+        (2, 1.0732053140339857),
+        (v - 1, 3.2196159421019575),
+    ];
     for (i, want) in expected_row0 {
-        assert!(close(logits[i] as f64, want, 1e-5), "row 0 logit {i}: {} vs {want}", logits[i]);
+        assert!(
+            close(logits[i] as f64, want, 1e-5),
+            "row 0 logit {i}: {} vs {want}",
+            logits[i]
+        );
     }
-    let expected_row1 = [(0, 0.0973442097341306), (1, 0.1946884194682612), (v - 1, 0.8760978876071754)];
+    let expected_row1 = [
+        (0, 0.0973442097341306),
+        (1, 0.1946884194682612),
+        (v - 1, 0.8760978876071754),
+    ];
     for (i, want) in expected_row1 {
-        assert!(close(logits[v + i] as f64, want, 1e-5), "row 1 logit {i}: {} vs {want}", logits[v + i]);
+        assert!(
+            close(logits[v + i] as f64, want, 1e-5),
+            "row 1 logit {i}: {} vs {want}",
+            logits[v + i]
+        );
     }
-    let loss = model.loss(&mut ws, &[0, 1, 2, 3, 4], &[1, 2, 3, 4, 8], 1, 5).unwrap();
+    let loss = model
+        .loss(&mut ws, &[0, 1, 2, 3, 4], &[1, 2, 3, 4, 8], 1, 5)
+        .unwrap();
     assert!(close(loss as f64, 2.3959804603732877, 1e-6), "loss {loss}");
 }
 
@@ -57,7 +76,9 @@ fn check_gradients(config: Config) {
             plus.params[i] += h;
             let mut minus = model.clone();
             minus.params[i] -= h;
-            let numeric = (loss_of(&plus, &ids, &targets, b, t) - loss_of(&minus, &ids, &targets, b, t)) / (2.0 * h as f64);
+            let numeric = (loss_of(&plus, &ids, &targets, b, t)
+                - loss_of(&minus, &ids, &targets, b, t))
+                / (2.0 * h as f64);
             let analytic = grads[i] as f64;
             let err = (numeric - analytic).abs() / (numeric.abs() + analytic.abs() + 1e-2);
             worst = worst.max(err);
@@ -103,9 +124,15 @@ fn batch_rows_are_independent() {
 fn bad_ids_are_errors_not_panics() {
     let model = random_model(small_config(false, false), 1);
     let mut ws = Workspace::new();
-    let err = model.forward(&mut ws, &[1, 99], 1, 2).unwrap_err().to_string();
+    let err = model
+        .forward(&mut ws, &[1, 99], 1, 2)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("99") && err.contains("vocab_size 7"), "{err}");
-    let err = model.forward(&mut ws, &[1; 6], 1, 6).unwrap_err().to_string();
+    let err = model
+        .forward(&mut ws, &[1; 6], 1, 6)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("context of 5"), "{err}");
     let err = model.forward(&mut ws, &[], 1, 0).unwrap_err().to_string();
     assert!(err.contains("at least one token"), "{err}");
@@ -116,7 +143,14 @@ fn adamw_training_lowers_the_loss() {
     let mut model = Model::new(small_config(true, true), 0).unwrap();
     let ids = [1, 2, 3, 4, 5];
     let targets = [2, 3, 4, 5, 6];
-    let mut opt = AdamW::new(AdamWConfig { weight_decay: 0.1, ..Default::default() }, &model.layout).unwrap();
+    let mut opt = AdamW::new(
+        AdamWConfig {
+            weight_decay: 0.1,
+            ..Default::default()
+        },
+        &model.layout,
+    )
+    .unwrap();
     let mut ws = Workspace::new();
     let mut grads = vec![0.0; model.layout.total];
     let first = model.loss(&mut ws, &ids, &targets, 1, 5).unwrap();
@@ -148,13 +182,19 @@ fn results_do_not_depend_on_the_thread_count() {
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % 65) as u32).collect();
     let targets: Vec<u32> = (0..b * t).map(|i| (i * 11 % 65) as u32).collect();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut ws = Workspace::new();
             let loss = model.loss(&mut ws, &ids, &targets, b, t).unwrap();
             let mut grads = vec![0.0f32; model.layout.total];
             model.backward(&mut ws, &mut grads).unwrap();
-            (loss.to_bits(), grads.iter().map(|g| g.to_bits()).collect::<Vec<_>>())
+            (
+                loss.to_bits(),
+                grads.iter().map(|g| g.to_bits()).collect::<Vec<_>>(),
+            )
         })
     };
     assert_eq!(run(1), run(2));

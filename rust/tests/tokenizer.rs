@@ -12,10 +12,17 @@ fn word_level_follows_the_go_rules() {
     let tok = go_words();
     assert_eq!(tok.encode(" the\tcat \n sat ").unwrap(), vec![0, 1, 2]);
     assert_eq!(tok.decode(&[0, 6, 8]).unwrap(), "the dog END");
-    assert_eq!(tok.encode("the zebra").unwrap_err().to_string(), "word not in vocabulary: zebra");
+    assert_eq!(
+        tok.encode("the zebra").unwrap_err().to_string(),
+        "word not in vocabulary: zebra"
+    );
     assert!(tok.encode("The").is_err(), "case-sensitive");
     assert!(tok.encode(" \n").is_err(), "empty text");
-    assert!(tok.decode(&[9]).unwrap_err().to_string().contains("outside the vocabulary"));
+    assert!(tok
+        .decode(&[9])
+        .unwrap_err()
+        .to_string()
+        .contains("outside the vocabulary"));
 }
 
 #[test]
@@ -31,7 +38,10 @@ fn char_level_round_trips_any_text_it_was_built_from() {
 
 #[test]
 fn json_round_trip() {
-    for tok in [go_words(), Tokenizer::Char(CharTokenizer::from_text("abc\n").unwrap())] {
+    for tok in [
+        go_words(),
+        Tokenizer::Char(CharTokenizer::from_text("abc\n").unwrap()),
+    ] {
         let again = Tokenizer::from_json(&tok.to_json()).unwrap();
         assert_eq!(again, tok);
     }
@@ -39,7 +49,14 @@ fn json_round_trip() {
 
 #[test]
 fn malformed_json_is_an_error() {
-    for bad in ["", "{", "[]", r#"{"type":"word","vocab":["a","a"]}"#, r#"{"type":"char","vocab":["ab"]}"#, r#"{"type":"x","vocab":[]}"#] {
+    for bad in [
+        "",
+        "{",
+        "[]",
+        r#"{"type":"word","vocab":["a","a"]}"#,
+        r#"{"type":"char","vocab":["ab"]}"#,
+        r#"{"type":"x","vocab":[]}"#,
+    ] {
         assert!(Tokenizer::from_json(bad).is_err(), "{bad}");
     }
 }

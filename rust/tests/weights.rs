@@ -43,7 +43,13 @@ fn go_json_round_trip_is_exact() {
     assert_eq!(loaded.format, WeightsFormat::GoJson);
     let dir = temp_dir("go-roundtrip");
     let path = dir.join("out.json");
-    weights::save(&path, &loaded.model, loaded.tokenizer.as_ref(), WeightsFormat::GoJson).unwrap();
+    weights::save(
+        &path,
+        &loaded.model,
+        loaded.tokenizer.as_ref(),
+        WeightsFormat::GoJson,
+    )
+    .unwrap();
     let again = weights::load(&path).unwrap();
     assert_eq!(again.model.params, loaded.model.params);
     assert_eq!(again.model.config, loaded.model.config);
@@ -97,7 +103,10 @@ fn a_failed_save_leaves_the_old_file_and_no_temporary() {
     broken.params[3] = f32::NAN;
     assert!(weights::save(&path, &broken, None, WeightsFormat::Safetensors).is_err());
     assert_eq!(fs::read(&path).unwrap(), before);
-    let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
 
@@ -106,11 +115,33 @@ fn loader_errors_name_the_problem() {
     let dir = temp_dir("errors");
     let cases: [(&str, &[u8], &str); 6] = [
         ("empty.json", b"", "empty"),
-        ("trunc.json", b"{\"d_model\": 4, \"n_layers\"", "truncated JSON"),
-        ("noweights.json", b"{\"d_model\": 4, \"n_layers\": 1, \"n_heads\": 2, \"vocab\": [\"a\"]}", "missing field \"weights\""),
-        ("badtype.json", b"{\"d_model\": \"4\", \"n_layers\": 1, \"n_heads\": 2}", "\"d_model\" must be a positive integer"),
-        ("huge.json", b"{\"d_model\": 1000000000, \"n_layers\": 1, \"n_heads\": 2}", "out of range"),
-        ("st.safetensors", &[8, 0, 0, 0, 0, 0, 0, 0, b'{', b'}', b' ', b' ', b' ', b' ', b' ', b' '], "safetensors"),
+        (
+            "trunc.json",
+            b"{\"d_model\": 4, \"n_layers\"",
+            "truncated JSON",
+        ),
+        (
+            "noweights.json",
+            b"{\"d_model\": 4, \"n_layers\": 1, \"n_heads\": 2, \"vocab\": [\"a\"]}",
+            "missing field \"weights\"",
+        ),
+        (
+            "badtype.json",
+            b"{\"d_model\": \"4\", \"n_layers\": 1, \"n_heads\": 2}",
+            "\"d_model\" must be a positive integer",
+        ),
+        (
+            "huge.json",
+            b"{\"d_model\": 1000000000, \"n_layers\": 1, \"n_heads\": 2}",
+            "out of range",
+        ),
+        (
+            "st.safetensors",
+            &[
+                8, 0, 0, 0, 0, 0, 0, 0, b'{', b'}', b' ', b' ', b' ', b' ', b' ', b' ',
+            ],
+            "safetensors",
+        ),
     ];
     for (name, bytes, needle) in cases {
         let path = dir.join(name);
@@ -118,7 +149,9 @@ fn loader_errors_name_the_problem() {
         let err = weights::load(&path).unwrap_err().to_string();
         assert!(err.contains(needle) && err.contains(name), "{name}: {err}");
     }
-    let err = weights::load(&dir.join("absent.json")).unwrap_err().to_string();
+    let err = weights::load(&dir.join("absent.json"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no such file"), "{err}");
     let err = weights::load(&dir).unwrap_err().to_string();
     assert!(err.contains("directory"), "{err}");

@@ -14,7 +14,14 @@ use super::vecmath::{axpy, dot};
 
 /// qkv is (B, T, 3C) holding q, k and v side by side; att will be (B, T, H, T) holding the
 /// probabilities p (zero above the diagonal); out will be (B, T, C) with the heads side by side.
-pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], t: usize, c: usize, h: usize) {
+pub fn attention_forward(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    t: usize,
+    c: usize,
+    h: usize,
+) {
     out.par_chunks_mut(c)
         .zip(att.par_chunks_mut(h * t))
         .enumerate()
@@ -53,14 +60,24 @@ simd_fn! {
 /// In the forward pass this was: out_t = sum_s p[t][s] v_s; so dv_s += p[t][s] dout_t and
 /// dp[t][s] = dout_t . v_s. Then softmax backward gives dscore, and since
 /// score[t][s] = q_t . k_s / sqrt(D): dq_t += dscore[t][s] k_s / sqrt(D), dk_s += dscore[t][s] q_t / sqrt(D).
-pub fn attention_backward(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f32], t: usize, c: usize, h: usize) {
-    dqkv.par_chunks_mut(t * 3 * c).enumerate().for_each(|(bi, dseq)| {
-        let seq = &qkv[bi * t * 3 * c..][..t * 3 * c];
-        let dout_seq = &dout[bi * t * c..][..t * c];
-        let att_seq = &att[bi * t * h * t..][..t * h * t];
-        let mut dscore = vec![0.0f32; t];
-        attention_backward_seq(dseq, dout_seq, seq, att_seq, &mut dscore, c, h);
-    });
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    att: &[f32],
+    t: usize,
+    c: usize,
+    h: usize,
+) {
+    dqkv.par_chunks_mut(t * 3 * c)
+        .enumerate()
+        .for_each(|(bi, dseq)| {
+            let seq = &qkv[bi * t * 3 * c..][..t * 3 * c];
+            let dout_seq = &dout[bi * t * c..][..t * c];
+            let att_seq = &att[bi * t * h * t..][..t * h * t];
+            let mut dscore = vec![0.0f32; t];
+            attention_backward_seq(dseq, dout_seq, seq, att_seq, &mut dscore, c, h);
+        });
 }
 
 simd_fn! {

@@ -9,7 +9,13 @@ use super::vecmath::max;
 
 /// logits is (N, V), targets (N); probs will be (N, V), losses (N).
 /// Targets must already be checked against V.
-pub fn cross_entropy_forward(losses: &mut [f32], probs: &mut [f32], logits: &[f32], targets: &[u32], v: usize) {
+pub fn cross_entropy_forward(
+    losses: &mut [f32],
+    probs: &mut [f32],
+    logits: &[f32],
+    targets: &[u32],
+    v: usize,
+) {
     probs
         .par_chunks_mut(v)
         .zip(logits.par_chunks(v))
@@ -31,7 +37,13 @@ simd_fn! {
 /// In the forward pass this was: loss = -log softmax(logits)[target]; so
 /// dlogits += dloss * (probs - onehot(target)). `dloss` is the same for every row
 /// (1 / N for a mean).
-pub fn cross_entropy_backward(dlogits: &mut [f32], probs: &[f32], targets: &[u32], dloss: f32, v: usize) {
+pub fn cross_entropy_backward(
+    dlogits: &mut [f32],
+    probs: &[f32],
+    targets: &[u32],
+    dloss: f32,
+    v: usize,
+) {
     dlogits
         .par_chunks_mut(v)
         .zip(probs.par_chunks(v))

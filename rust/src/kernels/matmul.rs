@@ -111,11 +111,7 @@ const PARALLEL_WORK: usize = 1 << 15;
 pub fn matmul(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: a is {m}x{k} but b has {} rows", b.rows);
-    assert_eq!(
-        (out.rows, out.cols),
-        (m, n),
-        "matmul: out must be {m}x{n}"
-    );
+    assert_eq!((out.rows, out.cols), (m, n), "matmul: out must be {m}x{n}");
     if m == 0 || n == 0 {
         return;
     }
@@ -169,7 +165,13 @@ pub fn matmul(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
 // [V][C] output head.
 // ---------------------------------------------------------------------------------------
 
-pub fn linear_forward(out: &mut [f32], inp: &[f32], weight: MatRef, bias: Option<&[f32]>, n: usize) {
+pub fn linear_forward(
+    out: &mut [f32],
+    inp: &[f32],
+    weight: MatRef,
+    bias: Option<&[f32]>,
+    n: usize,
+) {
     let (ic, oc) = (weight.rows, weight.cols);
     matmul(
         MatMut::new(out, n, oc),

@@ -55,7 +55,11 @@ pub fn max(x: &[f32]) -> f32 {
             acc[i] = acc[i].max(c[i]);
         }
     }
-    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     acc.iter().copied().fold(tail, f32::max)
 }
 
@@ -75,7 +79,7 @@ pub fn exp(x: f32) -> f32 {
     p = p.mul_add(r, 8.333_452e-3);
     p = p.mul_add(r, 4.166_579_6e-2);
     p = p.mul_add(r, 1.666_666_5e-1);
-    p = p.mul_add(r, 5.000_000_1e-1);
+    p = p.mul_add(r, 0.5);
     let er = (p * r).mul_add(r, r) + 1.0;
     let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
     er * scale

@@ -15,7 +15,9 @@ impl CharTokenizer {
     /// Characters must be unique.
     pub fn new(chars: Vec<char>) -> Result<CharTokenizer> {
         if chars.is_empty() {
-            return Err(Error::tokenizer("character tokenizer: the vocabulary is empty"));
+            return Err(Error::tokenizer(
+                "character tokenizer: the vocabulary is empty",
+            ));
         }
         let mut index = HashMap::with_capacity(chars.len());
         for (i, &ch) in chars.iter().enumerate() {

@@ -18,7 +18,9 @@ impl WordTokenizer {
             return Err(Error::tokenizer("word tokenizer: the vocabulary is empty"));
         }
         if vocab.len() > u32::MAX as usize {
-            return Err(Error::tokenizer("word tokenizer: the vocabulary is too large"));
+            return Err(Error::tokenizer(
+                "word tokenizer: the vocabulary is too large",
+            ));
         }
         let mut index = HashMap::with_capacity(vocab.len());
         for (i, word) in vocab.iter().enumerate() {
@@ -52,7 +54,9 @@ impl WordTokenizer {
             })
             .collect::<Result<Vec<u32>>>()?;
         if ids.is_empty() {
-            return Err(Error::tokenizer("cannot encode empty text: it holds no words"));
+            return Err(Error::tokenizer(
+                "cannot encode empty text: it holds no words",
+            ));
         }
         Ok(ids)
     }

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::safetensors_file::{model_from_file, params_from_tensors, NamedTensor, TensorFile, OPTIMIZER_PREFIX};
+use super::safetensors_file::{
+    model_from_file, params_from_tensors, NamedTensor, TensorFile, OPTIMIZER_PREFIX,
+};
 use super::{check_tokenizer_fits, read_file, write_atomic, LoadedModel, WeightsFormat};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -16,7 +18,13 @@ use crate::optim::{AdamW, AdamWConfig};
 use crate::tokenizer::Tokenizer;
 
 /// Metadata keys the checkpoint itself uses; the caller's entries may not replace them.
-const RESERVED_KEYS: [&str; 5] = ["format", "format_version", "config", "tokenizer", "optimizer"];
+const RESERVED_KEYS: [&str; 5] = [
+    "format",
+    "format_version",
+    "config",
+    "tokenizer",
+    "optimizer",
+];
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +48,9 @@ pub fn save_checkpoint(
     let mut file = TensorFile::for_model(model, tokenizer);
     for (key, value) in extra {
         if RESERVED_KEYS.contains(&key.as_str()) {
-            return Err(Error::value(format!("checkpoint metadata key {key:?} is reserved")));
+            return Err(Error::value(format!(
+                "checkpoint metadata key {key:?} is reserved"
+            )));
         }
         file.metadata.insert(key.clone(), value.clone());
     }
@@ -73,10 +83,12 @@ pub fn load_checkpoint(path: &Path) -> Result<(LoadedModel, AdamW, BTreeMap<Stri
     let bytes = read_file(path)?;
     let file = TensorFile::from_bytes(path, &bytes)?;
     let (model, tokenizer) = model_from_file(path, &file)?;
-    let meta_json = file
-        .metadata
-        .get("optimizer")
-        .ok_or_else(|| Error::format(path, "not a checkpoint: the metadata has no \"optimizer\" entry"))?;
+    let meta_json = file.metadata.get("optimizer").ok_or_else(|| {
+        Error::format(
+            path,
+            "not a checkpoint: the metadata has no \"optimizer\" entry",
+        )
+    })?;
     let meta: OptimizerMeta = serde_json::from_str(meta_json)
         .map_err(|e| Error::format(path, format!("metadata \"optimizer\" is invalid: {e}")))?;
     let config = AdamWConfig {
@@ -89,7 +101,10 @@ pub fn load_checkpoint(path: &Path) -> Result<(LoadedModel, AdamW, BTreeMap<Stri
     let m = params_from_tensors(path, &file, &model.layout, &format!("{OPTIMIZER_PREFIX}m."))?;
     let v = params_from_tensors(path, &file, &model.layout, &format!("{OPTIMIZER_PREFIX}v."))?;
     if let Some(i) = v.iter().position(|&x| x < 0.0) {
-        return Err(Error::format(path, format!("optimizer second moment is negative at flat index {i}")));
+        return Err(Error::format(
+            path,
+            format!("optimizer second moment is negative at flat index {i}"),
+        ));
     }
     optimizer.set_state(m, v, meta.step)?;
     let extra = file

@@ -162,13 +162,20 @@ impl ListParser<'_> {
             Some(_) => {}
         }
         let start = self.i;
-        while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
+        while matches!(
+            self.peek(),
+            Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+        ) {
             self.i += 1;
         }
         let token = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("");
         if token.is_empty() {
-            let found: String = String::from_utf8_lossy(&self.s[start..self.s.len().min(start + 12)]).into_owned();
-            return Err(format!("expected a number at {}, found {found:?}", self.where_()));
+            let found: String =
+                String::from_utf8_lossy(&self.s[start..self.s.len().min(start + 12)]).into_owned();
+            return Err(format!(
+                "expected a number at {}, found {found:?}",
+                self.where_()
+            ));
         }
         let value: f32 = token
             .parse()
@@ -187,21 +194,32 @@ impl ListParser<'_> {
 fn short(raw: &RawValue) -> String {
     let text = raw.get();
     if text.len() > 40 {
-        format!("{}...", &text[..text.char_indices().nth(37).map(|(i, _)| i).unwrap_or(37)])
+        format!(
+            "{}...",
+            &text[..text.char_indices().nth(37).map(|(i, _)| i).unwrap_or(37)]
+        )
     } else {
         text.to_string()
     }
 }
 
 /// A required positive integer field of at most `max`.
-fn int_field(path: &Path, top: &HashMap<String, &RawValue>, name: &str, max: usize) -> Result<usize> {
+fn int_field(
+    path: &Path,
+    top: &HashMap<String, &RawValue>,
+    name: &str,
+    max: usize,
+) -> Result<usize> {
     let raw = top
         .get(name)
         .ok_or_else(|| Error::format(path, format!("missing field {name:?}")))?;
     let value: u64 = serde_json::from_str(raw.get()).map_err(|_| {
         Error::format(
             path,
-            format!("field {name:?} must be a positive integer, found {}", short(raw)),
+            format!(
+                "field {name:?} must be a positive integer, found {}",
+                short(raw)
+            ),
         )
     })?;
     if value == 0 || value > max as u64 {
@@ -216,7 +234,11 @@ fn int_field(path: &Path, top: &HashMap<String, &RawValue>, name: &str, max: usi
 /// Loads a Go TinyLM JSON file: the model and its word-level tokenizer.
 pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Model, Tokenizer)> {
     let top: HashMap<String, &RawValue> = serde_json::from_slice(bytes).map_err(|e| {
-        let what = if e.is_eof() { "truncated JSON" } else { "invalid JSON" };
+        let what = if e.is_eof() {
+            "truncated JSON"
+        } else {
+            "invalid JSON"
+        };
         Error::format(path, format!("{what}: {e}"))
     })?;
     let d_model = int_field(path, &top, "d_model", MAX_D_MODEL)?;
@@ -226,23 +248,28 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Model, Tokenizer)> {
         .get("vocab")
         .ok_or_else(|| Error::format(path, "missing field \"vocab\""))?;
     let vocab: Vec<String> = serde_json::from_str(vocab_raw.get()).map_err(|e| {
-        Error::format(path, format!("field \"vocab\" must be a list of strings: {e}"))
+        Error::format(
+            path,
+            format!("field \"vocab\" must be a list of strings: {e}"),
+        )
     })?;
     let tokenizer = WordTokenizer::new(vocab).map_err(|e| e.in_file(path))?;
     let weights_raw = top
         .get("weights")
         .ok_or_else(|| Error::format(path, "missing field \"weights\""))?;
-    let weights: HashMap<String, &RawValue> = serde_json::from_str(weights_raw.get()).map_err(|e| {
-        Error::format(
-            path,
-            format!("field \"weights\" must be an object mapping names to nested lists: {e}"),
-        )
-    })?;
+    let weights: HashMap<String, &RawValue> =
+        serde_json::from_str(weights_raw.get()).map_err(|e| {
+            Error::format(
+                path,
+                format!("field \"weights\" must be an object mapping names to nested lists: {e}"),
+            )
+        })?;
     let parse = |name: &str| -> Result<NestedList> {
         let raw = weights
             .get(name)
             .ok_or_else(|| Error::format(path, format!("missing weight {name:?}")))?;
-        parse_nested_list(raw.get()).map_err(|e| Error::format(path, format!("weight {name:?}: {e}")))
+        parse_nested_list(raw.get())
+            .map_err(|e| Error::format(path, format!("weight {name:?}: {e}")))
     };
     // The two sizes the file does not state: context (position rows) and d_ff.
     let pos = parse("pos_embed.weight")?;
@@ -275,14 +302,23 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Model, Tokenizer)> {
     );
     if let Some(raw) = top.get("eps") {
         let eps: f64 = serde_json::from_str(raw.get()).map_err(|_| {
-            Error::format(path, format!("field \"eps\" must be a number, found {}", short(raw)))
+            Error::format(
+                path,
+                format!("field \"eps\" must be a number, found {}", short(raw)),
+            )
         })?;
         config.eps = eps as f32;
     }
     for (key, actual) in [("max_seq_len", max_seq_len), ("d_ff", d_ff)] {
         if let Some(raw) = top.get(key) {
             let stated: u64 = serde_json::from_str(raw.get()).map_err(|_| {
-                Error::format(path, format!("field {key:?} must be a positive integer, found {}", short(raw)))
+                Error::format(
+                    path,
+                    format!(
+                        "field {key:?} must be a positive integer, found {}",
+                        short(raw)
+                    ),
+                )
             })?;
             if stated != actual as u64 {
                 return Err(Error::format(
@@ -353,7 +389,9 @@ fn write_row(out: &mut String, row: &[f32]) {
 pub fn to_string(model: &Model, tokenizer: Option<&Tokenizer>) -> Result<String> {
     let cfg = &model.config;
     if let Some(why) = cfg.go_format_obstacle() {
-        return Err(Error::value(format!("cannot save in the Go TinyLM format: {why}")));
+        return Err(Error::value(format!(
+            "cannot save in the Go TinyLM format: {why}"
+        )));
     }
     let vocab = match tokenizer {
         Some(Tokenizer::Word(t)) => t.vocab(),
@@ -390,7 +428,11 @@ pub fn to_string(model: &Model, tokenizer: Option<&Tokenizer>) -> Result<String>
     let specs = &model.layout.specs;
     for (i, spec) in specs.iter().enumerate() {
         let values = &model.params[spec.range()];
-        let _ = write!(out, "        {}: ", serde_json::to_string(&spec.name).expect("names serialise"));
+        let _ = write!(
+            out,
+            "        {}: ",
+            serde_json::to_string(&spec.name).expect("names serialise")
+        );
         if spec.shape.len() == 2 {
             out.push_str("[\n");
             let cols = spec.shape[1];

@@ -78,7 +78,10 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     if meta.len() > MAX_FILE_BYTES {
         return Err(Error::format(
             path,
-            format!("file of {} bytes is larger than the limit of {MAX_FILE_BYTES}", meta.len()),
+            format!(
+                "file of {} bytes is larger than the limit of {MAX_FILE_BYTES}",
+                meta.len()
+            ),
         ));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
@@ -128,7 +131,12 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
 }
 
 /// Saves a model in the given format.
-pub fn save(path: &Path, model: &Model, tokenizer: Option<&Tokenizer>, format: WeightsFormat) -> Result<()> {
+pub fn save(
+    path: &Path,
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    format: WeightsFormat,
+) -> Result<()> {
     check_tokenizer_fits(model, tokenizer)?;
     if let Some(i) = model.params.iter().position(|p| !p.is_finite()) {
         let name = model
@@ -185,7 +193,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         drop(file);
         fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent() {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
             // Not every platform can open a folder for syncing; the rename has happened.
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
@@ -217,7 +229,10 @@ pub fn check_finite(path: &Path, name: &str, values: &[f32]) -> Result<()> {
         None => Ok(()),
         Some(i) => Err(Error::format(
             path,
-            format!("tensor {name:?} holds a non-finite value ({}) at flat index {i}", values[i]),
+            format!(
+                "tensor {name:?} holds a non-finite value ({}) at flat index {i}",
+                values[i]
+            ),
         )),
     }
 }

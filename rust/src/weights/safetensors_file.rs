@@ -61,7 +61,10 @@ impl TensorFile {
             if view.dtype() != Dtype::F32 {
                 return Err(Error::format(
                     path,
-                    format!("tensor {name:?} has dtype {:?}; tinylm reads only F32", view.dtype()),
+                    format!(
+                        "tensor {name:?} has dtype {:?}; tinylm reads only F32",
+                        view.dtype()
+                    ),
                 ));
             }
             let data: Vec<f32> = view
@@ -193,7 +196,12 @@ pub fn model_from_file(path: &Path, file: &TensorFile) -> Result<(Model, Option<
 /// Gathers the tensors `prefix + name` for every parameter into a flat buffer, checking
 /// shapes; with an empty prefix, any tensor that is neither a parameter nor an optimizer
 /// tensor is an error.
-pub fn params_from_tensors(path: &Path, file: &TensorFile, layout: &ParamLayout, prefix: &str) -> Result<Vec<f32>> {
+pub fn params_from_tensors(
+    path: &Path,
+    file: &TensorFile,
+    layout: &ParamLayout,
+    prefix: &str,
+) -> Result<Vec<f32>> {
     if prefix.is_empty() {
         if let Some(extra) = file
             .tensors
@@ -202,7 +210,10 @@ pub fn params_from_tensors(path: &Path, file: &TensorFile, layout: &ParamLayout,
         {
             return Err(Error::format(
                 path,
-                format!("unexpected tensor {:?}: the model's config has no such parameter", extra.name),
+                format!(
+                    "unexpected tensor {:?}: the model's config has no such parameter",
+                    extra.name
+                ),
             ));
         }
     }
@@ -215,7 +226,10 @@ pub fn params_from_tensors(path: &Path, file: &TensorFile, layout: &ParamLayout,
         if tensor.shape != spec.shape {
             return Err(Error::format(
                 path,
-                format!("tensor {name:?} has shape {:?}, expected {:?}", tensor.shape, spec.shape),
+                format!(
+                    "tensor {name:?} has shape {:?}, expected {:?}",
+                    tensor.shape, spec.shape
+                ),
             ));
         }
         params[spec.range()].copy_from_slice(&tensor.data);

@@ -1,0 +1,27 @@
+"""The repository keeps its promises: CI runs the README's test command, and the bundled
+models are where the package finds them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tinylm
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    ci_lines = (REPO / ".ci" / "run").read_text().strip().splitlines()
+    command = ci_lines[-1]
+    assert command.startswith("python3 -m venv")
+    readme = (REPO / "README.md").read_text()
+    assert f"```bash\n{command}\n```" in readme
+
+
+def test_bundled_models_are_found_and_load() -> None:
+    for name in ("shakespeare", "tiny"):
+        path = tinylm.bundled_weights(name)
+        assert path.is_file()
+        model = tinylm.Transformer.load(path)
+        assert model.tokenizer is not None
+    assert tinylm.Transformer.from_bundled("tiny").source_format == "go-json"
