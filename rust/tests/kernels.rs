@@ -284,6 +284,16 @@ fn attention_reference(qkv: &[f32], b: usize, t: usize, c: usize, h: usize) -> V
 #[test]
 fn attention_forward_and_backward() {
     let (b, t, c, h) = (2, 5, 6, 3);
+    attention_case(b, t, c, h);
+}
+
+#[test]
+fn attention_longer_than_one_row_block() {
+    // 70 positions: two row blocks of the causal product, the second a partial one.
+    attention_case(1, 70, 4, 2);
+}
+
+fn attention_case(b: usize, t: usize, c: usize, h: usize) {
     let qkv = randn(b * t * 3 * c, 14);
     let mut out = vec![0.0f32; b * t * c];
     let mut att = vec![0.0f32; b * t * h * t];
@@ -294,9 +304,9 @@ fn attention_forward_and_backward() {
         1e-5,
         "attention",
     );
-    // Rows of probabilities sum to one and are zero in the future.
+    // Rows of probabilities (att is (B, H, T, T)) sum to one and are zero in the future.
     for row in att.chunks_exact(t).enumerate() {
-        let ti = (row.0 / h) % t;
+        let ti = row.0 % t;
         assert!((row.1.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         assert!(row.1[ti + 1..].iter().all(|&p| p == 0.0));
     }

@@ -64,6 +64,11 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Rows r0..r1, as a view of the same memory.
+    pub fn rows(self, r0: usize, r1: usize) -> Self {
+        MatRef::strided(&self.data[r0 * self.row_stride..], r1 - r0, self.cols, self.row_stride, self.col_stride)
+    }
+
     /// The transpose, as a view of the same memory.
     pub fn t(self) -> Self {
         MatRef {
@@ -109,6 +114,21 @@ const PARALLEL_WORK: usize = 1 << 15;
 /// out (+)= a @ b, where a is [M][K], b is [K][N] and out is [M][N] (any strides).
 /// With `accumulate` false, out is overwritten.
 pub fn matmul(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
+    let work = a.rows * a.cols * b.cols;
+    let parallelism = if work >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    matmul_on(out, a, b, accumulate, parallelism)
+}
+
+/// [`matmul`] on the calling thread only: for products inside an already parallel loop.
+pub fn matmul_serial(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
+    matmul_on(out, a, b, accumulate, Parallelism::None)
+}
+
+fn matmul_on(out: MatMut, a: MatRef, b: MatRef, accumulate: bool, parallelism: Parallelism) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: a is {m}x{k} but b has {} rows", b.rows);
     assert_eq!((out.rows, out.cols), (m, n), "matmul: out must be {m}x{n}");
@@ -125,11 +145,6 @@ pub fn matmul(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
         }
         return;
     }
-    let parallelism = if m * n * k >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    };
     // SAFETY: the constructors checked that each view lies inside its slice, `out` is
     // borrowed mutably (so it aliases neither input), and the shapes agree (asserted above).
     // gemm computes dst = alpha * dst + beta * (lhs @ rhs), with dst read only if read_dst.
