@@ -3,9 +3,24 @@ use std::time::Instant;
 use tinylm::kernels::matmul::{matmul, MatMut, MatRef};
 
 fn main() {
-    let threads: usize = std::env::var("THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().unwrap();
-    let shapes = [(768usize, 128usize, 128usize, false), (768, 128, 512, false), (768, 512, 128, false), (128, 768, 128, true), (768, 128, 65, false), (2048, 384, 1536, false), (384, 2048, 1536, true), (64, 32, 64, false)];
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .unwrap();
+    let shapes = [
+        (768usize, 128usize, 128usize, false),
+        (768, 128, 512, false),
+        (768, 512, 128, false),
+        (128, 768, 128, true),
+        (768, 128, 65, false),
+        (2048, 384, 1536, false),
+        (384, 2048, 1536, true),
+        (64, 32, 64, false),
+    ];
     for &(m, k, n, ta) in &shapes {
         let a = vec![0.5f32; m * k];
         let b = vec![0.25f32; k * n];
@@ -19,14 +34,22 @@ fn main() {
             for (which, rate) in rates.iter_mut().enumerate() {
                 let t0 = Instant::now();
                 for _ in 0..iters / 5 + 1 {
-                    let av = if ta { MatRef::new(&a, k, m).t() } else { MatRef::new(&a, m, k) };
+                    let av = if ta {
+                        MatRef::new(&a, k, m).t()
+                    } else {
+                        MatRef::new(&a, m, k)
+                    };
                     let out = MatMut::new(&mut c, m, n);
-                    let _ = which; matmul(out, av, MatRef::new(&b, k, n), false)
+                    let _ = which;
+                    matmul(out, av, MatRef::new(&b, k, n), false)
                 }
                 let r = flops / (t0.elapsed().as_secs_f64() / (iters / 5 + 1) as f64) / 1e9;
                 *rate = rate.max(r);
             }
         }
-        println!("{m}x{k}x{n} (a^T: {ta}): gemm threads {:.1}, split {:.1} GFLOP/s", rates[0], rates[1]);
+        println!(
+            "{m}x{k}x{n} (a^T: {ta}): gemm threads {:.1}, split {:.1} GFLOP/s",
+            rates[0], rates[1]
+        );
     }
 }

@@ -1,11 +1,23 @@
-//! Times the parts of a training step: `cargo run --release --example profile_step -- B`.
+//! Times the parts of a training step at a reference configuration:
+//! `THREADS=2 cargo run --release --example profile_step -- B` (A, B, C or D).
+//! Reports the best of several rounds: the machine's speed drifts, the best round is the
+//! least disturbed one.
 use std::time::Instant;
 
+use tinylm::batch::BatchRunner;
 use tinylm::optim::{AdamW, AdamWConfig};
-use tinylm::{Config, Model, Workspace};
+use tinylm::{Config, Model};
 
 fn main() {
     let which = std::env::args().nth(1).unwrap_or_else(|| "B".into());
+    let threads: usize = std::env::var("THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .unwrap();
     let (v, c, l, h, t, b) = match which.as_str() {
         "A" => (65, 64, 2, 4, 32, 16),
         "B" => (65, 128, 4, 4, 64, 12),
@@ -26,33 +38,25 @@ fn main() {
     let mut model = Model::new(config, 0).unwrap();
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % v) as u32).collect();
     let tg: Vec<u32> = (0..b * t).map(|i| (i * 11 % v) as u32).collect();
-    let mut ws = Workspace::new();
-    let mut grads = vec![0.0; model.layout.total];
+    let mut runner = BatchRunner::new();
     let mut opt = AdamW::new(AdamWConfig::default(), &model.layout).unwrap();
-    let iters = 20;
-    let (mut tf, mut tb, mut to) = (0.0, 0.0, 0.0);
-    for i in 0..iters + 3 {
+    let steps_per_round = (200_000 / (b * t * c)).clamp(2, 50);
+    let mut best = f64::MAX;
+    for round in 0..6 {
         let t0 = Instant::now();
-        model.loss(&mut ws, &ids, &tg, b, t).unwrap();
-        let t1 = Instant::now();
-        grads.fill(0.0);
-        model.backward(&mut ws, &mut grads).unwrap();
-        let t2 = Instant::now();
-        opt.step(&mut model.params, &grads, 1e-4).unwrap();
-        let t3 = Instant::now();
-        if i >= 3 {
-            tf += (t1 - t0).as_secs_f64();
-            tb += (t2 - t1).as_secs_f64();
-            to += (t3 - t2).as_secs_f64();
+        for _ in 0..steps_per_round {
+            runner
+                .train_step(&mut model, &mut opt, &ids, &tg, b, t, 1e-4, Some(1.0))
+                .unwrap();
+        }
+        let step = t0.elapsed().as_secs_f64() / steps_per_round as f64;
+        if round > 0 {
+            best = best.min(step);
         }
     }
-    let n = iters as f64;
-    let step = (tf + tb + to) / n;
     println!(
-        "{which}: forward {:.2} ms, backward {:.2} ms, adamw {:.2} ms, {:.0} tokens/s",
-        tf / n * 1e3,
-        tb / n * 1e3,
-        to / n * 1e3,
-        (b * t) as f64 / step
+        "{which}: {:.2} ms per training step, {:.0} tokens/s",
+        best * 1e3,
+        (b * t) as f64 / best
     );
 }

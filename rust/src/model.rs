@@ -400,6 +400,19 @@ impl Model {
         b: usize,
         t: usize,
     ) -> Result<f32> {
+        let sum = self.loss_sum(ws, ids, targets, b, t)?;
+        Ok((sum / (b * t) as f64) as f32)
+    }
+
+    /// Forward pass and the sum (not the mean) of the per-token cross-entropies, in f64.
+    pub fn loss_sum(
+        &self,
+        ws: &mut Workspace,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+    ) -> Result<f64> {
         check_ids(&self.config, targets, b, t, "targets")?;
         self.forward(ws, ids, b, t)?;
         ws.targets.clear();
@@ -412,13 +425,20 @@ impl Model {
             &ws.targets,
             v,
         );
-        let sum: f64 = ws.losses[..n].iter().map(|&x| x as f64).sum();
-        Ok((sum / n as f64) as f32)
+        Ok(ws.losses[..n].iter().map(|&x| x as f64).sum())
     }
 
     /// Gradient of the mean loss of the last [`Model::loss`] call, added into `grads`
     /// (laid out like the parameters).
     pub fn backward(&self, ws: &mut Workspace, grads: &mut [f32]) -> Result<()> {
+        let n = ws.batch * ws.seq_len;
+        self.backward_scaled(ws, grads, 1.0 / n.max(1) as f32)
+    }
+
+    /// Gradient of `dloss` times the summed loss of the last [`Model::loss`] call, added into
+    /// `grads`. With dloss = 1 / N this is the gradient of a mean over N tokens, which may
+    /// span several workspaces (see [`crate::batch`]).
+    pub fn backward_scaled(&self, ws: &mut Workspace, grads: &mut [f32], dloss: f32) -> Result<()> {
         if ws.targets.len() != ws.batch * ws.seq_len || ws.ids.len() != ws.targets.len() {
             return Err(Error::value(
                 "backward needs a loss computed on this workspace first",
@@ -441,7 +461,7 @@ impl Model {
         // Loss -> logits.
         let d_logits = &mut ws.d_logits[..n * v];
         d_logits.fill(0.0);
-        cross_entropy_backward(d_logits, &ws.probs[..n * v], &ws.targets, 1.0 / n as f32, v);
+        cross_entropy_backward(d_logits, &ws.probs[..n * v], &ws.targets, dloss, v);
 
         // logits = lnf @ lm_head^T: d_lnf = d_logits @ lm_head, d_lm_head += d_logits^T @ lnf.
         let d_ln = &mut ws.d_ln[..nc];

@@ -1,28 +1,49 @@
 //! Optimizers and gradient clipping, over the flat parameter and gradient buffers.
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
+use crate::kernels::simd::simd_fn;
 use crate::params::ParamLayout;
 
+/// Elements per parallel task in the optimizer loops. Fixed, so that the sums of squares
+/// are added in the same order for any number of threads.
+const CHUNK: usize = 1 << 14;
+
 /// Scales the gradients so that their global L2 norm is at most `max_norm`.
-/// Returns the norm before clipping. The sum of squares is taken in f64, in buffer order.
+/// Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     let norm = grad_norm(grads);
     if norm.is_finite() && norm > max_norm as f64 {
         let scale = (max_norm as f64 / (norm + 1e-6)) as f32;
-        for g in grads.iter_mut() {
-            *g *= scale;
-        }
+        grads.par_chunks_mut(CHUNK).for_each(|chunk| {
+            for g in chunk {
+                *g *= scale;
+            }
+        });
     }
     norm as f32
 }
 
-/// Global L2 norm of a gradient buffer.
+/// Global L2 norm of a gradient buffer: squares summed in f64 per fixed chunk, then the
+/// chunk sums in order.
 pub fn grad_norm(grads: &[f32]) -> f64 {
-    grads
-        .iter()
-        .map(|&g| (g as f64) * (g as f64))
-        .sum::<f64>()
-        .sqrt()
+    let partial: Vec<f64> = grads.par_chunks(CHUNK).map(sum_of_squares).collect();
+    partial.iter().sum::<f64>().sqrt()
+}
+
+simd_fn! {
+    fn sum_of_squares(x: &[f32]) -> f64 {
+        let mut acc = [0.0f64; 4];
+        let mut chunks = x.chunks_exact(4);
+        for c in &mut chunks {
+            for i in 0..4 {
+                acc[i] += (c[i] as f64) * (c[i] as f64);
+            }
+        }
+        let tail: f64 = chunks.remainder().iter().map(|&g| (g as f64) * (g as f64)).sum();
+        (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    }
 }
 
 /// Plain stochastic gradient descent: p -= lr * g (the Go TinyLM's optimizer).
@@ -146,15 +167,15 @@ impl AdamW {
         } = self.config;
         let bias1 = 1.0 - (beta1 as f64).powi(self.step.min(i32::MAX as u64) as i32);
         let bias2 = 1.0 - (beta2 as f64).powi(self.step.min(i32::MAX as u64) as i32);
-        let step_size = (lr as f64 / bias1) as f32;
-        let inv_sqrt_bias2 = (1.0 / bias2.sqrt()) as f32;
-        let update = |p: &mut f32, g: f32, m: &mut f32, v: &mut f32| {
-            *m = beta1 * *m + (1.0 - beta1) * g;
-            *v = beta2 * *v + (1.0 - beta2) * g * g;
-            let denom = v.sqrt() * inv_sqrt_bias2 + eps;
-            *p -= step_size * *m / denom;
+        let hp = AdamWStep {
+            beta1,
+            beta2,
+            eps,
+            step_size: (lr as f64 / bias1) as f32,
+            inv_sqrt_bias2: (1.0 / bias2.sqrt()) as f32,
         };
         let decay = 1.0 - lr * weight_decay;
+        // Walk the buffer as alternating runs with and without weight decay.
         let mut start = 0;
         let mut ranges = self.decay_ranges.iter().copied().peekable();
         while start < params.len() {
@@ -166,20 +187,41 @@ impl AdamW {
                 Some(&(s, _)) => (s, false),
                 None => (params.len(), false),
             };
-            let range = start..end;
-            for (((p, &g), m), v) in params[range.clone()]
-                .iter_mut()
-                .zip(&grads[range.clone()])
-                .zip(&mut self.m[range.clone()])
-                .zip(&mut self.v[range])
-            {
-                if decayed {
-                    *p *= decay;
-                }
-                update(p, g, m, v);
-            }
+            let factor = if decayed { decay } else { 1.0 };
+            params[start..end]
+                .par_chunks_mut(CHUNK)
+                .zip(grads[start..end].par_chunks(CHUNK))
+                .zip(self.m[start..end].par_chunks_mut(CHUNK))
+                .zip(self.v[start..end].par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| adamw_chunk(p, g, m, v, hp, factor));
             start = end;
         }
         Ok(())
+    }
+}
+
+/// The constants of one AdamW step.
+#[derive(Clone, Copy)]
+struct AdamWStep {
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    /// lr / (1 - beta1^t)
+    step_size: f32,
+    /// 1 / sqrt(1 - beta2^t)
+    inv_sqrt_bias2: f32,
+}
+
+simd_fn! {
+    /// p *= decay; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    /// p -= step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], hp: AdamWStep, decay: f32) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *p *= decay;
+            *m = hp.beta1 * *m + (1.0 - hp.beta1) * g;
+            *v = hp.beta2 * *v + (1.0 - hp.beta2) * g * g;
+            let denom = v.sqrt() * hp.inv_sqrt_bias2 + hp.eps;
+            *p -= hp.step_size * *m / denom;
+        }
     }
 }

@@ -24,11 +24,12 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
+use crate::batch::BatchRunner;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::generate::{generate_with, GenerateOptions};
 use crate::model::{Model, Workspace};
-use crate::optim::{clip_grad_norm, sgd_step, AdamW, AdamWConfig};
+use crate::optim::{AdamW, AdamWConfig};
 use crate::sample::SamplingParams;
 use crate::threads;
 use crate::tokenizer::{CharTokenizer, Tokenizer, WordTokenizer};
@@ -309,7 +310,10 @@ impl PyAdamW {
 #[pyclass(name = "Model", module = "tinylm._core", frozen)]
 pub struct PyModel {
     model: RwLock<Model>,
+    /// For logits: one workspace, every operation split across the threads.
     workspace: Mutex<Workspace>,
+    /// For losses, gradients and training steps: the batch split into shards.
+    runner: Mutex<BatchRunner>,
 }
 
 impl PyModel {
@@ -317,6 +321,7 @@ impl PyModel {
         PyModel {
             model: RwLock::new(model),
             workspace: Mutex::new(Workspace::new()),
+            runner: Mutex::new(BatchRunner::new()),
         }
     }
 }
@@ -443,8 +448,8 @@ impl PyModel {
         check_same_shape(b, t, tb, tt)?;
         run(py, || {
             let model = self.model.read().map_err(lock_err)?;
-            let mut ws = self.workspace.lock().map_err(lock_err)?;
-            model.loss(&mut ws, &ids, &tg, b, t)
+            let mut runner = self.runner.lock().map_err(lock_err)?;
+            runner.loss(&model, &ids, &tg, b, t)
         })
     }
 
@@ -460,10 +465,9 @@ impl PyModel {
         check_same_shape(b, t, tb, tt)?;
         let (loss, tensors) = run(py, || {
             let model = self.model.read().map_err(lock_err)?;
-            let mut ws = self.workspace.lock().map_err(lock_err)?;
-            let loss = model.loss(&mut ws, &ids, &tg, b, t)?;
+            let mut runner = self.runner.lock().map_err(lock_err)?;
             let mut grads = vec![0.0f32; model.layout.total];
-            model.backward(&mut ws, &mut grads)?;
+            let loss = runner.loss_and_grads(&model, &ids, &tg, b, t, &mut grads)?;
             let tensors: NamedArrays = model
                 .layout
                 .specs
@@ -499,28 +503,9 @@ impl PyModel {
         }
         run(py, || {
             let mut model = self.model.write().map_err(lock_err)?;
-            let mut ws = self.workspace.lock().map_err(lock_err)?;
+            let mut runner = self.runner.lock().map_err(lock_err)?;
             let mut opt = optimizer.inner.lock().map_err(lock_err)?;
-            if opt.m.len() != model.layout.total {
-                return Err(Error::value(
-                    "this optimizer belongs to a model of another size",
-                ));
-            }
-            let loss = model.loss(&mut ws, &ids, &tg, b, t)?;
-            let mut grads = vec![0.0f32; model.layout.total];
-            model.backward(&mut ws, &mut grads)?;
-            let norm = match grad_clip {
-                Some(c) => clip_grad_norm(&mut grads, c),
-                None => crate::optim::grad_norm(&grads) as f32,
-            };
-            if !loss.is_finite() || !norm.is_finite() {
-                return Err(Error::NonFinite(format!(
-                    "the loss ({loss}) or the gradient norm ({norm}) is not finite; the parameters were not updated"
-                )));
-            }
-            let model = &mut *model;
-            opt.step(&mut model.params, &grads, lr)?;
-            Ok((loss, norm))
+            runner.train_step(&mut model, &mut opt, &ids, &tg, b, t, lr, grad_clip)
         })
     }
 
@@ -542,17 +527,8 @@ impl PyModel {
         }
         run(py, || {
             let mut model = self.model.write().map_err(lock_err)?;
-            let mut ws = self.workspace.lock().map_err(lock_err)?;
-            let loss = model.loss(&mut ws, &ids, &tg, b, t)?;
-            let mut grads = vec![0.0f32; model.layout.total];
-            model.backward(&mut ws, &mut grads)?;
-            if !loss.is_finite() || grads.iter().any(|g| !g.is_finite()) {
-                return Err(Error::NonFinite(format!(
-                    "the loss ({loss}) or a gradient is not finite; the parameters were not updated"
-                )));
-            }
-            sgd_step(&mut model.params, &grads, lr);
-            Ok(loss)
+            let mut runner = self.runner.lock().map_err(lock_err)?;
+            runner.sgd_step(&mut model, &ids, &tg, b, t, lr)
         })
     }
 

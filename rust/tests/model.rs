@@ -3,6 +3,7 @@
 mod common;
 
 use common::{random_model, seed_weights, small_config};
+use tinylm::batch::BatchRunner;
 use tinylm::generate::{generate, GenerateOptions};
 use tinylm::optim::{AdamW, AdamWConfig};
 use tinylm::sample::{argmax, SamplingParams};
@@ -223,4 +224,56 @@ fn greedy_generation_follows_the_argmax_of_the_logits() {
         assert_eq!(argmax(last) as u32, tok);
         seq.push(tok);
     }
+}
+
+#[test]
+fn sharded_batches_give_the_loss_and_gradient_of_the_whole_batch() {
+    let model = random_model(small_config(true, false), 12);
+    let (b, t) = (3, 4); // an odd batch: shards of 1 and 2 sequences
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 5 % 7) as u32).collect();
+    let targets: Vec<u32> = (0..b * t).map(|i| (i * 3 % 7) as u32).collect();
+    let mut ws = Workspace::new();
+    let whole = model.loss(&mut ws, &ids, &targets, b, t).unwrap();
+    let mut want = vec![0.0f32; model.layout.total];
+    model.backward(&mut ws, &mut want).unwrap();
+    let mut runner = BatchRunner::new();
+    let mut got = vec![1.0f32; model.layout.total]; // overwritten, not added to
+    let sharded = runner.loss_and_grads(&model, &ids, &targets, b, t, &mut got).unwrap();
+    assert!((whole - sharded).abs() < 1e-6, "{whole} vs {sharded}");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "gradient {i}: {g} vs {w}");
+    }
+}
+
+#[test]
+fn training_steps_are_bit_identical_for_one_and_two_threads() {
+    let config = Config {
+        vocab_size: 65,
+        d_model: 64,
+        n_layers: 2,
+        n_heads: 4,
+        d_ff: 256,
+        max_seq_len: 32,
+        eps: 1e-5,
+        attn_bias: true,
+        tie_embeddings: true,
+    };
+    let (b, t) = (8, 32);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut model = Model::new(config.clone(), 5).unwrap();
+            let mut opt = AdamW::new(AdamWConfig { weight_decay: 0.1, ..Default::default() }, &model.layout).unwrap();
+            let mut runner = BatchRunner::new();
+            let mut losses = Vec::new();
+            for step in 0..5u32 {
+                let ids: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7 + step) % 65).collect();
+                let targets: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 11 + step) % 65).collect();
+                let (loss, _) = runner.train_step(&mut model, &mut opt, &ids, &targets, b, t, 1e-3, Some(1.0)).unwrap();
+                losses.push(loss.to_bits());
+            }
+            (losses, model.params.iter().map(|p| p.to_bits()).collect::<Vec<_>>())
+        })
+    };
+    assert_eq!(run(1), run(2));
 }

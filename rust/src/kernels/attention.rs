@@ -20,7 +20,14 @@ const ROW_BLOCK: usize = 64;
 
 /// qkv is (B, T, 3C) holding q, k and v side by side; att will be (B, H, T, T) holding the
 /// probabilities P (zero above the diagonal); out will be (B, T, C) with the heads side by side.
-pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], t: usize, c: usize, h: usize) {
+pub fn attention_forward(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    t: usize,
+    c: usize,
+    h: usize,
+) {
     out.par_chunks_mut(t * c)
         .zip(att.par_chunks_mut(h * t * t))
         .zip(qkv.par_chunks(t * 3 * c))
@@ -28,7 +35,14 @@ pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], t: usize
 }
 
 /// One sequence: out (T, C), att (H, T, T), qkv (T, 3C).
-fn attention_forward_seq(out: &mut [f32], att: &mut [f32], qkv: &[f32], t: usize, c: usize, h: usize) {
+fn attention_forward_seq(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    t: usize,
+    c: usize,
+    h: usize,
+) {
     let d = c / h;
     let scale = 1.0 / (d as f32).sqrt();
     for head in 0..h {
@@ -39,7 +53,12 @@ fn attention_forward_seq(out: &mut [f32], att: &mut [f32], qkv: &[f32], t: usize
         for r0 in (0..t).step_by(ROW_BLOCK) {
             let r1 = (r0 + ROW_BLOCK).min(t);
             // S[r0..r1, 0..r1] = Q[r0..r1] K[0..r1]^T
-            matmul_serial(MatMut::strided(&mut p[r0 * t..], r1 - r0, r1, t, 1), q.rows(r0, r1), k.rows(0, r1).t(), false);
+            matmul_serial(
+                MatMut::strided(&mut p[r0 * t..], r1 - r0, r1, t, 1),
+                q.rows(r0, r1),
+                k.rows(0, r1).t(),
+                false,
+            );
             causal_softmax_rows(&mut p[r0 * t..r1 * t], r0, t, scale);
             // out[r0..r1] = P[r0..r1, 0..r1] V[0..r1]
             matmul_serial(
@@ -76,7 +95,15 @@ simd_fn! {
 /// In the forward pass this was: out = P V; so dV += P^T dout and dP = dout V^T.
 /// Softmax backward gives dS = P * (dP - rowsum(P * dP)), and since S = Q K^T / sqrt(D):
 /// dQ += dS K / sqrt(D), dK += dS^T Q / sqrt(D).
-pub fn attention_backward(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f32], t: usize, c: usize, h: usize) {
+pub fn attention_backward(
+    dqkv: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    att: &[f32],
+    t: usize,
+    c: usize,
+    h: usize,
+) {
     dqkv.par_chunks_mut(t * 3 * c)
         .zip(dout.par_chunks(t * c))
         .zip(qkv.par_chunks(t * 3 * c).zip(att.par_chunks(h * t * t)))
@@ -111,15 +138,35 @@ fn attention_backward_seq(
             let rows = r1 - r0;
             let p_blk = MatRef::strided(&p[r0 * t..], rows, r1, t, 1);
             // dP[r0..r1, 0..r1] = dout[r0..r1] V[0..r1]^T
-            matmul_serial(MatMut::strided(dp, rows, r1, r1, 1), dout_h.rows(r0, r1), v.rows(0, r1).t(), false);
+            matmul_serial(
+                MatMut::strided(dp, rows, r1, r1, 1),
+                dout_h.rows(r0, r1),
+                v.rows(0, r1).t(),
+                false,
+            );
             // dV[0..r1] += P[r0..r1, 0..r1]^T dout[r0..r1]
-            matmul_serial(MatMut::strided(&mut dqkv[2 * c + head * d..], r1, d, 3 * c, 1), p_blk.t(), dout_h.rows(r0, r1), true);
+            matmul_serial(
+                MatMut::strided(&mut dqkv[2 * c + head * d..], r1, d, 3 * c, 1),
+                p_blk.t(),
+                dout_h.rows(r0, r1),
+                true,
+            );
             softmax_backward_rows(&mut dp[..rows * r1], &p[r0 * t..r1 * t], r0, r1, t, scale);
             let ds = MatRef::strided(dp, rows, r1, r1, 1);
             // dQ[r0..r1] += dS K[0..r1] (dS already holds the 1 / sqrt(D))
-            matmul_serial(MatMut::strided(&mut dqkv[r0 * 3 * c + head * d..], rows, d, 3 * c, 1), ds, k.rows(0, r1), true);
+            matmul_serial(
+                MatMut::strided(&mut dqkv[r0 * 3 * c + head * d..], rows, d, 3 * c, 1),
+                ds,
+                k.rows(0, r1),
+                true,
+            );
             // dK[0..r1] += dS^T Q[r0..r1]
-            matmul_serial(MatMut::strided(&mut dqkv[c + head * d..], r1, d, 3 * c, 1), ds.t(), q.rows(r0, r1), true);
+            matmul_serial(
+                MatMut::strided(&mut dqkv[c + head * d..], r1, d, 3 * c, 1),
+                ds.t(),
+                q.rows(r0, r1),
+                true,
+            );
         }
     }
 }

@@ -66,7 +66,13 @@ impl<'a> MatRef<'a> {
 
     /// Rows r0..r1, as a view of the same memory.
     pub fn rows(self, r0: usize, r1: usize) -> Self {
-        MatRef::strided(&self.data[r0 * self.row_stride..], r1 - r0, self.cols, self.row_stride, self.col_stride)
+        MatRef::strided(
+            &self.data[r0 * self.row_stride..],
+            r1 - r0,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+        )
     }
 
     /// The transpose, as a view of the same memory.

@@ -1,0 +1,80 @@
+//! Prototype: a training step as two half-batches run side by side, each on its own
+//! one-thread pool, gradients summed at the end.
+use std::time::Instant;
+
+use tinylm::{Config, Model, Workspace};
+
+fn main() {
+    let which = std::env::args().nth(1).unwrap_or_else(|| "B".into());
+    let (v, c, l, h, t, b) = match which.as_str() {
+        "A" => (65, 64, 2, 4, 32, 16),
+        "B" => (65, 128, 4, 4, 64, 12),
+        "C" => (256, 256, 4, 4, 128, 16),
+        _ => (65, 384, 6, 6, 256, 8),
+    };
+    let config = Config {
+        vocab_size: v,
+        d_model: c,
+        n_layers: l,
+        n_heads: h,
+        d_ff: 4 * c,
+        max_seq_len: t,
+        eps: 1e-5,
+        attn_bias: true,
+        tie_embeddings: true,
+    };
+    let model = Model::new(config, 0).unwrap();
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % v) as u32).collect();
+    let tg: Vec<u32> = (0..b * t).map(|i| (i * 11 % v) as u32).collect();
+    let pools: Vec<rayon::ThreadPool> = (0..2)
+        .map(|_| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let half = b / 2;
+    let mut ws = [Workspace::new(), Workspace::new()];
+    let mut grads = [
+        vec![0.0f32; model.layout.total],
+        vec![0.0f32; model.layout.total],
+    ];
+    let mut best = f64::MAX;
+    for _round in 0..6 {
+        let steps = (200_000 / (b * t * c)).clamp(2, 50);
+        let t0 = Instant::now();
+        for _ in 0..steps {
+            let [w0, w1] = &mut ws;
+            let [g0, g1] = &mut grads;
+            std::thread::scope(|s| {
+                let m = &model;
+                let (ids, tg) = (&ids, &tg);
+                let p = &pools;
+                s.spawn(move || {
+                    p[0].install(|| {
+                        g0.fill(0.0);
+                        m.loss(w0, &ids[..half * t], &tg[..half * t], half, t)
+                            .unwrap();
+                        m.backward(w0, g0).unwrap();
+                    })
+                });
+                p[1].install(|| {
+                    g1.fill(0.0);
+                    m.loss(w1, &ids[half * t..], &tg[half * t..], b - half, t)
+                        .unwrap();
+                    m.backward(w1, g1).unwrap();
+                });
+            });
+            for (a, x) in grads[0].clone().iter_mut().zip(&grads[1]) {
+                *a += x;
+            }
+        }
+        best = best.min(t0.elapsed().as_secs_f64() / steps as f64);
+    }
+    println!(
+        "{which} sharded: {:.2} ms/step, {:.0} tokens/s",
+        best * 1e3,
+        (b * t) as f64 / best
+    );
+}
