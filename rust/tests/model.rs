@@ -238,10 +238,15 @@ fn sharded_batches_give_the_loss_and_gradient_of_the_whole_batch() {
     model.backward(&mut ws, &mut want).unwrap();
     let mut runner = BatchRunner::new();
     let mut got = vec![1.0f32; model.layout.total]; // overwritten, not added to
-    let sharded = runner.loss_and_grads(&model, &ids, &targets, b, t, &mut got).unwrap();
+    let sharded = runner
+        .loss_and_grads(&model, &ids, &targets, b, t, &mut got)
+        .unwrap();
     assert!((whole - sharded).abs() < 1e-6, "{whole} vs {sharded}");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "gradient {i}: {g} vs {w}");
+        assert!(
+            (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+            "gradient {i}: {g} vs {w}"
+        );
     }
 }
 
@@ -260,19 +265,34 @@ fn training_steps_are_bit_identical_for_one_and_two_threads() {
     };
     let (b, t) = (8, 32);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| {
             let mut model = Model::new(config.clone(), 5).unwrap();
-            let mut opt = AdamW::new(AdamWConfig { weight_decay: 0.1, ..Default::default() }, &model.layout).unwrap();
+            let mut opt = AdamW::new(
+                AdamWConfig {
+                    weight_decay: 0.1,
+                    ..Default::default()
+                },
+                &model.layout,
+            )
+            .unwrap();
             let mut runner = BatchRunner::new();
             let mut losses = Vec::new();
             for step in 0..5u32 {
                 let ids: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7 + step) % 65).collect();
                 let targets: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 11 + step) % 65).collect();
-                let (loss, _) = runner.train_step(&mut model, &mut opt, &ids, &targets, b, t, 1e-3, Some(1.0)).unwrap();
+                let (loss, _) = runner
+                    .train_step(&mut model, &mut opt, &ids, &targets, b, t, 1e-3, Some(1.0))
+                    .unwrap();
                 losses.push(loss.to_bits());
             }
-            (losses, model.params.iter().map(|p| p.to_bits()).collect::<Vec<_>>())
+            (
+                losses,
+                model.params.iter().map(|p| p.to_bits()).collect::<Vec<_>>(),
+            )
         })
     };
     assert_eq!(run(1), run(2));
