@@ -190,8 +190,15 @@ impl Team {
         unsafe { *self.job.get() = Some(job) };
         let ticket = self.posted.fetch_add(1, Ordering::Release) + 1;
         mine();
+        let mut spins = 0u32;
         while self.finished.load(Ordering::Acquire) != ticket {
-            std::hint::spin_loop();
+            spins = spins.saturating_add(1);
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+            } else {
+                // The helper is not running (more threads than cores): let it.
+                std::thread::yield_now();
+            }
         }
     }
 }
