@@ -264,6 +264,7 @@ pub struct DecodeState {
     proj: Vec<f32>,
     ff: Vec<f32>,
     ff_act: Vec<f32>,
+    ff_tanh: Vec<f32>,
     scores: Vec<f32>,
     /// (V) logits of the last position pushed with `want_logits`.
     pub logits: Vec<f32>,
@@ -290,6 +291,7 @@ impl DecodeState {
             proj: vec![0.0; c],
             ff: vec![0.0; f],
             ff_act: vec![0.0; f],
+            ff_tanh: vec![0.0; f],
             scores: vec![0.0; p],
             logits: vec![0.0; v],
         }
@@ -389,7 +391,7 @@ impl DecodeState {
             layernorm_row(&mut self.h, &self.x, norm2.0, norm2.1, cfg.eps);
             let ff1 = (&prm[blk.ff1_weight..][..c * f], &prm[blk.ff1_bias..][..f]);
             matvec(team, &mut self.ff, &self.h, ff1.0, Some(ff1.1));
-            gelu_forward_chunk(&mut self.ff_act, &self.ff);
+            gelu_forward_chunk(&mut self.ff_act, &mut self.ff_tanh, &self.ff);
             let ff2 = (&prm[blk.ff2_weight..][..f * c], &prm[blk.ff2_bias..][..c]);
             matvec(team, &mut self.proj, &self.ff_act, ff2.0, Some(ff2.1));
             for (x, y) in self.x.iter_mut().zip(&self.proj) {

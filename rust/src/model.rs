@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::kernels::attention::{attention_backward, attention_forward};
 use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
-use crate::kernels::gelu::{gelu_backward, gelu_forward};
+use crate::kernels::gelu::{gelu_backward, gelu_forward, gelu_from_tanh};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
 use crate::kernels::matmul::{linear_backward, linear_forward, matmul, MatMut, MatRef};
 use crate::params::ParamLayout;
@@ -59,8 +59,10 @@ pub struct Workspace {
     ln2: Vec<f32>,
     ln2_mean: Vec<f32>,
     ln2_rstd: Vec<f32>,
-    /// (L, N, F): before and after GELU.
+    /// (L, N, F): before GELU, and tanh(u) inside GELU (see kernels::gelu).
     ff_pre: Vec<f32>,
+    ff_tanh: Vec<f32>,
+    /// (N, F): the GELU output of the layer at hand, rebuilt when needed.
     ff_act: Vec<f32>,
     lnf: Vec<f32>,
     lnf_mean: Vec<f32>,
@@ -111,7 +113,7 @@ impl Workspace {
         );
         let per_layer = n * (c * 6 + f * 2 + 4) + n * h * (t as u128);
         let rest = n * c * 2 + n * 2 + n * v * 3 + n;
-        let scratch = n * (c * 6 + f * 2 + v);
+        let scratch = n * (c * 6 + f * 3 + v);
         l * per_layer + rest + scratch
     }
 
@@ -158,7 +160,8 @@ impl Workspace {
             ln2_mean: zeros(l * n),
             ln2_rstd: zeros(l * n),
             ff_pre: zeros(l * n * f),
-            ff_act: zeros(l * n * f),
+            ff_tanh: zeros(l * n * f),
+            ff_act: zeros(n * f),
             lnf: zeros(n * c),
             lnf_mean: zeros(n),
             lnf_rstd: zeros(n),
@@ -357,8 +360,8 @@ impl Model {
                 Some(self.p(blk.ff1_bias, f)),
                 n,
             );
-            let ff_act = &mut ws.ff_act[l * nf..][..nf];
-            gelu_forward(ff_act, ff_pre);
+            let ff_act = &mut ws.ff_act[..nf];
+            gelu_forward(ff_act, &mut ws.ff_tanh[l * nf..][..nf], ff_pre);
             // x_next = resid_mid + ff_act @ W2 + b2
             let x_next = &mut after[..nc];
             linear_forward(
@@ -498,6 +501,10 @@ impl Model {
             // x_next = resid_mid + ff_act @ W2 + b2: d_resid flows to resid_mid unchanged.
             let d_ff_act = &mut ws.d_ff_act[..nf];
             d_ff_act.fill(0.0);
+            let ff_pre = &ws.ff_pre[l * nf..][..nf];
+            let ff_tanh = &ws.ff_tanh[l * nf..][..nf];
+            let ff_act = &mut ws.ff_act[..nf];
+            gelu_from_tanh(ff_act, ff_pre, ff_tanh);
             {
                 let (dw, db) = two_mut(grads, (blk.ff2_weight, f * c), (blk.ff2_bias, c));
                 linear_backward(
@@ -505,14 +512,14 @@ impl Model {
                     MatMut::new(dw, f, c),
                     Some(db),
                     d_resid,
-                    &ws.ff_act[l * nf..][..nf],
+                    ff_act,
                     MatRef::new(self.p(blk.ff2_weight, f * c), f, c),
                     n,
                 );
             }
             let d_ff_pre = &mut ws.d_ff_pre[..nf];
             d_ff_pre.fill(0.0);
-            gelu_backward(d_ff_pre, &ws.ff_pre[l * nf..][..nf], d_ff_act);
+            gelu_backward(d_ff_pre, ff_pre, ff_tanh, d_ff_act);
             d_ln.fill(0.0);
             {
                 let (dw, db) = two_mut(grads, (blk.ff1_weight, c * f), (blk.ff1_bias, f));

@@ -207,7 +207,8 @@ fn layernorm_forward_and_backward() {
 fn gelu_forward_and_backward() {
     let x: Vec<f32> = (-60..=60).map(|i| i as f32 * 0.1).collect();
     let mut out = vec![0.0f32; x.len()];
-    gelu_forward(&mut out, &x);
+    let mut th = vec![0.0f32; x.len()];
+    gelu_forward(&mut out, &mut th, &x);
     let want: Vec<f64> = x
         .iter()
         .map(|&v| {
@@ -219,13 +220,14 @@ fn gelu_forward_and_backward() {
     assert_close(&out, &want, 1e-6, "gelu");
     let g = randn(x.len(), 13);
     let mut dx = vec![0.0f32; x.len()];
-    gelu_backward(&mut dx, &x, &g);
+    gelu_backward(&mut dx, &x, &th, &g);
     check_fd(
         &mut x.clone(),
         &dx,
         |v| {
             let mut o = vec![0.0f32; v.len()];
-            gelu_forward(&mut o, v);
+            let mut t = vec![0.0f32; v.len()];
+            gelu_forward(&mut o, &mut t, v);
             o.iter()
                 .zip(&g)
                 .map(|(a, b)| (*a as f64) * (*b as f64))

@@ -1,5 +1,8 @@
 //! GELU, tanh approximation (GPT-2, and the Go TinyLM):
-//! gelu(x) = 0.5 x (1 + tanh(s (x + 0.044715 x^3))), s = sqrt(2 / pi).
+//! gelu(x) = 0.5 x (1 + tanh(u)), u = s (x + 0.044715 x^3), s = sqrt(2 / pi).
+//!
+//! The forward pass saves tanh(u) beside x, so the backward pass needs no transcendental
+//! function, and the activation itself can be rebuilt from the two with one multiply-add.
 
 use rayon::prelude::*;
 
@@ -11,38 +14,50 @@ const GELU_CUBE: f32 = 0.044715;
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 12;
 
-/// inp and out are (N * F), elementwise.
-pub fn gelu_forward(out: &mut [f32], inp: &[f32]) {
+/// inp, out and th are (N * F), elementwise: out = gelu(inp), th = tanh(u) for the backward pass.
+pub fn gelu_forward(out: &mut [f32], th: &mut [f32], inp: &[f32]) {
     out.par_chunks_mut(CHUNK)
+        .zip(th.par_chunks_mut(CHUNK))
         .zip(inp.par_chunks(CHUNK))
-        .for_each(|(o, x)| gelu_forward_chunk(o, x));
+        .for_each(|((o, t), x)| gelu_forward_chunk(o, t, x));
 }
 
 simd_fn! {
-    pub fn gelu_forward_chunk(out: &mut [f32], inp: &[f32]) {
-        for (o, &x) in out.iter_mut().zip(inp) {
+    pub fn gelu_forward_chunk(out: &mut [f32], th: &mut [f32], inp: &[f32]) {
+        for ((o, t), &x) in out.iter_mut().zip(th.iter_mut()).zip(inp) {
             let u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
-            *o = 0.5 * x * (1.0 + tanh(u));
+            *t = tanh(u);
+            *o = 0.5 * x * (1.0 + *t);
         }
     }
 }
 
+/// out = gelu(inp) again, from inp and the saved th = tanh(u).
+pub fn gelu_from_tanh(out: &mut [f32], inp: &[f32], th: &[f32]) {
+    out.par_chunks_mut(CHUNK)
+        .zip(inp.par_chunks(CHUNK))
+        .zip(th.par_chunks(CHUNK))
+        .for_each(|((o, x), t)| {
+            for ((o, &x), &t) in o.iter_mut().zip(x).zip(t) {
+                *o = 0.5 * x * (1.0 + t);
+            }
+        });
+}
+
 /// In the forward pass this was: out = 0.5 x (1 + tanh(u)), u = s (x + 0.044715 x^3); so
 /// dout/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) s (1 + 3 * 0.044715 x^2).
-pub fn gelu_backward(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+pub fn gelu_backward(dinp: &mut [f32], inp: &[f32], th: &[f32], dout: &[f32]) {
     dinp.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
-        .zip(dout.par_chunks(CHUNK))
-        .for_each(|((di, x), d)| gelu_backward_chunk(di, x, d));
+        .zip(th.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK)))
+        .for_each(|((di, x), (t, d))| gelu_backward_chunk(di, x, t, d));
 }
 
 simd_fn! {
-    fn gelu_backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
-        for ((di, &x), &d) in dinp.iter_mut().zip(inp).zip(dout) {
-            let u = GELU_SCALE * (x + GELU_CUBE * x * x * x);
-            let th = tanh(u);
+    fn gelu_backward_chunk(dinp: &mut [f32], inp: &[f32], th: &[f32], dout: &[f32]) {
+        for (((di, &x), &t), &d) in dinp.iter_mut().zip(inp).zip(th).zip(dout) {
             let du_dx = GELU_SCALE * (1.0 + 3.0 * GELU_CUBE * x * x);
-            let grad = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du_dx;
+            let grad = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx;
             *di = grad.mul_add(d, *di);
         }
     }
