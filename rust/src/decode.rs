@@ -125,6 +125,9 @@ pub struct Team {
     /// Number of jobs the helper has finished.
     finished: AtomicU64,
     stop: AtomicBool,
+    /// Set when a job panicked on the helper (a bug); the caller then panics too, rather
+    /// than wait forever.
+    failed: AtomicBool,
     job: UnsafeCell<Option<Job>>,
 }
 
@@ -145,6 +148,7 @@ impl Team {
             posted: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             job: UnsafeCell::new(None),
         }
     }
@@ -159,7 +163,10 @@ impl Team {
                 // SAFETY: the caller posted this job and waits for `finished` before
                 // touching its output or posting another.
                 if let Some(job) = unsafe { *self.job.get() } {
-                    unsafe { job.run() };
+                    let ran = std::panic::catch_unwind(|| unsafe { job.run() });
+                    if ran.is_err() {
+                        self.failed.store(true, Ordering::Release);
+                    }
                 }
                 done = posted;
                 self.finished.store(done, Ordering::Release);
@@ -200,6 +207,7 @@ impl Team {
                 std::thread::yield_now();
             }
         }
+        assert!(!self.failed.load(Ordering::Acquire), "a decode helper job panicked");
     }
 }
 
