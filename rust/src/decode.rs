@@ -207,7 +207,10 @@ impl Team {
                 std::thread::yield_now();
             }
         }
-        assert!(!self.failed.load(Ordering::Acquire), "a decode helper job panicked");
+        assert!(
+            !self.failed.load(Ordering::Acquire),
+            "a decode helper job panicked"
+        );
     }
 }
 

@@ -15,7 +15,7 @@ use crate::kernels::attention::{attention_backward, attention_forward};
 use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward, gelu_from_tanh};
-use crate::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use crate::kernels::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
 use crate::kernels::matmul::{linear_backward, linear_forward, matmul, MatMut, MatRef};
 use crate::params::ParamLayout;
 use crate::rng::Rng;
@@ -37,7 +37,6 @@ pub struct Model {
 #[derive(Debug, Default)]
 pub struct Workspace {
     capacity_rows: usize,
-    capacity_att: usize,
     /// Shape (B, T) of the last forward pass.
     pub batch: usize,
     pub seq_len: usize,
@@ -45,18 +44,19 @@ pub struct Workspace {
     targets: Vec<u32>,
     /// (L + 1, N, C): residual[l] is the input of block l, residual[L] the last block's output.
     residual: Vec<f32>,
-    ln1: Vec<f32>,
+    /// (N, C): the output of the layer norm at hand (LN1 or LN2 of one layer), rebuilt
+    /// from the saved mean and rstd when the backward pass needs it.
+    ln_out: Vec<f32>,
     ln1_mean: Vec<f32>,
     ln1_rstd: Vec<f32>,
     /// (L, N, 3C): q, k and v side by side.
     qkv: Vec<f32>,
-    /// (L, B, T, H, T): attention probabilities.
-    att: Vec<f32>,
+    /// (L, B, H, T): log-sum-exp of each row of attention scores (see kernels::attention).
+    att_lse: Vec<f32>,
     /// (L, N, C): attention output with heads side by side, before W_o.
     att_out: Vec<f32>,
     /// (L, N, C): the residual stream after the attention half of the block.
     resid_mid: Vec<f32>,
-    ln2: Vec<f32>,
     ln2_mean: Vec<f32>,
     ln2_rstd: Vec<f32>,
     /// (L, N, F): before GELU, and tanh(u) inside GELU (see kernels::gelu).
@@ -76,8 +76,8 @@ pub struct Workspace {
     d_ln: Vec<f32>,
     d_qkv: Vec<f32>,
     d_att_out: Vec<f32>,
-    d_ff_pre: Vec<f32>,
-    d_ff_act: Vec<f32>,
+    /// (N, F): the gradient of the GELU output, then (in place) of its input.
+    d_ff: Vec<f32>,
     d_logits: Vec<f32>,
 }
 
@@ -111,17 +111,20 @@ impl Workspace {
             config.n_heads as u128,
             config.n_layers as u128,
         );
-        let per_layer = n * (c * 6 + f * 2 + 4) + n * h * (t as u128);
-        let rest = n * c * 2 + n * 2 + n * v * 3 + n;
-        let scratch = n * (c * 6 + f * 3 + v);
+        // residual, qkv, att_out, resid_mid; ff_pre, ff_tanh; 4 norm statistics; lse.
+        let per_layer = n * (c * 6 + f * 2 + 4 + h);
+        // the last residual, ln_out, lnf; its statistics; logits, probs; losses.
+        let rest = n * (c * 3 + 2 + v * 2 + 1);
+        // d_resid, d_ln, d_att_out, d_qkv; ff_act, d_ff; d_logits.
+        let scratch = n * (c * 6 + f * 2 + v);
         l * per_layer + rest + scratch
     }
 
     /// Makes room for a (B, T) pass; allocates only when the shape does not fit.
     fn prepare(&mut self, config: &Config, b: usize, t: usize) -> Result<()> {
         let n = b * t;
-        let att_len = n * config.n_heads * t;
-        if n <= self.capacity_rows && att_len <= self.capacity_att {
+        let att_len = n * config.n_heads;
+        if n <= self.capacity_rows {
             self.batch = b;
             self.seq_len = t;
             return Ok(());
@@ -143,20 +146,18 @@ impl Workspace {
         let zeros = |len: usize| vec![0.0f32; len];
         *self = Workspace {
             capacity_rows: n,
-            capacity_att: att_len,
             batch: b,
             seq_len: t,
             ids: Vec::with_capacity(n),
             targets: Vec::with_capacity(n),
             residual: zeros((l + 1) * n * c),
-            ln1: zeros(l * n * c),
+            ln_out: zeros(n * c),
             ln1_mean: zeros(l * n),
             ln1_rstd: zeros(l * n),
             qkv: zeros(l * n * 3 * c),
-            att: zeros(l * att_len),
+            att_lse: zeros(l * att_len),
             att_out: zeros(l * n * c),
             resid_mid: zeros(l * n * c),
-            ln2: zeros(l * n * c),
             ln2_mean: zeros(l * n),
             ln2_rstd: zeros(l * n),
             ff_pre: zeros(l * n * f),
@@ -172,8 +173,7 @@ impl Workspace {
             d_ln: zeros(n * c),
             d_qkv: zeros(n * 3 * c),
             d_att_out: zeros(n * c),
-            d_ff_pre: zeros(n * f),
-            d_ff_act: zeros(n * f),
+            d_ff: zeros(n * f),
             d_logits: zeros(n * v),
         };
         Ok(())
@@ -286,7 +286,7 @@ impl Model {
         let (n, c, f, v, h) = (b * t, cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads);
         let lay = &self.layout;
         let (nc, nf) = (n * c, n * f);
-        let att_len = n * h * t;
+        let att_len = n * h;
 
         embedding_forward(
             &mut ws.residual[..nc],
@@ -299,7 +299,7 @@ impl Model {
         for (l, blk) in lay.blocks.iter().enumerate() {
             let (before, after) = ws.residual.split_at_mut((l + 1) * nc);
             let x = &before[l * nc..];
-            let ln1 = &mut ws.ln1[l * nc..][..nc];
+            let ln1 = &mut ws.ln_out[..nc];
             layernorm_forward(
                 ln1,
                 &mut ws.ln1_mean[l * n..][..n],
@@ -330,7 +330,14 @@ impl Model {
                 }
             }
             let att_out = &mut ws.att_out[l * nc..][..nc];
-            attention_forward(att_out, &mut ws.att[l * att_len..][..att_len], qkv, t, c, h);
+            attention_forward(
+                att_out,
+                &mut ws.att_lse[l * att_len..][..att_len],
+                qkv,
+                t,
+                c,
+                h,
+            );
             // resid_mid = x + att_out @ W_o + b_o
             let resid_mid = &mut ws.resid_mid[l * nc..][..nc];
             linear_forward(
@@ -341,7 +348,7 @@ impl Model {
                 n,
             );
             add_in_place(resid_mid, x);
-            let ln2 = &mut ws.ln2[l * nc..][..nc];
+            let ln2 = &mut ws.ln_out[..nc];
             layernorm_forward(
                 ln2,
                 &mut ws.ln2_mean[l * n..][..n],
@@ -458,7 +465,7 @@ impl Model {
         let (b, t) = (ws.batch, ws.seq_len);
         let (n, c, f, v, h) = (b * t, cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads);
         let (nc, nf) = (n * c, n * f);
-        let att_len = n * h * t;
+        let att_len = n * h;
         let lay = &self.layout;
 
         // Loss -> logits.
@@ -499,8 +506,8 @@ impl Model {
             let x = &ws.residual[l * nc..][..nc];
             let resid_mid = &ws.resid_mid[l * nc..][..nc];
             // x_next = resid_mid + ff_act @ W2 + b2: d_resid flows to resid_mid unchanged.
-            let d_ff_act = &mut ws.d_ff_act[..nf];
-            d_ff_act.fill(0.0);
+            let d_ff = &mut ws.d_ff[..nf];
+            d_ff.fill(0.0);
             let ff_pre = &ws.ff_pre[l * nf..][..nf];
             let ff_tanh = &ws.ff_tanh[l * nf..][..nf];
             let ff_act = &mut ws.ff_act[..nf];
@@ -508,7 +515,7 @@ impl Model {
             {
                 let (dw, db) = two_mut(grads, (blk.ff2_weight, f * c), (blk.ff2_bias, c));
                 linear_backward(
-                    Some(d_ff_act),
+                    Some(d_ff),
                     MatMut::new(dw, f, c),
                     Some(db),
                     d_resid,
@@ -517,18 +524,26 @@ impl Model {
                     n,
                 );
             }
-            let d_ff_pre = &mut ws.d_ff_pre[..nf];
-            d_ff_pre.fill(0.0);
-            gelu_backward(d_ff_pre, ff_pre, ff_tanh, d_ff_act);
+            gelu_backward(d_ff, ff_pre, ff_tanh);
             d_ln.fill(0.0);
+            let ln2 = &mut ws.ln_out[..nc];
+            layernorm_recompute(
+                ln2,
+                resid_mid,
+                &ws.ln2_mean[l * n..][..n],
+                &ws.ln2_rstd[l * n..][..n],
+                self.p(blk.norm2_weight, c),
+                self.p(blk.norm2_bias, c),
+                c,
+            );
             {
                 let (dw, db) = two_mut(grads, (blk.ff1_weight, c * f), (blk.ff1_bias, f));
                 linear_backward(
                     Some(d_ln),
                     MatMut::new(dw, c, f),
                     Some(db),
-                    d_ff_pre,
-                    &ws.ln2[l * nc..][..nc],
+                    d_ff,
+                    ln2,
                     MatRef::new(self.p(blk.ff1_weight, c * f), c, f),
                     n,
                 );
@@ -587,14 +602,24 @@ impl Model {
                 d_qkv,
                 d_att_out,
                 qkv,
-                &ws.att[l * att_len..][..att_len],
+                &ws.att_lse[l * att_len..][..att_len],
                 t,
                 c,
                 h,
             );
             // q = ln1 @ W_q + b_q (likewise k, v): d_ln1 = sum_i d_i @ W_i^T, dW_i += ln1^T @ d_i.
             d_ln.fill(0.0);
-            let ln1 = &ws.ln1[l * nc..][..nc];
+            let ln1 = &mut ws.ln_out[..nc];
+            layernorm_recompute(
+                ln1,
+                x,
+                &ws.ln1_mean[l * n..][..n],
+                &ws.ln1_rstd[l * n..][..n],
+                self.p(blk.norm1_weight, c),
+                self.p(blk.norm1_bias, c),
+                c,
+            );
+            let ln1 = &*ln1;
             for i in 0..3 {
                 let d_i = MatRef::strided(&d_qkv[i * c..], n, c, 3 * c, 1);
                 let w_i = MatRef::new(self.p(blk.attn_weight[i], c * c), c, c);

@@ -219,8 +219,8 @@ fn gelu_forward_and_backward() {
         .collect();
     assert_close(&out, &want, 1e-6, "gelu");
     let g = randn(x.len(), 13);
-    let mut dx = vec![0.0f32; x.len()];
-    gelu_backward(&mut dx, &x, &th, &g);
+    let mut dx = g.clone();
+    gelu_backward(&mut dx, &x, &th);
     check_fd(
         &mut x.clone(),
         &dx,
@@ -255,9 +255,17 @@ fn fast_exp_and_tanh_are_accurate() {
     }
 }
 
-fn attention_reference(qkv: &[f32], b: usize, t: usize, c: usize, h: usize) -> Vec<f64> {
+/// Attention output (B, T, C) and row log-sum-exps (B, H, T), in float64.
+fn attention_reference(
+    qkv: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+    h: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let d = c / h;
     let mut out = vec![0.0f64; b * t * c];
+    let mut lse = vec![0.0f64; b * h * t];
     for bi in 0..b {
         let at = |ti: usize, col: usize| qkv[(bi * t + ti) * 3 * c + col] as f64;
         for hh in 0..h {
@@ -273,6 +281,7 @@ fn attention_reference(qkv: &[f32], b: usize, t: usize, c: usize, h: usize) -> V
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let z: f64 = e.iter().sum();
+                lse[(bi * h + hh) * t + ti] = m + z.ln();
                 for j in 0..d {
                     out[(bi * t + ti) * c + hh * d + j] =
                         (0..=ti).map(|s| e[s] / z * at(s, 2 * c + hh * d + j)).sum();
@@ -280,7 +289,7 @@ fn attention_reference(qkv: &[f32], b: usize, t: usize, c: usize, h: usize) -> V
             }
         }
     }
-    out
+    (out, lse)
 }
 
 #[test]
@@ -298,29 +307,20 @@ fn attention_longer_than_one_row_block() {
 fn attention_case(b: usize, t: usize, c: usize, h: usize) {
     let qkv = randn(b * t * 3 * c, 14);
     let mut out = vec![0.0f32; b * t * c];
-    let mut att = vec![0.0f32; b * t * h * t];
-    attention_forward(&mut out, &mut att, &qkv, t, c, h);
-    assert_close(
-        &out,
-        &attention_reference(&qkv, b, t, c, h),
-        1e-5,
-        "attention",
-    );
-    // Rows of probabilities (att is (B, H, T, T)) sum to one and are zero in the future.
-    for row in att.chunks_exact(t).enumerate() {
-        let ti = row.0 % t;
-        assert!((row.1.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-        assert!(row.1[ti + 1..].iter().all(|&p| p == 0.0));
-    }
+    let mut lse = vec![0.0f32; b * h * t];
+    attention_forward(&mut out, &mut lse, &qkv, t, c, h);
+    let (want_out, want_lse) = attention_reference(&qkv, b, t, c, h);
+    assert_close(&out, &want_out, 1e-5, "attention");
+    assert_close(&lse, &want_lse, 1e-5, "log-sum-exp");
     let g = randn(b * t * c, 15);
     let mut dqkv = vec![0.0f32; qkv.len()];
-    attention_backward(&mut dqkv, &g, &qkv, &att, t, c, h);
+    attention_backward(&mut dqkv, &g, &qkv, &lse, t, c, h);
     check_fd(
         &mut qkv.clone(),
         &dqkv,
         |x| {
             let mut o = vec![0.0f32; b * t * c];
-            let mut a = vec![0.0f32; b * t * h * t];
+            let mut a = vec![0.0f32; b * h * t];
             attention_forward(&mut o, &mut a, x, t, c, h);
             o.iter()
                 .zip(&g)

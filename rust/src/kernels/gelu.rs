@@ -46,19 +46,20 @@ pub fn gelu_from_tanh(out: &mut [f32], inp: &[f32], th: &[f32]) {
 
 /// In the forward pass this was: out = 0.5 x (1 + tanh(u)), u = s (x + 0.044715 x^3); so
 /// dout/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) s (1 + 3 * 0.044715 x^2).
-pub fn gelu_backward(dinp: &mut [f32], inp: &[f32], th: &[f32], dout: &[f32]) {
-    dinp.par_chunks_mut(CHUNK)
+/// `grad` holds dout on entry and dinp on return (GELU's input feeds nothing else, so the
+/// gradient need not be accumulated).
+pub fn gelu_backward(grad: &mut [f32], inp: &[f32], th: &[f32]) {
+    grad.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
-        .zip(th.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK)))
-        .for_each(|((di, x), (t, d))| gelu_backward_chunk(di, x, t, d));
+        .zip(th.par_chunks(CHUNK))
+        .for_each(|((g, x), t)| gelu_backward_chunk(g, x, t));
 }
 
 simd_fn! {
-    fn gelu_backward_chunk(dinp: &mut [f32], inp: &[f32], th: &[f32], dout: &[f32]) {
-        for (((di, &x), &t), &d) in dinp.iter_mut().zip(inp).zip(th).zip(dout) {
+    fn gelu_backward_chunk(grad: &mut [f32], inp: &[f32], th: &[f32]) {
+        for ((g, &x), &t) in grad.iter_mut().zip(inp).zip(th) {
             let du_dx = GELU_SCALE * (1.0 + 3.0 * GELU_CUBE * x * x);
-            let grad = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx;
-            *di = grad.mul_add(d, *di);
+            *g *= 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx;
         }
     }
 }

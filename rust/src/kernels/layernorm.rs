@@ -36,6 +36,29 @@ pub fn layernorm_forward(
         });
 }
 
+/// The output of [`layernorm_forward`] again, from its input and the saved mean and rstd:
+/// the backward pass rebuilds it where it needs it instead of keeping it per layer.
+#[allow(clippy::too_many_arguments)]
+pub fn layernorm_recompute(
+    out: &mut [f32],
+    inp: &[f32],
+    mean: &[f32],
+    rstd: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    c: usize,
+) {
+    out.par_chunks_mut(c)
+        .zip(inp.par_chunks(c))
+        .zip(mean.par_iter().zip(rstd.par_iter()))
+        .with_min_len(ROWS_PER_TASK)
+        .for_each(|((o, x), (&m, &s))| {
+            for (((o, &v), &w), &b) in o.iter_mut().zip(x).zip(weight).zip(bias) {
+                *o = ((v - m) * s).mul_add(w, b);
+            }
+        });
+}
+
 simd_fn! {
     /// One row of [`layernorm_forward`]; returns (mean, rstd).
     pub fn layernorm_row(out: &mut [f32], x: &[f32], weight: &[f32], bias: &[f32], eps: f32) -> (f32, f32) {
