@@ -52,11 +52,16 @@ pub fn layernorm_recompute(
         .zip(inp.par_chunks(c))
         .zip(mean.par_iter().zip(rstd.par_iter()))
         .with_min_len(ROWS_PER_TASK)
-        .for_each(|((o, x), (&m, &s))| {
-            for (((o, &v), &w), &b) in o.iter_mut().zip(x).zip(weight).zip(bias) {
-                *o = ((v - m) * s).mul_add(w, b);
-            }
-        });
+        .for_each(|((o, x), (&m, &s))| layernorm_apply_row(o, x, m, s, weight, bias));
+}
+
+simd_fn! {
+    /// out = (x - mean) * rstd * weight + bias for one row.
+    fn layernorm_apply_row(out: &mut [f32], x: &[f32], m: f32, s: f32, weight: &[f32], bias: &[f32]) {
+        for (((o, &v), &w), &b) in out.iter_mut().zip(x).zip(weight).zip(bias) {
+            *o = ((v - m) * s).mul_add(w, b);
+        }
+    }
 }
 
 simd_fn! {
