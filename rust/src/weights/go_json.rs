@@ -203,6 +203,15 @@ fn short(raw: &RawValue) -> String {
     }
 }
 
+/// Whether (line, column), 1-based as serde_json counts, is the last byte of `bytes`: an
+/// error there means the text stopped early (a number cut short is not reported as EOF).
+fn ends_at(bytes: &[u8], line: usize, column: usize) -> bool {
+    let text = bytes.trim_ascii_end();
+    let last_line = text.iter().filter(|&&b| b == b'\n').count() + 1;
+    let last_column = text.len() - text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    (line, column) == (last_line, last_column)
+}
+
 /// A required positive integer field of at most `max`.
 fn int_field(
     path: &Path,
@@ -233,8 +242,10 @@ fn int_field(
 
 /// Loads a Go TinyLM JSON file: the model and its word-level tokenizer.
 pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Model, Tokenizer)> {
+    // Editors on some systems start UTF-8 files with a byte-order mark; JSON has none.
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let top: HashMap<String, &RawValue> = serde_json::from_slice(bytes).map_err(|e| {
-        let what = if e.is_eof() {
+        let what = if e.is_eof() || ends_at(bytes, e.line(), e.column()) {
             "truncated JSON"
         } else {
             "invalid JSON"

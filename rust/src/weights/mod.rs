@@ -92,7 +92,8 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Which format these bytes are in: a safetensors file starts with an 8-byte little-endian
-/// header length followed by `{`; anything else is treated as JSON.
+/// header length followed by `{`; a JSON document starts with `{` after optional
+/// whitespace. Anything else is read as safetensors, whose parser then says what is wrong.
 pub fn detect_format(bytes: &[u8]) -> WeightsFormat {
     if bytes.len() >= 9 && bytes[8] == b'{' {
         let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
@@ -100,7 +101,11 @@ pub fn detect_format(bytes: &[u8]) -> WeightsFormat {
             return WeightsFormat::Safetensors;
         }
     }
-    WeightsFormat::GoJson
+    let text = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    match text.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => WeightsFormat::GoJson,
+        _ => WeightsFormat::Safetensors,
+    }
 }
 
 /// Loads a model from a file in either format.

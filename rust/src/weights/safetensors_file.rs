@@ -44,8 +44,12 @@ pub struct TensorFile {
 impl TensorFile {
     /// Parses and checks a safetensors file: header, offsets, dtypes, finite values.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<TensorFile> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::format(path, format!("invalid safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| {
+            Error::format(
+                path,
+                format!("invalid safetensors file (and not JSON either): {e}"),
+            )
+        })?;
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| Error::format(path, format!("invalid safetensors file: {e}")))?;
         let metadata: BTreeMap<String, String> = header
