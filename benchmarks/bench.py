@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from configs import CONFIGS, CORPUS, REPO, TARGETS  # noqa: E402
+from configs import CONFIGS, CORPUS, REPO, TARGETS
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "worker.py"
@@ -46,13 +46,26 @@ def torch_python() -> str:
     return str(python)
 
 
-def run_worker(python: str, side: str, config: str, task: str, seconds: float,
-               threads: int) -> dict:
+def run_worker(
+    python: str, side: str, config: str, task: str, seconds: float, threads: int
+) -> dict:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TINYLM_NUM_THREADS"):
         env[var] = str(threads)
-    cmd = [python, str(WORKER), "--side", side, "--config", config, "--task", task,
-           "--seconds", str(seconds), "--threads", str(threads)]
+    cmd = [
+        python,
+        str(WORKER),
+        "--side",
+        side,
+        "--config",
+        config,
+        "--task",
+        task,
+        "--seconds",
+        str(seconds),
+        "--threads",
+        str(threads),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -71,21 +84,40 @@ def shakespeare_run(torch_py: str | None, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, TINYLM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "tinylm", "train", "--data", str(CORPUS),
-                        "--untied", "--out", tmp, "--quiet"], check=True, env=env,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tinylm",
+                "train",
+                "--data",
+                str(CORPUS),
+                "--untied",
+                "--out",
+                tmp,
+                "--quiet",
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         result["tinylm_seconds"] = time.perf_counter() - start
     if torch_py:
         code = (
-            "import sys, time; sys.path.insert(0, %r)\n"
+            f"import sys, time; sys.path.insert(0, {str(HERE)!r})\n"
             "import worker, configs, torch\n"
             "cfg = configs.CONFIGS['B']\n"
             "t = time.perf_counter()\n"
-            "worker.torch_train_steps(cfg, 2000, %d)\n"
+            f"worker.torch_train_steps(cfg, 2000, {threads})\n"
             "print(time.perf_counter() - t)\n"
-        ) % (str(HERE), threads)
-        proc = subprocess.run([torch_py, "-c", code], capture_output=True, text=True,
-                              check=True, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        )
+        proc = subprocess.run(
+            [torch_py, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=dict(os.environ, OMP_NUM_THREADS=str(threads)),
+        )
         result["torch_seconds"] = float(proc.stdout.strip().splitlines()[-1])
     return result
 
@@ -96,8 +128,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--shakespeare", action="store_true",
-                        help="also time the full 2000-step Shakespeare training on both sides")
+    parser.add_argument(
+        "--shakespeare",
+        action="store_true",
+        help="also time the full 2000-step Shakespeare training on both sides",
+    )
     parser.add_argument("--out", default=str(REPO / "docs" / "performance.md"))
     args = parser.parse_args()
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
@@ -110,29 +145,39 @@ def main() -> int:
         for task in ("train", "generate"):
             r[f"tinylm_{task}"] = run_worker(me, "tinylm", name, task, args.seconds, args.threads)
             if torch_py:
-                r[f"torch_{task}"] = run_worker(torch_py, "torch", name, task, args.seconds,
-                                                args.threads)
-            print(f"{name} {task}: tinylm {r[f'tinylm_{task}']['tokens_per_second']:,.0f} tok/s"
-                  + (f", torch {r[f'torch_{task}']['tokens_per_second']:,.0f} tok/s"
-                     if torch_py else ""), file=sys.stderr)
+                r[f"torch_{task}"] = run_worker(
+                    torch_py, "torch", name, task, args.seconds, args.threads
+                )
+            print(
+                f"{name} {task}: tinylm {r[f'tinylm_{task}']['tokens_per_second']:,.0f} tok/s"
+                + (
+                    f", torch {r[f'torch_{task}']['tokens_per_second']:,.0f} tok/s"
+                    if torch_py
+                    else ""
+                ),
+                file=sys.stderr,
+            )
         r["sgemm"] = run_worker(me, "tinylm", name, "sgemm", args.seconds, args.threads)["rows"]
         results[name] = r
     scaling = {}
     if "D" in names:
         for threads in (1, 2):
-            scaling[f"tinylm_{threads}"] = run_worker(me, "tinylm", "D", "train", args.seconds,
-                                                      threads)["tokens_per_second"]
+            scaling[f"tinylm_{threads}"] = run_worker(
+                me, "tinylm", "D", "train", args.seconds, threads
+            )["tokens_per_second"]
             if torch_py:
-                scaling[f"torch_{threads}"] = run_worker(torch_py, "torch", "D", "train",
-                                                         args.seconds, threads)["tokens_per_second"]
+                scaling[f"torch_{threads}"] = run_worker(
+                    torch_py, "torch", "D", "train", args.seconds, threads
+                )["tokens_per_second"]
     shakespeare = shakespeare_run(torch_py, args.threads) if args.shakespeare else None
     report = render(results, scaling, shakespeare, args, torch_py is not None)
     print(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")
-    (out.with_suffix(".json")).write_text(json.dumps(
-        {"results": results, "scaling": scaling, "shakespeare": shakespeare}, indent=1))
+    (out.with_suffix(".json")).write_text(
+        json.dumps({"results": results, "scaling": scaling, "shakespeare": shakespeare}, indent=1)
+    )
     if plot(results, out.with_suffix(".png"), torch_py is not None):
         print(f"plot: {out.with_suffix('.png')}", file=sys.stderr)
     return 0
@@ -152,9 +197,13 @@ def render(results: dict, scaling: dict, shakespeare: dict | None, args, with_to
         "",
         "Every number is one run of one process; the machine is a shared virtual machine, so",
         "repeated runs vary by about 10-20%. Configurations (vocab, d_model, layers, heads, "
-        "context, batch): " + "; ".join(
+        "context, batch): "
+        + "; ".join(
             f"{c.name} = ({c.vocab}, {c.d_model}, {c.n_layers}, {c.n_heads}, {c.context}, "
-            f"{c.batch})" for c in (CONFIGS[n] for n in results)) + ".",
+            f"{c.batch})"
+            for c in (CONFIGS[n] for n in results)
+        )
+        + ".",
         "",
         "## Training and generation",
         "",
@@ -174,10 +223,13 @@ def render(results: dict, scaling: dict, shakespeare: dict | None, args, with_to
                 f"| {name} | {r['params']:,} | {tt:,.0f} | {pt:,.0f} | "
                 f"{ratio_text(tt / pt, TARGETS['train'][name])} | {tg:,.0f} | {pg:,.0f} | "
                 f"{ratio_text(tg / pg, TARGETS['generate'][name])} | "
-                f"{tt * flops / 1e9:.0f} / {pt * flops / 1e9:.0f} |")
+                f"{tt * flops / 1e9:.0f} / {pt * flops / 1e9:.0f} |"
+            )
         else:
-            lines.append(f"| {name} | {r['params']:,} | {tt:,.0f} | - | - | {tg:,.0f} | - | - | "
-                         f"{tt * flops / 1e9:.0f} / - |")
+            lines.append(
+                f"| {name} | {r['params']:,} | {tt:,.0f} | - | - | {tg:,.0f} | - | - | "
+                f"{tt * flops / 1e9:.0f} / - |"
+            )
     lines += [
         "",
         "Training: full steps (forward, backward, gradient clipping at 1.0, AdamW) on random",
@@ -196,8 +248,10 @@ def render(results: dict, scaling: dict, shakespeare: dict | None, args, with_to
         if with_torch:
             pt = r["torch_train"]["peak_rss_mib"]
             pg = r["torch_generate"]["peak_rss_mib"]
-            lines.append(f"| {name} | {rt:.0f} | {pt:.0f} | "
-                         f"{ratio_text(rt / pt, TARGETS['rss'][name], False)} | {rg:.0f} | {pg:.0f} |")
+            lines.append(
+                f"| {name} | {rt:.0f} | {pt:.0f} | "
+                f"{ratio_text(rt / pt, TARGETS['rss'][name], False)} | {rg:.0f} | {pg:.0f} |"
+            )
         else:
             lines.append(f"| {name} | {rt:.0f} | - | - | {rg:.0f} | - |")
     lines += [
@@ -210,19 +264,29 @@ def render(results: dict, scaling: dict, shakespeare: dict | None, args, with_to
     for name, r in results.items():
         for row in r["sgemm"]:
             ratio = row["tinylm_gflops"] / row["numpy_gflops"]
-            lines.append(f"| {name} | {row['shape']} | {row['m']} x {row['k']} x {row['n']} | "
-                         f"{row['tinylm_gflops']:.0f} | {row['numpy_gflops']:.0f} | "
-                         f"{ratio_text(ratio, 0.9)} |")
+            lines.append(
+                f"| {name} | {row['shape']} | {row['m']} x {row['k']} x {row['n']} | "
+                f"{row['tinylm_gflops']:.0f} | {row['numpy_gflops']:.0f} | "
+                f"{ratio_text(ratio, 0.9)} |"
+            )
     if "D" in results:
         cfg = CONFIGS["D"]
         step_rate = results["D"]["tinylm_train"]["tokens_per_second"] * cfg.train_flops_per_token()
         best = max(row["tinylm_gflops"] for row in results["D"]["sgemm"]) * 1e9
-        lines += ["", f"At D a tinylm training step runs at {step_rate / 1e9:.0f} GFLOP/s, "
-                  f"{ratio_text(step_rate / best, 0.75)} of the best tinylm sgemm rate measured "
-                  f"above ({best / 1e9:.0f} GFLOP/s)."]
+        lines += [
+            "",
+            f"At D a tinylm training step runs at {step_rate / 1e9:.0f} GFLOP/s, "
+            f"{ratio_text(step_rate / best, 0.75)} of the best tinylm sgemm rate measured "
+            f"above ({best / 1e9:.0f} GFLOP/s).",
+        ]
     if scaling:
-        lines += ["", "## Threads (training at D, tokens/s)", "",
-                  "| side | 1 thread | 2 threads | speed-up |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Threads (training at D, tokens/s)",
+            "",
+            "| side | 1 thread | 2 threads | speed-up |",
+            "|---|---|---|---|",
+        ]
         for side in ("tinylm", "torch"):
             if f"{side}_1" in scaling:
                 one, two = scaling[f"{side}_1"], scaling[f"{side}_2"]
@@ -230,12 +294,16 @@ def render(results: dict, scaling: dict, shakespeare: dict | None, args, with_to
                 lines.append(f"| {side} | {one:,.0f} | {two:,.0f} | {target} |")
     if shakespeare:
         lines += ["", "## The bundled Shakespeare model: 2000 training steps (config B)", ""]
-        lines.append(f"tinylm (`python -m tinylm train`, evaluation and checkpoints included): "
-                     f"{shakespeare['tinylm_seconds']:.0f} s.")
+        lines.append(
+            f"tinylm (`python -m tinylm train`, evaluation and checkpoints included): "
+            f"{shakespeare['tinylm_seconds']:.0f} s."
+        )
         if "torch_seconds" in shakespeare:
             ratio = shakespeare["tinylm_seconds"] / shakespeare["torch_seconds"]
-            lines.append(f"PyTorch (2000 steps, no evaluation): {shakespeare['torch_seconds']:.0f} s. "
-                         f"Time ratio tinylm / PyTorch: {ratio_text(ratio, 0.5, False)}.")
+            lines.append(
+                f"PyTorch (2000 steps, no evaluation): {shakespeare['torch_seconds']:.0f} s. "
+                f"Time ratio tinylm / PyTorch: {ratio_text(ratio, 0.5, False)}."
+            )
     lines += ["", "![training and generation tokens/s against model size](performance.png)", ""]
     return "\n".join(lines)
 
@@ -252,14 +320,26 @@ def plot(results: dict, path: Path, with_torch: bool) -> bool:
     names = list(results)
     params = [results[n]["params"] for n in names]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
-    for ax, task, title in ((axes[0], "train", "training"), (axes[1], "generate", "generation (batch 1)")):
-        ax.plot(params, [results[n][f"tinylm_{task}"]["tokens_per_second"] for n in names],
-                "o-", label="tinylm")
+    for ax, task, title in (
+        (axes[0], "train", "training"),
+        (axes[1], "generate", "generation (batch 1)"),
+    ):
+        ax.plot(
+            params,
+            [results[n][f"tinylm_{task}"]["tokens_per_second"] for n in names],
+            "o-",
+            label="tinylm",
+        )
         if with_torch:
-            ax.plot(params, [results[n][f"torch_{task}"]["tokens_per_second"] for n in names],
-                    "s--", label="PyTorch (CPU, eager)")
-        for n, p, v in zip(names, params,
-                           [results[n][f"tinylm_{task}"]["tokens_per_second"] for n in names]):
+            ax.plot(
+                params,
+                [results[n][f"torch_{task}"]["tokens_per_second"] for n in names],
+                "s--",
+                label="PyTorch (CPU, eager)",
+            )
+        for n, p, v in zip(
+            names, params, [results[n][f"tinylm_{task}"]["tokens_per_second"] for n in names]
+        ):
             ax.annotate(n, (p, v), textcoords="offset points", xytext=(5, 5))
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -93,7 +93,10 @@ class GPT(nn.Module):
         c = self.wte.weight.shape[1]
         hd = c // self.n_heads
         caches = [
-            (torch.zeros(1, self.n_heads, self.context, hd), torch.zeros(1, self.n_heads, self.context, hd))
+            (
+                torch.zeros(1, self.n_heads, self.context, hd),
+                torch.zeros(1, self.n_heads, self.context, hd),
+            )
             for _ in self.blocks
         ]
         tokens = list(prompt)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-from configs import CONFIGS, ModelConfig, batches, corpus_ids  # noqa: E402
+import numpy as np
+from configs import CONFIGS, ModelConfig, batches, corpus_ids
 
 
 def peak_rss_mib() -> float:
@@ -47,8 +47,13 @@ def tinylm_train(cfg: ModelConfig, seconds: float, threads: int) -> dict:
 
     tinylm.set_num_threads(threads)
     model = tinylm.Transformer(
-        tinylm.Config(vocab_size=cfg.vocab, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                      n_heads=cfg.n_heads, max_seq_len=cfg.context),
+        tinylm.Config(
+            vocab_size=cfg.vocab,
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            max_seq_len=cfg.context,
+        ),
         seed=0,
     )
     opt = _core.AdamW(model._core, 0.9, 0.99, 1e-8, 0.1)
@@ -61,8 +66,12 @@ def tinylm_train(cfg: ModelConfig, seconds: float, threads: int) -> dict:
         losses.append(loss)
 
     elapsed, n = timed(step, seconds, warmup=3)
-    return {"tokens_per_second": n * cfg.batch * cfg.context / elapsed, "steps": n,
-            "params": model.num_parameters, "last_loss": losses[-1]}
+    return {
+        "tokens_per_second": n * cfg.batch * cfg.context / elapsed,
+        "steps": n,
+        "params": model.num_parameters,
+        "last_loss": losses[-1],
+    }
 
 
 def tinylm_generate(cfg: ModelConfig, seconds: float, threads: int) -> dict:
@@ -70,8 +79,13 @@ def tinylm_generate(cfg: ModelConfig, seconds: float, threads: int) -> dict:
 
     tinylm.set_num_threads(threads)
     model = tinylm.Transformer(
-        tinylm.Config(vocab_size=cfg.vocab, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                      n_heads=cfg.n_heads, max_seq_len=cfg.context),
+        tinylm.Config(
+            vocab_size=cfg.vocab,
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            max_seq_len=cfg.context,
+        ),
         seed=0,
     )
     new = cfg.context - 1
@@ -97,8 +111,11 @@ def tinylm_sgemm(cfg: ModelConfig, seconds: float, threads: int) -> dict:
     shapes = cfg.matmul_shapes()
     operands = []
     for _, m, k, n, transpose_a in shapes:
-        a = np.random.rand(k, m).astype(np.float32).T if transpose_a else \
-            np.random.rand(m, k).astype(np.float32)
+        a = (
+            np.random.rand(k, m).astype(np.float32).T
+            if transpose_a
+            else np.random.rand(m, k).astype(np.float32)
+        )
         operands.append((a, np.random.rand(k, n).astype(np.float32), np.empty((m, n), np.float32)))
     best_t = [float("inf")] * len(shapes)
     best_np = [float("inf")] * len(shapes)
@@ -118,8 +135,16 @@ def tinylm_sgemm(cfg: ModelConfig, seconds: float, threads: int) -> dict:
     rows = []
     for (label, m, k, n, _), tt, tn in zip(shapes, best_t, best_np):
         flops = 2.0 * m * k * n
-        rows.append({"shape": label, "m": m, "k": k, "n": n,
-                     "tinylm_gflops": flops / tt / 1e9, "numpy_gflops": flops / tn / 1e9})
+        rows.append(
+            {
+                "shape": label,
+                "m": m,
+                "k": k,
+                "n": n,
+                "tinylm_gflops": flops / tt / 1e9,
+                "numpy_gflops": flops / tn / 1e9,
+            }
+        )
     return {"rows": rows}
 
 
@@ -136,9 +161,12 @@ def torch_trainer(cfg: ModelConfig, threads: int):
     model = GPT(cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.context)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-3, betas=(0.9, 0.99), eps=1e-8)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=1e-3,
+        betas=(0.9, 0.99),
+        eps=1e-8,
+    )
     data = batches(corpus_ids(cfg.vocab), cfg.batch, cfg.context)
     losses = []
 
@@ -158,8 +186,12 @@ def torch_trainer(cfg: ModelConfig, threads: int):
 def torch_train(cfg: ModelConfig, seconds: float, threads: int) -> dict:
     step, params, losses = torch_trainer(cfg, threads)
     elapsed, n = timed(step, seconds, warmup=3)
-    return {"tokens_per_second": n * cfg.batch * cfg.context / elapsed, "steps": n,
-            "params": params, "last_loss": losses[-1]}
+    return {
+        "tokens_per_second": n * cfg.batch * cfg.context / elapsed,
+        "steps": n,
+        "params": params,
+        "last_loss": losses[-1],
+    }
 
 
 def torch_train_steps(cfg: ModelConfig, steps: int, threads: int) -> None:
@@ -182,8 +214,10 @@ def torch_generate(cfg: ModelConfig, seconds: float, threads: int) -> dict:
         model.generate_greedy([1], new)
 
     elapsed, n = timed(step, seconds, warmup=2)
-    return {"tokens_per_second": n * new / elapsed,
-            "params": sum(p.numel() for p in model.parameters())}
+    return {
+        "tokens_per_second": n * new / elapsed,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 TASKS = {
