@@ -72,9 +72,10 @@ class Progress:
             self.stream.write(self._line + "\n")
         self.stream.flush()
 
-    def note(self, message: str) -> None:
-        """Prints a message on its own line without breaking the bar."""
-        if not self.enabled:
+    def note(self, message: str, always: bool = False) -> None:
+        """Prints a message on its own line without breaking the bar; with `always`, even
+        when the bar is disabled."""
+        if not (self.enabled or always):
             return
         if self.interactive and self._open:
             self.stream.write("\r\x1b[2K")

@@ -310,7 +310,8 @@ def train(
                 name = "Ctrl-C" if flag.signal == signal.SIGINT else "SIGTERM"
                 bar.note(
                     f"{name}: stopped after step {step}; checkpoint saved"
-                    + (f" to {ckpt_path}" if ckpt_path else " (no out_dir: nothing saved)")
+                    + (f" to {ckpt_path}" if ckpt_path else " (no out_dir: nothing saved)"),
+                    always=True,
                 )
                 break
     bar.close()

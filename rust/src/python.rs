@@ -727,6 +727,13 @@ fn time_matmul(
     })
 }
 
+/// Panics inside the core on purpose, so that tests can check that a panic (a bug) reaches
+/// Python as a `TinyLMError` and not as a `PanicException`.
+#[pyfunction]
+fn _panic_for_tests(py: Python<'_>, message: String) -> PyResult<()> {
+    run(py, move || -> Result<()> { panic!("{message}") })
+}
+
 /// The format of a weights file: "safetensors" or "go-json".
 #[pyfunction]
 fn detect_format(py: Python<'_>, path: PathBuf) -> PyResult<&'static str> {
@@ -754,6 +761,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(detect_format, m)?)?;
     m.add_function(wrap_pyfunction!(matmul, m)?)?;
     m.add_function(wrap_pyfunction!(time_matmul, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
