@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+
 from configs import CONFIGS, ModelConfig, batches, corpus_ids
 
 
@@ -154,6 +155,7 @@ def tinylm_sgemm(cfg: ModelConfig, seconds: float, threads: int) -> dict:
 def torch_trainer(cfg: ModelConfig, threads: int):
     """(step function, parameter count, losses list) of a PyTorch training run."""
     import torch
+
     from torch_gpt import GPT
 
     torch.set_num_threads(threads)
@@ -203,6 +205,7 @@ def torch_train_steps(cfg: ModelConfig, steps: int, threads: int) -> None:
 
 def torch_generate(cfg: ModelConfig, seconds: float, threads: int) -> dict:
     import torch
+
     from torch_gpt import GPT
 
     torch.set_num_threads(threads)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 import tinylm
 from tinylm import _core
 from tinylm.cli import DEMO_PROMPTS, DEMO_SENTENCE

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import tinylm
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import reference
 import tinylm
 from conftest import random_model

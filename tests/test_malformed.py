@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+
 import tinylm
 
 GO_VOCAB = ["the", "cat", "sat", "on", "mat", "big", "dog", "ate", "END"]

@@ -21,7 +21,7 @@ from tinylm import _core
 
 
 def test_a_panic_in_the_core_is_a_tinylm_error_not_a_panic_exception():
-    with pytest.raises(tinylm.TinyLMError, match="internal error in tinylm.*boom") as err:
+    with pytest.raises(tinylm.TinyLMError, match=r"internal error in tinylm.*boom") as err:
         _core._panic_for_tests("boom")
     assert isinstance(err.value, Exception)  # `except Exception` catches it
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 import tinylm
 
 GO_VOCAB = ["the", "cat", "sat", "on", "mat", "big", "dog", "ate", "END"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import tinylm
 from tinylm.train import CHECKPOINT_NAME, get_batch
 
