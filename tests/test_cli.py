@@ -290,3 +290,37 @@ def test_console_script_is_installed() -> None:
     assert script.exists()
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
     assert "generate" in out.stdout and "train" in out.stdout
+
+
+def test_resume_refuses_other_training_data(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to sleep, perchance to dream. " * 80, encoding="utf-8")
+    args = [
+        "train",
+        "--data",
+        str(corpus),
+        "--out",
+        str(tmp_path / "o"),
+        "--d-model",
+        "16",
+        "--n-layers",
+        "1",
+        "--n-heads",
+        "2",
+        "--context",
+        "8",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--eval-interval",
+        "2",
+        "--eval-batches",
+        "1",
+        "--quiet",
+    ]
+    run(*args, cwd=tmp_path)
+    corpus.write_text("ay, there's the rub. " * 80, encoding="utf-8")
+    proc = run(*args, "--resume", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "training data differs" in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -50,7 +51,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
     prompt = args.prompt
     if prompt is None:
-        prompt = "\n" if tok.kind == "char" else tok.vocab[0]
+        prompt = _default_prompt(tok)
     if prompt == "":
         raise CliError("the prompt is empty: give at least one word or character with --prompt")
     ids = model.generate(
@@ -94,14 +95,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     text = _read_text(Path(args.data))
     if len(text) < 2:
         raise CliError(f"{args.data}: the training text must hold at least 2 characters")
-    if not 0.0 < args.val_fraction < 1.0:
-        raise CliError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
     ckpt = out / CHECKPOINT_NAME
+    val_fraction = args.val_fraction
+    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if args.resume:
         if not ckpt.exists():
             raise CliError(f"--resume: there is no checkpoint at {ckpt}")
         model, _, state = load_checkpoint(ckpt)
         config = TrainConfig(**state["train_config"])
+        if state.get("data"):
+            if state["data"]["sha256"] != sha256:
+                raise CliError(
+                    f"--resume: the training data differs from the checkpoint's ({args.data} "
+                    f"has sha256 {sha256[:12]}..., the run was trained on "
+                    f"{state['data']['sha256'][:12]}...)"
+                )
+            val_fraction = state["data"]["val_fraction"]
         tok = model.tokenizer
         if tok is None:
             raise CliError(f"{ckpt}: the checkpoint holds no tokenizer")
@@ -133,8 +142,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_batches=args.eval_batches,
             seed=args.seed,
         )
+    if not 0.0 < val_fraction < 1.0:
+        raise CliError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    data_info = {"sha256": sha256, "val_fraction": val_fraction}
     ids = np.asarray(tok.encode(text), dtype=np.int64)
-    train_ids, val_ids = _split(ids, args.val_fraction)
+    train_ids, val_ids = _split(ids, val_fraction)
     context = model.config.max_seq_len
     for name, part in (("training split", train_ids), ("validation split", val_ids)):
         if len(part) <= context:
@@ -158,6 +170,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out_dir=out,
         resume=args.resume,
         progress=not args.quiet,
+        data_info=data_info,
     )
     wall = time.perf_counter() - started
     save_history(out / "losses.json", result)
@@ -182,13 +195,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"({result.tokens_per_second:,.0f} tokens/s); full validation loss {val_loss:.4f}"
     )
     print(f"model: {model_path}")
-    prompt = "\n" if tok.kind == "char" else tok.vocab[0]
+    prompt = _default_prompt(tok)
     sample = model.generate(
         tok.encode(prompt), max_new_tokens=200, temperature=0.8, top_k=40, seed=config.seed
     )
     print("sample:")
     print(tok.decode(sample))
     return 0
+
+
+def _default_prompt(tok: Tokenizer) -> str:
+    """A newline for character models that know one (as nanoGPT), else the first token."""
+    return "\n" if tok.kind == "char" and "\n" in tok.vocab else tok.vocab[0]
 
 
 def _word_tokenizer(text: str) -> Tokenizer:

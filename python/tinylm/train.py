@@ -207,11 +207,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     on_eval: Callable[[int, float, float | None], None] | None = None,
+    data_info: dict[str, Any] | None = None,
 ) -> tuple[Transformer, TrainResult]:
     """Trains ``model`` (or, with ``resume``, the model of the checkpoint in ``out_dir``).
 
     Returns the trained model (a new object when resuming) and a :class:`TrainResult`.
     Checkpoints go to ``out_dir / "ckpt.safetensors"`` when ``out_dir`` is given.
+    ``data_info`` (JSON-able, e.g. a hash of the data) is kept in the checkpoint; resuming
+    with different ``data_info`` is refused, since the run could not continue as it was.
     """
     seq_len = config.seq_len or model.config.max_seq_len
     if seq_len > model.config.max_seq_len:
@@ -243,6 +246,11 @@ def train(
                 f"cannot resume with different training settings ({', '.join(changed)}); "
                 "the checkpoint's settings must be used to reproduce the run"
             )
+        if data_info is not None and state.get("data", data_info) != data_info:
+            raise ValueError(
+                "cannot resume: the training data differs from the checkpoint's "
+                f"(checkpoint: {state['data']}, now: {data_info})"
+            )
         result.steps_done = state["step"]
         result.train_losses = list(state["train_losses"])
         result.val_losses = [tuple(p) for p in state["val_losses"]]  # type: ignore[misc]
@@ -259,6 +267,7 @@ def train(
             "train_losses": result.train_losses,
             "val_losses": result.val_losses,
             "elapsed": result.elapsed,
+            "data": data_info,
         }
         tok = model.tokenizer._core if model.tokenizer is not None else None
         model._core.save_checkpoint(
