@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok((model, tokenizer)) = tinylm::weights::go_json::from_bytes(Path::new("fuzz.json"), data) {
         // A model that loads must also run and save.
-        assert_eq!(model.params.len(), model.layout.total);
+        assert_eq!(model.params().len(), model.layout.total);
         assert_eq!(tokenizer.vocab_size(), model.config.vocab_size);
         if model.layout.total < 1 << 16 {
             let mut ws = tinylm::Workspace::new();

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let path = Path::new("fuzz.safetensors");
     if let Ok(file) = TensorFile::from_bytes(path, data) {
         if let Ok((model, tokenizer)) = model_from_file(path, &file) {
-            assert_eq!(model.params.len(), model.layout.total);
+            assert_eq!(model.params().len(), model.layout.total);
             if let Some(tok) = &tokenizer {
                 assert_eq!(tok.vocab_size(), model.config.vocab_size);
             }

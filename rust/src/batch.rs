@@ -166,7 +166,7 @@ impl BatchRunner {
                 None => grad_norm(&grads) as f32,
             };
             check_finite_step(loss, norm)?;
-            optimizer.step(&mut model.params, &grads, lr)?;
+            optimizer.step(model.params_mut(), &grads, lr)?;
             Ok((loss, norm))
         });
         self.grads = grads;
@@ -189,7 +189,7 @@ impl BatchRunner {
             .loss_and_grads(model, ids, targets, b, t, &mut grads)
             .and_then(|loss| {
                 check_finite_step(loss, grad_norm(&grads) as f32)?;
-                sgd_step(&mut model.params, &grads, lr);
+                sgd_step(model.params_mut(), &grads, lr);
                 Ok(loss)
             });
         self.grads = grads;

@@ -6,7 +6,7 @@
 //! Past the context (P = max_seq_len) the model sees the last P tokens, as in nanoGPT:
 //! positions are learned per index, so the cache is rebuilt for the shifted window.
 
-use crate::decode::{DecodeState, Team};
+use crate::decode::{with_team, DecodeState, Team};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::sample::{Sampler, SamplingParams};
@@ -78,22 +78,10 @@ pub fn generate_with(
             on_token,
         ));
     }
-    // A helper thread for the products; it lives as long as this call.
-    let team = Team::new();
-    Ok(std::thread::scope(|scope| {
-        scope.spawn(|| team.serve());
-        // Stops the helper however this thread leaves the scope, a panic included.
-        let _stop = StopOnDrop(&team);
-        decode_loop(model, Some(&team), tokens, opts, &mut sampler, on_token)
+    // The helper thread takes half of each product (when no other call is using it).
+    Ok(with_team(|team| {
+        decode_loop(model, team, tokens, opts, &mut sampler, on_token)
     }))
-}
-
-struct StopOnDrop<'a>(&'a Team);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
 }
 
 /// The generation loop proper: feed the prompt, then sample, feed back, repeat.
@@ -106,10 +94,11 @@ fn decode_loop(
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Vec<u32> {
     let context = model.config.max_seq_len;
+    let packed = model.decode_weights();
     let mut state = DecodeState::new(model);
     let mut new_tokens = Vec::with_capacity(opts.max_new_tokens.min(1 << 16));
     for (i, &tok) in tokens.iter().enumerate() {
-        state.push(model, team, tok, i + 1 == tokens.len());
+        state.push(model, packed, team, tok, i + 1 == tokens.len());
     }
     loop {
         let next = sampler.sample(&state.logits);
@@ -119,13 +108,13 @@ fn decode_loop(
         }
         tokens.push(next);
         if state.len() < context {
-            state.push(model, team, next, true);
+            state.push(model, packed, team, next, true);
         } else {
             // The window slides by one: positions change, so the cache is rebuilt.
             let window = &tokens[tokens.len() - context..];
             state.clear();
             for (i, &tok) in window.iter().enumerate() {
-                state.push(model, team, tok, i + 1 == window.len());
+                state.push(model, packed, team, tok, i + 1 == window.len());
             }
         }
         if tokens.len() > 2 * context {

@@ -10,6 +10,7 @@
 //! step allocates nothing of its own.
 
 use crate::config::Config;
+use crate::decode::{DecodeCache, PackedWeights};
 use crate::error::{Error, Result};
 use crate::kernels::attention::{attention_backward, attention_forward};
 use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
@@ -29,7 +30,10 @@ pub const MAX_WORKSPACE_FLOATS: u128 = 1 << 32;
 pub struct Model {
     pub config: Config,
     pub layout: ParamLayout,
-    pub params: Vec<f32>,
+    params: Vec<f32>,
+    /// The weights repacked for generation, built when first needed; every change to
+    /// the parameters goes through [`Model::params_mut`], which drops it.
+    decode_cache: DecodeCache,
 }
 
 /// Activations saved by the forward pass for the backward pass, and the backward pass's
@@ -245,11 +249,7 @@ impl Model {
                 }
             }
         }
-        Ok(Model {
-            config,
-            layout,
-            params,
-        })
+        Model::from_params(config, params)
     }
 
     /// A model from a configuration and a flat parameter buffer in [`ParamLayout`] order.
@@ -263,7 +263,26 @@ impl Model {
             config,
             layout,
             params,
+            decode_cache: DecodeCache::default(),
         })
+    }
+
+    /// Every parameter, in [`ParamLayout`] order.
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    /// Every parameter, to change: drops the weights packed for generation, which are
+    /// rebuilt from the new values when next needed.
+    pub fn params_mut(&mut self) -> &mut [f32] {
+        self.decode_cache = DecodeCache::default();
+        &mut self.params
+    }
+
+    /// The block weights repacked for one-token-at-a-time generation (see
+    /// [`crate::decode`]), built on the first call after a change.
+    pub fn decode_weights(&self) -> &PackedWeights {
+        self.decode_cache.get_or_build(self)
     }
 
     fn p(&self, offset: usize, len: usize) -> &[f32] {

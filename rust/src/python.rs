@@ -576,7 +576,7 @@ impl PyModel {
                     (
                         s.name.clone(),
                         s.shape.clone(),
-                        model.params[s.range()].to_vec(),
+                        model.params()[s.range()].to_vec(),
                     )
                 })
                 .collect::<NamedArrays>())
@@ -625,7 +625,7 @@ impl PyModel {
                 }
             }
             for spec in &layout.specs {
-                model.params[spec.range()].copy_from_slice(&entries[&spec.name].1);
+                model.params_mut()[spec.range()].copy_from_slice(&entries[&spec.name].1);
             }
             Ok(())
         })

@@ -36,7 +36,7 @@ pub fn small_config(attn_bias: bool, tie_embeddings: bool) -> Config {
 pub fn random_model(config: Config, seed: u64) -> Model {
     let mut model = Model::new(config, seed).unwrap();
     let mut rng = tinylm::rng::Rng::new(seed ^ 0xABCD);
-    for p in model.params.iter_mut() {
+    for p in model.params_mut().iter_mut() {
         *p = (rng.next_normal() * 0.5) as f32;
     }
     model

@@ -74,9 +74,9 @@ fn check_gradients(config: Config) {
     for spec in &model.layout.specs {
         for i in spec.range() {
             let mut plus = model.clone();
-            plus.params[i] += h;
+            plus.params_mut()[i] += h;
             let mut minus = model.clone();
-            minus.params[i] -= h;
+            minus.params_mut()[i] -= h;
             let numeric = (loss_of(&plus, &ids, &targets, b, t)
                 - loss_of(&minus, &ids, &targets, b, t))
                 / (2.0 * h as f64);
@@ -160,7 +160,7 @@ fn adamw_training_lowers_the_loss() {
         grads.fill(0.0);
         last = model.loss(&mut ws, &ids, &targets, 1, 5).unwrap();
         model.backward(&mut ws, &mut grads).unwrap();
-        opt.step(&mut model.params, &grads, 1e-2).unwrap();
+        opt.step(model.params_mut(), &grads, 1e-2).unwrap();
     }
     assert!(last < 0.2 * first, "loss went from {first} to {last}");
 }
@@ -291,7 +291,11 @@ fn training_steps_are_bit_identical_for_one_and_two_threads() {
             }
             (
                 losses,
-                model.params.iter().map(|p| p.to_bits()).collect::<Vec<_>>(),
+                model
+                    .params()
+                    .iter()
+                    .map(|p| p.to_bits())
+                    .collect::<Vec<_>>(),
             )
         })
     };

@@ -51,7 +51,7 @@ fn go_json_round_trip_is_exact() {
     )
     .unwrap();
     let again = weights::load(&path).unwrap();
-    assert_eq!(again.model.params, loaded.model.params);
+    assert_eq!(again.model.params(), loaded.model.params());
     assert_eq!(again.model.config, loaded.model.config);
     assert_eq!(again.tokenizer, loaded.tokenizer);
 }
@@ -63,8 +63,8 @@ fn random_floats_survive_the_go_format_bit_for_bit() {
     let path = dir.join("m.json");
     weights::save(&path, &model, Some(&words(7)), WeightsFormat::GoJson).unwrap();
     let again = weights::load(&path).unwrap();
-    let a: Vec<u32> = model.params.iter().map(|x| x.to_bits()).collect();
-    let b: Vec<u32> = again.model.params.iter().map(|x| x.to_bits()).collect();
+    let a: Vec<u32> = model.params().iter().map(|x| x.to_bits()).collect();
+    let b: Vec<u32> = again.model.params().iter().map(|x| x.to_bits()).collect();
     assert_eq!(a, b);
 }
 
@@ -78,7 +78,7 @@ fn safetensors_round_trip_keeps_everything() {
     let again = weights::load(&path).unwrap();
     assert_eq!(again.format, WeightsFormat::Safetensors);
     assert_eq!(again.model.config, model.config);
-    assert_eq!(again.model.params, model.params);
+    assert_eq!(again.model.params(), model.params());
     assert_eq!(again.tokenizer, Some(tok));
 }
 
@@ -100,7 +100,7 @@ fn a_failed_save_leaves_the_old_file_and_no_temporary() {
     weights::save(&path, &model, None, WeightsFormat::Safetensors).unwrap();
     let before = fs::read(&path).unwrap();
     let mut broken = model.clone();
-    broken.params[3] = f32::NAN;
+    broken.params_mut()[3] = f32::NAN;
     assert!(weights::save(&path, &broken, None, WeightsFormat::Safetensors).is_err());
     assert_eq!(fs::read(&path).unwrap(), before);
     let names: Vec<_> = fs::read_dir(&dir)

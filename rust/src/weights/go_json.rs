@@ -438,7 +438,7 @@ pub fn to_string(model: &Model, tokenizer: Option<&Tokenizer>) -> Result<String>
     let _ = writeln!(out, "    \"weights\": {{");
     let specs = &model.layout.specs;
     for (i, spec) in specs.iter().enumerate() {
-        let values = &model.params[spec.range()];
+        let values = &model.params()[spec.range()];
         let _ = write!(
             out,
             "        {}: ",

@@ -143,7 +143,7 @@ pub fn save(
     format: WeightsFormat,
 ) -> Result<()> {
     check_tokenizer_fits(model, tokenizer)?;
-    if let Some(i) = model.params.iter().position(|p| !p.is_finite()) {
+    if let Some(i) = model.params().iter().position(|p| !p.is_finite()) {
         let name = model
             .layout
             .specs

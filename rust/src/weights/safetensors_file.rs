@@ -95,7 +95,7 @@ impl TensorFile {
             .map(|spec| NamedTensor {
                 name: spec.name.clone(),
                 shape: spec.shape.clone(),
-                data: model.params[spec.range()].to_vec(),
+                data: model.params()[spec.range()].to_vec(),
             })
             .collect();
         let mut metadata = BTreeMap::new();

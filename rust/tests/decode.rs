@@ -1,0 +1,108 @@
+//! Generation one token at a time (key/value cache, packed weights, helper thread)
+//! against the full forward pass.
+
+mod common;
+
+use common::random_model;
+use tinylm::decode::{with_team, DecodeState, Team};
+use tinylm::generate::{generate, GenerateOptions};
+use tinylm::sample::SamplingParams;
+use tinylm::{Config, Model, Workspace};
+
+/// Wide enough for the helper thread to take part, with widths that are not multiples of
+/// the 64-column panels (C = 144, 3C = 432, F = 200) and three heads.
+fn wide_config() -> Config {
+    Config {
+        vocab_size: 70,
+        d_model: 144,
+        n_layers: 2,
+        n_heads: 3,
+        d_ff: 200,
+        max_seq_len: 40,
+        eps: 1e-5,
+        attn_bias: true,
+        tie_embeddings: false,
+    }
+}
+
+/// A model with weights small enough that activations stay in a realistic range.
+fn wide_model(seed: u64) -> Model {
+    let mut model = random_model(wide_config(), seed);
+    for p in model.params_mut().iter_mut() {
+        *p *= 0.2;
+    }
+    model
+}
+
+/// The logits after each token of `ids`, decoded one token at a time.
+fn decoded_logits(model: &Model, team: Option<&Team>, ids: &[u32]) -> Vec<Vec<f32>> {
+    let mut state = DecodeState::new(model);
+    ids.iter()
+        .map(|&id| {
+            state.push(model, model.decode_weights(), team, id, true);
+            state.logits.clone()
+        })
+        .collect()
+}
+
+/// Runs `f` with the process's helper thread, waiting while another test holds it.
+fn with_helper<R>(f: impl Fn(&Team) -> R) -> R {
+    for _ in 0..2000 {
+        if let Some(result) = with_team(|team| team.map(&f)) {
+            return result;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    panic!("the helper thread stayed busy for 10 s");
+}
+
+#[test]
+fn decoded_logits_match_the_forward_pass() {
+    let model = wide_model(5);
+    let ids: Vec<u32> = (0..40).map(|i| (i * 17 % 70) as u32).collect();
+    let decoded = with_helper(|team| decoded_logits(&model, Some(team), &ids));
+    let v = model.config.vocab_size;
+    let mut ws = Workspace::new();
+    model.forward(&mut ws, &ids, 1, ids.len()).unwrap();
+    let full = ws.logits(&model.config);
+    for (t, got) in decoded.iter().enumerate() {
+        let want = &full[t * v..(t + 1) * v];
+        let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            err <= 1e-4 * scale,
+            "position {t}: error {err}, scale {scale}"
+        );
+    }
+}
+
+#[test]
+fn the_helper_thread_changes_no_bit_of_the_logits() {
+    let model = wide_model(6);
+    let ids: Vec<u32> = (0..40).map(|i| (i * 29 % 70) as u32).collect();
+    let bits =
+        |rows: Vec<Vec<f32>>| -> Vec<u32> { rows.iter().flatten().map(|x| x.to_bits()).collect() };
+    let alone = bits(decoded_logits(&model, None, &ids));
+    let shared = bits(with_helper(|team| decoded_logits(&model, Some(team), &ids)));
+    assert_eq!(alone, shared);
+}
+
+#[test]
+fn generation_follows_changes_to_the_parameters() {
+    let opts = GenerateOptions {
+        max_new_tokens: 30,
+        sampling: SamplingParams::default(),
+        seed: 0,
+        stop: vec![],
+    };
+    let mut model = wide_model(7);
+    let other = wide_model(8);
+    let before = generate(&model, &[1, 2], &opts).unwrap();
+    model.params_mut().copy_from_slice(other.params());
+    let after = generate(&model, &[1, 2], &opts).unwrap();
+    assert_eq!(after, generate(&other, &[1, 2], &opts).unwrap());
+    assert_ne!(before, after, "the two models should generate differently");
+}
