@@ -105,3 +105,42 @@ def test_generate_text_uses_the_tokenizer() -> None:
     )
     text = m.generate_text("abc", max_new_tokens=4)
     assert text.startswith("abc") and len(text) == 7
+
+
+WIDE = tinylm.Config(vocab_size=70, d_model=144, n_layers=2, n_heads=3, d_ff=200, max_seq_len=16)
+
+
+def test_wide_model_greedy_generation_is_the_argmax_of_the_logits() -> None:
+    """d_model 144: generation shares its products with a helper thread, in panels of 64
+    columns that do not divide the widths (144, 432, 200)."""
+    model = random_model(WIDE, seed=4, scale=0.1)
+    out = model.generate([1, 2], max_new_tokens=24)  # runs past the context of 16
+    for i in range(2, len(out)):
+        window = out[max(0, i - WIDE.max_seq_len) : i]
+        assert out[i] == int(np.argmax(model.logits(window)[-1])), f"token {i}"
+
+
+def test_generation_follows_load_state_dict() -> None:
+    model = random_model(WIDE, seed=5, scale=0.1)
+    before = model.generate([3], max_new_tokens=20)
+    other = random_model(WIDE, seed=6, scale=0.1)
+    model.load_state_dict(other.state_dict())
+    after = model.generate([3], max_new_tokens=20)
+    assert after == other.generate([3], max_new_tokens=20)
+    assert after != before
+
+
+def test_generation_follows_training_steps() -> None:
+    model = random_model(WIDE, seed=7, scale=0.1)
+    model.generate([3], max_new_tokens=5)  # packs the weights for generation
+    ids = np.arange(32).reshape(2, 16) % WIDE.vocab_size
+    trained, _ = tinylm.train(
+        model,
+        ids.ravel(),
+        ids.ravel(),
+        tinylm.TrainConfig(steps=3, batch_size=2, eval_interval=100),
+    )
+    assert trained is model  # trained in place: the packed weights must follow
+    fresh = tinylm.Transformer(WIDE)
+    fresh.load_state_dict(model.state_dict())
+    assert model.generate([3], max_new_tokens=20) == fresh.generate([3], max_new_tokens=20)

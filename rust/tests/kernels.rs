@@ -253,6 +253,19 @@ fn fast_exp_and_tanh_are_accurate() {
             "tanh({x})"
         );
     }
+    // At the ends of the clamp: still accurate, then held at the range of normal floats.
+    for x in [-87.0f32, 88.0] {
+        let want = (x as f64).exp();
+        assert!(
+            (vecmath::exp(x) as f64 - want).abs() <= 3e-7 * want,
+            "exp({x})"
+        );
+    }
+    assert_eq!(vecmath::exp(-1e4), vecmath::exp(-87.0));
+    assert_eq!(vecmath::exp(f32::INFINITY), vecmath::exp(88.0));
+    // NaN stays NaN, so a diverged run is still caught as a non-finite loss.
+    assert!(vecmath::exp(f32::NAN).is_nan());
+    assert!(vecmath::tanh(f32::NAN).is_nan());
 }
 
 /// Attention output (B, T, C) and row log-sum-exps (B, H, T), in float64.
