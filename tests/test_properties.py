@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -11,7 +12,12 @@ from hypothesis import strategies as st
 
 import tinylm
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Examples per property: 40 in the test suite; a long run sets, e.g.,
+#: TINYLM_HYPOTHESIS_EXAMPLES=20000 (see README, Robustness).
+EXAMPLES = int(os.environ.get("TINYLM_HYPOTHESIS_EXAMPLES", "40"))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 words = st.text(alphabet=st.characters(blacklist_categories=("Z", "C")), min_size=1, max_size=8)
 

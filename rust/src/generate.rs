@@ -1,14 +1,15 @@
-//! Autoregressive generation for one sequence with a key/value cache (see
-//! [`crate::decode`]): a new token costs one matrix-vector product per weight matrix
-//! instead of a forward pass over the whole sequence, and only the last position's logits
-//! are computed.
+//! Autoregressive generation for one sequence.
 //!
-//! Past the context (P = max_seq_len) the model sees the last P tokens, as in nanoGPT:
-//! positions are learned per index, so the cache is rebuilt for the shifted window.
+//! While the sequence fits in the context (P = max_seq_len), a key/value cache (see
+//! [`crate::decode`]) makes a new token cost one matrix-vector product per weight matrix
+//! instead of a forward pass over the whole sequence, and only the last position's logits
+//! are computed. Past the context the model sees the last P tokens, as in nanoGPT: their
+//! learned positions all shift with each new token, so every cached key and value would
+//! change, and each token costs one batched forward pass over the window instead.
 
 use crate::decode::{with_team, DecodeState, Team};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, Workspace};
 use crate::sample::{Sampler, SamplingParams};
 
 /// Models at least this wide split their products with a helper thread when generating.
@@ -62,64 +63,93 @@ pub fn generate_with(
             cfg.vocab_size
         )));
     }
-    let mut sampler = Sampler::new(opts.sampling, opts.seed)?;
+    let sampler = Sampler::new(opts.sampling, opts.seed)?;
     if opts.max_new_tokens == 0 {
         return Ok(Vec::new());
     }
-    let tokens = prompt[window_start..].to_vec();
+    let mut run = Generation {
+        opts,
+        sampler,
+        on_token,
+        tokens: prompt[window_start..].to_vec(),
+        new_tokens: Vec::with_capacity(opts.max_new_tokens.min(1 << 16)),
+    };
     let use_team = cfg.d_model >= TEAM_MIN_D_MODEL && rayon::current_num_threads() > 1;
-    if !use_team {
-        return Ok(decode_loop(
-            model,
-            None,
-            tokens,
-            opts,
-            &mut sampler,
-            on_token,
-        ));
+    let past_context = if use_team {
+        // The helper thread takes half of each product (when no other call is using it).
+        with_team(|team| decode_in_context(model, team, &mut run))
+    } else {
+        decode_in_context(model, None, &mut run)
+    };
+    if past_context {
+        slide_past_context(model, &mut run)?;
     }
-    // The helper thread takes half of each product (when no other call is using it).
-    Ok(with_team(|team| {
-        decode_loop(model, team, tokens, opts, &mut sampler, on_token)
-    }))
+    Ok(run.new_tokens)
 }
 
-/// The generation loop proper: feed the prompt, then sample, feed back, repeat.
-fn decode_loop(
+/// A generation under way: the sequence so far (at least its last P tokens), the new ids,
+/// and how to choose and when to stop.
+struct Generation<'a, F> {
+    opts: &'a GenerateOptions,
+    sampler: Sampler,
+    on_token: F,
+    tokens: Vec<u32>,
+    new_tokens: Vec<u32>,
+}
+
+impl<F: FnMut(u32) -> bool> Generation<'_, F> {
+    /// Chooses the next id from the logits of the last position and appends it; returns
+    /// whether generation goes on.
+    fn emit(&mut self, logits: &[f32]) -> bool {
+        let next = self.sampler.sample(logits);
+        self.new_tokens.push(next);
+        self.tokens.push(next);
+        self.new_tokens.len() < self.opts.max_new_tokens
+            && !self.opts.stop.contains(&next)
+            && (self.on_token)(next)
+    }
+}
+
+/// Feeds the prompt, then one decode step per new token while the sequence fits in the
+/// context. Returns true if generation must go on past the context.
+fn decode_in_context<F: FnMut(u32) -> bool>(
     model: &Model,
     team: Option<&Team>,
-    mut tokens: Vec<u32>,
-    opts: &GenerateOptions,
-    sampler: &mut Sampler,
-    mut on_token: impl FnMut(u32) -> bool,
-) -> Vec<u32> {
+    run: &mut Generation<'_, F>,
+) -> bool {
     let context = model.config.max_seq_len;
     let packed = model.decode_weights();
     let mut state = DecodeState::new(model);
-    let mut new_tokens = Vec::with_capacity(opts.max_new_tokens.min(1 << 16));
-    for (i, &tok) in tokens.iter().enumerate() {
-        state.push(model, packed, team, tok, i + 1 == tokens.len());
+    let prompt_len = run.tokens.len();
+    for (i, &tok) in run.tokens.iter().enumerate() {
+        state.push(model, packed, team, tok, i + 1 == prompt_len);
     }
     loop {
-        let next = sampler.sample(&state.logits);
-        new_tokens.push(next);
-        if new_tokens.len() == opts.max_new_tokens || opts.stop.contains(&next) || !on_token(next) {
-            break;
+        if !run.emit(&state.logits) {
+            return false;
         }
-        tokens.push(next);
-        if state.len() < context {
-            state.push(model, packed, team, next, true);
-        } else {
-            // The window slides by one: positions change, so the cache is rebuilt.
-            let window = &tokens[tokens.len() - context..];
-            state.clear();
-            for (i, &tok) in window.iter().enumerate() {
-                state.push(model, packed, team, tok, i + 1 == window.len());
-            }
+        if state.len() == context {
+            return true;
         }
-        if tokens.len() > 2 * context {
-            tokens.drain(..tokens.len() - context);
+        let next = *run.tokens.last().expect("emit appended a token");
+        state.push(model, packed, team, next, true);
+    }
+}
+
+/// Past the context: each new token from a forward pass over the last P tokens.
+fn slide_past_context<F: FnMut(u32) -> bool>(
+    model: &Model,
+    run: &mut Generation<'_, F>,
+) -> Result<()> {
+    let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
+    let mut ws = Workspace::new();
+    loop {
+        model.forward(&mut ws, &run.tokens[run.tokens.len() - p..], 1, p)?;
+        if !run.emit(&ws.logits(&model.config)[(p - 1) * v..]) {
+            return Ok(());
+        }
+        if run.tokens.len() > 2 * p {
+            run.tokens.drain(..run.tokens.len() - p);
         }
     }
-    new_tokens
 }

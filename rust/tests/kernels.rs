@@ -89,6 +89,53 @@ fn big_matmul_matches_naive() {
     }
 }
 
+#[test]
+fn products_cut_into_pieces_match_naive_for_every_layout() {
+    // Tall outputs are cut along rows, wide ones along columns; each big enough for 8 pieces.
+    for (m, k, n) in [(300, 40, 70), (50, 60, 400)] {
+        let a = randn(m * k, 5);
+        let b = randn(k * n, 6);
+        let want: Vec<f64> = (0..m * n)
+            .map(|idx| {
+                let (i, j) = (idx / n, idx % n);
+                (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .sum()
+            })
+            .collect();
+        let transpose = |x: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+            (0..rows * cols)
+                .map(|i| x[(i % rows) * cols + i / rows])
+                .collect()
+        };
+        let (at, bt) = (transpose(&a, m, k), transpose(&b, k, n));
+        for (a_t, b_t, out_t) in (0..8).map(|i| (i & 1 != 0, i & 2 != 0, i & 4 != 0)) {
+            let a_view = if a_t {
+                MatRef::new(&at, k, m).t()
+            } else {
+                MatRef::new(&a, m, k)
+            };
+            let b_view = if b_t {
+                MatRef::new(&bt, n, k).t()
+            } else {
+                MatRef::new(&b, k, n)
+            };
+            let what = format!("{m}x{k}x{n}, a^T {a_t}, b^T {b_t}, out^T {out_t}");
+            // Accumulating onto ones: out = 1 + a b.
+            let mut out = vec![1.0f32; m * n];
+            let out_view = if out_t {
+                MatMut::strided(&mut out, m, n, 1, m)
+            } else {
+                MatMut::new(&mut out, m, n)
+            };
+            matmul(out_view, a_view, b_view, true);
+            let got: Vec<f32> = if out_t { transpose(&out, n, m) } else { out };
+            let plus_one: Vec<f64> = want.iter().map(|w| w + 1.0).collect();
+            assert_close(&got, &plus_one, 1e-5, &what);
+        }
+    }
+}
+
 /// A scalar function of the kernel's input, for finite differences in float32 with a
 /// generous step; each kernel is smooth, so a 1e-2 relative error budget is ample.
 fn check_fd(x: &mut [f32], analytic: &[f32], mut f: impl FnMut(&[f32]) -> f64, what: &str) {

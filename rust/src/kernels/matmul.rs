@@ -114,68 +114,154 @@ impl<'a> MatMut<'a> {
     }
 }
 
-/// Below this many multiply-adds a product runs on the calling thread.
+/// Below this many multiply-adds a product runs whole on the calling thread.
 const PARALLEL_WORK: usize = 1 << 15;
+/// A product is cut into at most this many pieces...
+const MAX_PIECES: usize = 8;
+/// ...of at least this many multiply-adds each.
+const MIN_PIECE_WORK: usize = 1 << 15;
 
 /// out (+)= a @ b, where a is [M][K], b is [K][N] and out is [M][N] (any strides).
 /// With `accumulate` false, out is overwritten.
+///
+/// A big product is cut into pieces (halves of the longer side of `out`, again and
+/// again) that run side by side on the thread pool, each as one single-threaded gemm call.
+/// How a product is cut depends only on its shape, never on the number of threads, so
+/// neither do its results.
 pub fn matmul(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
-    let work = a.rows * a.cols * b.cols;
-    let parallelism = if work >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
-        Parallelism::Rayon(0)
-    } else {
-        Parallelism::None
-    };
-    matmul_on(out, a, b, accumulate, parallelism)
+    let product = Product::new(out, a, b, accumulate);
+    let work = product.m * product.k * product.n;
+    let mut pieces = 1;
+    while pieces < MAX_PIECES && work >= PARALLEL_WORK && work / (2 * pieces) >= MIN_PIECE_WORK {
+        pieces *= 2;
+    }
+    product.run_in_pieces(pieces);
 }
 
 /// [`matmul`] on the calling thread only: for products inside an already parallel loop.
 pub fn matmul_serial(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
-    matmul_on(out, a, b, accumulate, Parallelism::None)
+    Product::new(out, a, b, accumulate).run_in_pieces(1);
 }
 
-fn matmul_on(out: MatMut, a: MatRef, b: MatRef, accumulate: bool, parallelism: Parallelism) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "matmul: a is {m}x{k} but b has {} rows", b.rows);
-    assert_eq!((out.rows, out.cols), (m, n), "matmul: out must be {m}x{n}");
-    if m == 0 || n == 0 {
-        return;
+/// One gemm call, as raw parts so that it can be cut into pieces that write disjoint
+/// parts of the output from different threads.
+#[derive(Clone, Copy)]
+struct Product {
+    m: usize,
+    k: usize,
+    n: usize,
+    /// (pointer, row stride, column stride) of out, a and b.
+    out: (*mut f32, usize, usize),
+    a: (*const f32, usize, usize),
+    b: (*const f32, usize, usize),
+    accumulate: bool,
+}
+
+// SAFETY: a Product is only created from borrowed views (`Product::new`) and only split
+// into pieces whose outputs are disjoint, all finished before the borrows end (rayon::join
+// returns when both halves are done).
+unsafe impl Send for Product {}
+
+/// Where a side of `len` is cut in two: near the middle, on a multiple of 16 (whole
+/// micro-kernel tiles); None when it is too short to cut.
+fn cut(len: usize) -> Option<usize> {
+    (len >= 32).then(|| (len / 2).next_multiple_of(16))
+}
+
+impl Product {
+    fn new(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) -> Product {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        assert_eq!(b.rows, k, "matmul: a is {m}x{k} but b has {} rows", b.rows);
+        assert_eq!((out.rows, out.cols), (m, n), "matmul: out must be {m}x{n}");
+        Product {
+            m,
+            k,
+            n,
+            out: (out.data.as_mut_ptr(), out.row_stride, out.col_stride),
+            a: (a.data.as_ptr(), a.row_stride, a.col_stride),
+            b: (b.data.as_ptr(), b.row_stride, b.col_stride),
+            accumulate,
+        }
     }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    out.data[i * out.row_stride + j * out.col_stride] = 0.0;
+
+    /// The two halves of this product: rows of out (and a) when out is taller than wide,
+    /// columns of out (and b) otherwise.
+    fn halves(self) -> Option<(Product, Product)> {
+        let (mut first, mut second) = (self, self);
+        if self.m >= self.n {
+            let c = cut(self.m)?;
+            first.m = c;
+            second.m = self.m - c;
+            // SAFETY (of the pointer offsets): row c of out and of a lie inside their views.
+            second.out.0 = self.out.0.wrapping_add(c * self.out.1);
+            second.a.0 = self.a.0.wrapping_add(c * self.a.1);
+        } else {
+            let c = cut(self.n)?;
+            first.n = c;
+            second.n = self.n - c;
+            second.out.0 = self.out.0.wrapping_add(c * self.out.2);
+            second.b.0 = self.b.0.wrapping_add(c * self.b.2);
+        }
+        Some((first, second))
+    }
+
+    fn run_in_pieces(self, pieces: usize) {
+        match self.halves().filter(|_| pieces > 1) {
+            Some((first, second)) => {
+                rayon::join(
+                    move || first.run_in_pieces(pieces / 2),
+                    move || second.run_in_pieces(pieces / 2),
+                );
+            }
+            None => self.run(),
+        }
+    }
+
+    /// The product on this thread.
+    fn run(self) {
+        let Product { m, k, n, .. } = self;
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            if !self.accumulate {
+                for i in 0..m {
+                    for j in 0..n {
+                        // SAFETY: (i, j) lies inside the output view.
+                        unsafe { *self.out.0.add(i * self.out.1 + j * self.out.2) = 0.0 };
+                    }
                 }
             }
+            return;
         }
-        return;
-    }
-    // SAFETY: the constructors checked that each view lies inside its slice, `out` is
-    // borrowed mutably (so it aliases neither input), and the shapes agree (asserted above).
-    // gemm computes dst = alpha * dst + beta * (lhs @ rhs), with dst read only if read_dst.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.data.as_mut_ptr(),
-            out.col_stride as isize,
-            out.row_stride as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        // SAFETY: the views lie inside their slices (checked by their constructors), the
+        // output is borrowed mutably (so it aliases neither input), the shapes agree
+        // (asserted in `new`), and pieces of one product write disjoint parts of it.
+        // gemm computes dst = alpha * dst + beta * (lhs @ rhs), with dst read only if
+        // read_dst.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                self.out.0,
+                self.out.2 as isize,
+                self.out.1 as isize,
+                self.accumulate,
+                self.a.0,
+                self.a.2 as isize,
+                self.a.1 as isize,
+                self.b.0,
+                self.b.2 as isize,
+                self.b.1 as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
     }
 }
 
