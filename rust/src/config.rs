@@ -59,7 +59,7 @@ impl Config {
         check_range("n_heads", self.n_heads, MAX_HEADS)?;
         check_range("d_ff", self.d_ff, MAX_D_FF)?;
         check_range("max_seq_len", self.max_seq_len, MAX_SEQ_LEN)?;
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(Error::config(format!(
                 "n_heads = {} does not divide d_model = {}",
                 self.n_heads, self.d_model
