@@ -128,14 +128,36 @@ const MIN_PIECE_WORK: usize = 1 << 15;
 /// again) that run side by side on the thread pool, each as one single-threaded gemm call.
 /// How a product is cut depends only on its shape, never on the number of threads, so
 /// neither do its results.
+/// Inside [`serial_here`], every product runs whole on the calling thread.
 pub fn matmul(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
     let product = Product::new(out, a, b, accumulate);
     let work = product.m * product.k * product.n;
     let mut pieces = 1;
-    while pieces < MAX_PIECES && work >= PARALLEL_WORK && work / (2 * pieces) >= MIN_PIECE_WORK {
-        pieces *= 2;
+    if !SERIAL.get() {
+        while pieces < MAX_PIECES && work >= PARALLEL_WORK && work / (2 * pieces) >= MIN_PIECE_WORK
+        {
+            pieces *= 2;
+        }
     }
     product.run_in_pieces(pieces);
+}
+
+thread_local! {
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every [`matmul`] it makes on this thread run whole, unsplit: for work
+/// that is already one of several parallel tasks (the shards of a training batch, see
+/// [`crate::batch`]), where cutting products only adds overhead.
+pub fn serial_here<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.set(self.0);
+        }
+    }
+    let _restore = Restore(SERIAL.replace(true));
+    f()
 }
 
 /// [`matmul`] on the calling thread only: for products inside an already parallel loop.
