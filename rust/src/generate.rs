@@ -7,13 +7,10 @@
 //! learned positions all shift with each new token, so every cached key and value would
 //! change, and each token costs one batched forward pass over the window instead.
 
-use crate::decode::{with_team, DecodeState, Team};
+use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
 use crate::model::{Model, Workspace};
 use crate::sample::{Sampler, SamplingParams};
-
-/// Models at least this wide split their products with a helper thread when generating.
-const TEAM_MIN_D_MODEL: usize = 128;
 
 /// What to generate and how to choose each token.
 #[derive(Debug, Clone)]
@@ -74,7 +71,7 @@ pub fn generate_with(
         tokens: prompt[window_start..].to_vec(),
         new_tokens: Vec::with_capacity(opts.max_new_tokens.min(1 << 16)),
     };
-    let use_team = cfg.d_model >= TEAM_MIN_D_MODEL && rayon::current_num_threads() > 1;
+    let use_team = cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1;
     let past_context = if use_team {
         // The helper thread takes half of each product (when no other call is using it).
         with_team(|team| decode_in_context(model, team, &mut run))

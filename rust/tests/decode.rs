@@ -25,9 +25,23 @@ fn wide_config() -> Config {
     }
 }
 
+/// Two lanes, but one head (the second lane has none) and a feed-forward width of 3.
+fn one_head_config() -> Config {
+    Config {
+        n_heads: 1,
+        d_model: 128,
+        d_ff: 3,
+        ..wide_config()
+    }
+}
+
 /// A model with weights small enough that activations stay in a realistic range.
 fn wide_model(seed: u64) -> Model {
-    let mut model = random_model(wide_config(), seed);
+    scaled_model(wide_config(), seed)
+}
+
+fn scaled_model(config: Config, seed: u64) -> Model {
+    let mut model = random_model(config, seed);
     for p in model.params_mut().iter_mut() {
         *p *= 0.2;
     }
@@ -58,24 +72,26 @@ fn with_helper<R>(f: impl Fn(&Team) -> R) -> R {
 
 #[test]
 fn decoded_logits_match_the_forward_pass() {
-    let model = wide_model(5);
-    let ids: Vec<u32> = (0..40).map(|i| (i * 17 % 70) as u32).collect();
-    let decoded = with_helper(|team| decoded_logits(&model, Some(team), &ids));
-    let v = model.config.vocab_size;
-    let mut ws = Workspace::new();
-    model.forward(&mut ws, &ids, 1, ids.len()).unwrap();
-    let full = ws.logits(&model.config);
-    for (t, got) in decoded.iter().enumerate() {
-        let want = &full[t * v..(t + 1) * v];
-        let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let err = got
-            .iter()
-            .zip(want)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            err <= 1e-4 * scale,
-            "position {t}: error {err}, scale {scale}"
-        );
+    for config in [wide_config(), one_head_config()] {
+        let model = scaled_model(config.clone(), 5);
+        let ids: Vec<u32> = (0..40).map(|i| (i * 17 % 70) as u32).collect();
+        let decoded = with_helper(|team| decoded_logits(&model, Some(team), &ids));
+        let v = model.config.vocab_size;
+        let mut ws = Workspace::new();
+        model.forward(&mut ws, &ids, 1, ids.len()).unwrap();
+        let full = ws.logits(&model.config);
+        for (t, got) in decoded.iter().enumerate() {
+            let want = &full[t * v..(t + 1) * v];
+            let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let err = got
+                .iter()
+                .zip(want)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-4 * scale,
+                "{config:?}, position {t}: error {err}, scale {scale}"
+            );
+        }
     }
 }
 

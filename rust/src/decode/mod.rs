@@ -2,16 +2,23 @@
 //! key/value cache holding the keys and values of the earlier positions.
 //!
 //! A token costs one matrix-vector product per weight matrix, and at batch size one these
-//! products are bound by how fast the weights stream in from the caches or from memory.
-//! So they read weights repacked into panels that stream front to back ([`panels`]), and
-//! a [`Team`] of two threads takes half of the panels of each product, and half of the
-//! attention heads, each. Every output is computed whole by one thread, so the results
-//! are the same with or without the helper.
+//! products are bound by how fast the weights stream in from the caches or from memory,
+//! so they read weights repacked into panels that stream front to back ([`panels`]).
+//!
+//! The work of each block is cut into two *lanes*, one per thread of a [`Team`]: a lane
+//! owns half of the attention heads (their queries, keys, values, cache and attention) and
+//! half of the feed-forward width, and ends each half-block with a partial sum of the
+//! block's output, (C) = its part of the input to W_o or linear2 times the matching rows.
+//! The calling thread adds the two partial sums. So per block the threads meet twice and
+//! hand each other a few vectors of C values; every other value a lane needs it computed
+//! itself (on a virtual machine, a cache line that crosses cores can cost a microsecond).
+//! Without a helper the calling thread runs both lanes, in the same way: the results are
+//! the same.
 
 pub mod panels;
 pub mod team;
 
-pub use panels::{DecodeCache, PackedWeights};
+pub use panels::{DecodeCache, LaneShape, PackedWeights, TWO_LANES_MIN_D_MODEL};
 pub use team::{with_team, Team};
 
 use crate::kernels::gelu::gelu_forward_chunk;
@@ -20,10 +27,9 @@ use crate::kernels::simd::simd_fn;
 use crate::kernels::softmax::softmax_in_place;
 use crate::kernels::vecmath::{axpy, dot};
 use crate::model::Model;
+use panels::LaneWeights;
 use team::both;
 
-/// Attention over fewer (positions x d_model) multiply-adds than this is not split.
-const SPLIT_ATTENTION: usize = 4 * 1024;
 /// An output head with fewer multiply-adds than this is not split.
 const SPLIT_HEAD: usize = 16 * 1024;
 
@@ -36,23 +42,33 @@ simd_fn! {
     }
 }
 
+/// Floats of padding after each thread's attention scratch: a cache line, so that the
+/// caller's and the helper's scratch never share one (writes to a shared line would
+/// bounce it between the cores).
+const LINE_FLOATS: usize = 16;
+
 simd_fn! {
     /// Causal attention of one query over the cached positions, for a run of heads.
     /// q and y are (heads * D), the heads' part of the query and of the output; keys and
-    /// values are (S, C) rows, head `head0 + i` in columns (head0 + i) D..; scores (S).
-    /// y = softmax(q k^T / sqrt(D)) v per head.
-    fn attend(y: &mut [f32], scores: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], c: usize, d: usize, head0: usize) {
+    /// values are (S, C) rows, head `head0 + i` in columns (head0 + i) D..; scratch holds
+    /// at least S + D floats of this thread's own. y = softmax(q k^T / sqrt(D)) v per
+    /// head, summed in the scratch and written to y once: y is shared with the other
+    /// thread's heads, and a line written by both threads would bounce between them.
+    fn attend(y: &mut [f32], scratch: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], c: usize, d: usize, head0: usize) {
         let scale = 1.0 / (d as f32).sqrt();
+        let (scores, acc) = scratch.split_at_mut(keys.len() / c);
+        let acc = &mut acc[..d];
         for (i, (yh, qh)) in y.chunks_exact_mut(d).zip(q.chunks_exact(d)).enumerate() {
             let col = (head0 + i) * d;
             for (score, key) in scores.iter_mut().zip(keys.chunks_exact(c)) {
                 *score = dot(qh, &key[col..col + d]) * scale;
             }
             softmax_in_place(scores);
-            yh.fill(0.0);
+            acc.fill(0.0);
             for (&p, value) in scores.iter().zip(values.chunks_exact(c)) {
-                axpy(yh, p, &value[col..col + d]);
+                axpy(acc, p, &value[col..col + d]);
             }
+            yh.copy_from_slice(acc);
         }
     }
 }
@@ -65,25 +81,101 @@ fn add_bias(out: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
-/// Keys and values of every layer for the positions seen so far, plus per-token scratch.
-pub struct DecodeState {
-    /// (L, P, C) each.
+/// x += (first + second) + bias: the block's output from the two lanes' partial sums.
+fn add_partials(x: &mut [f32], first: &[f32], second: &[f32], bias: Option<&[f32]>) {
+    for (i, (xi, (a, b))) in x.iter_mut().zip(first.iter().zip(second)).enumerate() {
+        *xi += (a + b) + bias.map_or(0.0, |bias| bias[i]);
+    }
+}
+
+/// One thread's share of a token: its heads' keys and values for every layer, and its
+/// scratch. Each lane is allocated on its own, with a cache line of padding, so the two
+/// lanes never write to the same cache line.
+struct Lane {
+    /// (L, P, C_lane) each: the lane's columns of the keys and values.
     keys: Vec<f32>,
     values: Vec<f32>,
-    /// Number of cached positions.
-    len: usize,
-    x: Vec<f32>,
-    h: Vec<f32>,
-    /// (3C): q, k, v side by side.
+    /// (3 C_lane): q, k, v of the lane's heads.
     qkv: Vec<f32>,
+    /// (C_lane): the attention output of the lane's heads.
     att_y: Vec<f32>,
-    proj: Vec<f32>,
+    /// (P + D + a cache line): see [`attend`].
+    scratch: Vec<f32>,
+    /// (F_lane): linear1's output, GELU of it, and tanh inside GELU.
     ff: Vec<f32>,
     ff_act: Vec<f32>,
     ff_tanh: Vec<f32>,
-    /// (P) attention scores of the calling thread's heads, and of the helper's.
-    scores: Vec<f32>,
-    helper_scores: Vec<f32>,
+    /// (C + a cache line): the lane's partial sum of the block's output.
+    partial: Vec<f32>,
+}
+
+impl Lane {
+    fn new(model: &Model, shape: &LaneShape) -> Lane {
+        let cfg = &model.config;
+        let (l, p, c, cl) = (cfg.n_layers, cfg.max_seq_len, cfg.d_model, shape.dims.len());
+        let d = c / cfg.n_heads;
+        Lane {
+            keys: vec![0.0; l * p * cl],
+            values: vec![0.0; l * p * cl],
+            qkv: vec![0.0; 3 * cl],
+            att_y: vec![0.0; cl],
+            scratch: vec![0.0; p + d + LINE_FLOATS],
+            ff: vec![0.0; shape.ff.len()],
+            ff_act: vec![0.0; shape.ff.len()],
+            ff_tanh: vec![0.0; shape.ff.len()],
+            partial: vec![0.0; c + LINE_FLOATS],
+        }
+    }
+
+    /// The attention half of block `l` for the lane's heads at position `pos`, from
+    /// h = LN1(x): q, k, v = h @ W (+ biases), k and v into the cache, attention over
+    /// positions 0..=pos, partial = y @ W_o[the lane's rows].
+    fn attention(&mut self, w: &LaneWeights, h: &[f32], l: usize, pos: usize, p: usize, d: usize) {
+        let cl = self.att_y.len();
+        let c = h.len();
+        w.qkv.matvec(&mut self.qkv, h);
+        add_bias(&mut self.qkv, w.qkv_bias.as_deref());
+        let row = (l * p + pos) * cl;
+        self.keys[row..][..cl].copy_from_slice(&self.qkv[cl..2 * cl]);
+        self.values[row..][..cl].copy_from_slice(&self.qkv[2 * cl..]);
+        let keys = &self.keys[l * p * cl..][..(pos + 1) * cl];
+        let values = &self.values[l * p * cl..][..(pos + 1) * cl];
+        if cl > 0 {
+            attend(
+                &mut self.att_y,
+                &mut self.scratch,
+                &self.qkv[..cl],
+                keys,
+                values,
+                cl,
+                d,
+                0,
+            );
+        }
+        w.proj.matvec(&mut self.partial[..c], &self.att_y);
+    }
+
+    /// The feed-forward half of a block for the lane's slice, from h = LN2(x):
+    /// partial = gelu(h @ W1[:, slice] + b1[slice]) @ W2[slice, :].
+    fn feed_forward(&mut self, w: &LaneWeights, h: &[f32]) {
+        let c = h.len();
+        w.ff1.matvec(&mut self.ff, h);
+        add_bias(&mut self.ff, Some(&w.ff1_bias));
+        gelu_forward_chunk(&mut self.ff_act, &mut self.ff_tanh, &self.ff);
+        w.ff2.matvec(&mut self.partial[..c], &self.ff_act);
+    }
+}
+
+/// Keys and values of every layer for the positions seen so far, plus per-token scratch.
+pub struct DecodeState {
+    /// Number of cached positions.
+    len: usize,
+    /// (C): the residual stream, and the layer norm of it at hand.
+    x: Vec<f32>,
+    h: Vec<f32>,
+    /// Lane 0 runs on the calling thread, lane 1 on the helper when there is one.
+    first: Lane,
+    second: Lane,
     /// (V) logits of the last position pushed with `want_logits`.
     pub logits: Vec<f32>,
 }
@@ -91,28 +183,14 @@ pub struct DecodeState {
 impl DecodeState {
     pub fn new(model: &Model) -> DecodeState {
         let cfg = &model.config;
-        let (l, p, c, f, v) = (
-            cfg.n_layers,
-            cfg.max_seq_len,
-            cfg.d_model,
-            cfg.d_ff,
-            cfg.vocab_size,
-        );
+        let [first, second] = LaneShape::both(cfg);
         DecodeState {
-            keys: vec![0.0; l * p * c],
-            values: vec![0.0; l * p * c],
             len: 0,
-            x: vec![0.0; c],
-            h: vec![0.0; c],
-            qkv: vec![0.0; 3 * c],
-            att_y: vec![0.0; c],
-            proj: vec![0.0; c],
-            ff: vec![0.0; f],
-            ff_act: vec![0.0; f],
-            ff_tanh: vec![0.0; f],
-            scores: vec![0.0; p],
-            helper_scores: vec![0.0; p],
-            logits: vec![0.0; v],
+            x: vec![0.0; cfg.d_model],
+            h: vec![0.0; cfg.d_model],
+            first: Lane::new(model, &first),
+            second: Lane::new(model, &second),
+            logits: vec![0.0; cfg.vocab_size],
         }
     }
 
@@ -151,7 +229,7 @@ simd_fn! {
 
 impl DecodeState {
     /// x = token_embed[token] + pos_embed[pos]; each block: x += attn(LN1(x)),
-    /// x += ffn(LN2(x)), with this position's key and value appended to the cache;
+    /// x += ffn(LN2(x)), each as the sum of the two lanes' partial sums; then
     /// logits = LN_f(x) lm_head^T.
     #[inline(always)]
     fn step(
@@ -165,14 +243,8 @@ impl DecodeState {
         let cfg = &model.config;
         let lay = &model.layout;
         let prm = model.params();
-        let (c, f, v, h, p) = (
-            cfg.d_model,
-            cfg.d_ff,
-            cfg.vocab_size,
-            cfg.n_heads,
-            cfg.max_seq_len,
-        );
-        let d = c / h;
+        let (c, v, p) = (cfg.d_model, cfg.vocab_size, cfg.max_seq_len);
+        let d = c / cfg.n_heads;
         let pos = self.len;
         assert!(pos < p, "decode cache is full");
         let tok = &prm[lay.token_embed + token as usize * c..][..c];
@@ -180,63 +252,28 @@ impl DecodeState {
         for ((x, a), b) in self.x.iter_mut().zip(tok).zip(pe) {
             *x = a + b;
         }
-        for (l, (blk, mats)) in lay.blocks.iter().zip(&packed.blocks).enumerate() {
+        let (first, second) = (&mut self.first, &mut self.second);
+        for (l, (blk, [w_first, w_second])) in lay.blocks.iter().zip(&packed.blocks).enumerate() {
             let norm1 = (&prm[blk.norm1_weight..][..c], &prm[blk.norm1_bias..][..c]);
             layernorm_row(&mut self.h, &self.x, norm1.0, norm1.1, cfg.eps);
-            // [q | k | v] = h @ [W_q | W_k | W_v] (+ biases); k and v go into the cache.
-            mats.qkv.matvec(team, &mut self.qkv, &self.h);
-            if let Some(bias) = &blk.attn_bias {
-                for (i, part) in self.qkv.chunks_exact_mut(c).enumerate() {
-                    add_bias(part, Some(&prm[bias[i]..][..c]));
-                }
-            }
-            let cache_row = (l * p + pos) * c;
-            self.keys[cache_row..][..c].copy_from_slice(&self.qkv[c..2 * c]);
-            self.values[cache_row..][..c].copy_from_slice(&self.qkv[2 * c..]);
-            // Attention over positions 0..=pos; the helper takes the second half of the heads.
-            let keys = &self.keys[l * p * c..][..(pos + 1) * c];
-            let values = &self.values[l * p * c..][..(pos + 1) * c];
-            let scores = &mut self.scores[..=pos];
-            let helper_scores = &mut self.helper_scores[..=pos];
-            let heads_first = if h >= 2 && (pos + 1) * c >= SPLIT_ATTENTION {
-                h / 2
-            } else {
-                h
-            };
-            let (y_first, y_second) = self.att_y.split_at_mut(heads_first * d);
-            let (q_first, q_second) = self.qkv[..c].split_at(heads_first * d);
+            let h = &self.h;
             both(
                 team,
-                || {
-                    attend(
-                        y_second,
-                        helper_scores,
-                        q_second,
-                        keys,
-                        values,
-                        c,
-                        d,
-                        heads_first,
-                    )
-                },
-                || attend(y_first, scores, q_first, keys, values, c, d, 0),
+                || second.attention(w_second, h, l, pos, p, d),
+                || first.attention(w_first, h, l, pos, p, d),
             );
             let bias_o = blk.attn_bias.as_ref().map(|b| &prm[b[3]..][..c]);
-            mats.proj.matvec(team, &mut self.proj, &self.att_y);
-            add_bias(&mut self.proj, bias_o);
-            for (x, y) in self.x.iter_mut().zip(&self.proj) {
-                *x += y;
-            }
+            add_partials(&mut self.x, &first.partial, &second.partial, bias_o);
             let norm2 = (&prm[blk.norm2_weight..][..c], &prm[blk.norm2_bias..][..c]);
             layernorm_row(&mut self.h, &self.x, norm2.0, norm2.1, cfg.eps);
-            mats.ff1.matvec(team, &mut self.ff, &self.h);
-            add_bias(&mut self.ff, Some(&prm[blk.ff1_bias..][..f]));
-            gelu_forward_chunk(&mut self.ff_act, &mut self.ff_tanh, &self.ff);
-            mats.ff2.matvec(team, &mut self.proj, &self.ff_act);
-            add_bias(&mut self.proj, Some(&prm[blk.ff2_bias..][..c]));
-            for (x, y) in self.x.iter_mut().zip(&self.proj) {
-                *x += y;
-            }
+            let h = &self.h;
+            both(
+                team,
+                || second.feed_forward(w_second, h),
+                || first.feed_forward(w_first, h),
+            );
+            let bias2 = &prm[blk.ff2_bias..][..c];
+            add_partials(&mut self.x, &first.partial, &second.partial, Some(bias2));
         }
         self.len += 1;
         if want_logits {

@@ -9,21 +9,57 @@
 //! out[j] = sum_i x[i] W[i][j], one chain of fused multiply-adds over i in order.
 //! ```
 //!
-//! Each output is computed whole by one thread, so splitting the panels between threads
-//! does not change a single bit of the result.
+//! Each block's weights are packed per lane (see [`crate::decode`]): the columns of
+//! W_q, W_k, W_v and linear1 that a lane computes, and the rows of W_o and linear2 that
+//! multiply what it computed.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::OnceLock;
 
-use super::team::{both, Team};
+use crate::config::Config;
 use crate::kernels::simd::simd_fn;
 use crate::kernels::vecmath::axpy;
 use crate::model::Model;
 
 /// Columns per panel: 8 AVX registers of accumulators.
 pub const PANEL: usize = 64;
-/// Products with fewer multiply-adds than this run whole on the calling thread.
-const SPLIT_WORK: usize = 16 * 1024;
+
+/// Columns col0..col0 + width of a row-major matrix with `stride` columns, from the row
+/// where `data` starts.
+#[derive(Clone, Copy)]
+pub struct Columns<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+    pub col0: usize,
+    pub width: usize,
+}
+
+impl<'a> Columns<'a> {
+    /// Every column of a row-major matrix with `cols` columns.
+    pub fn all(data: &'a [f32], cols: usize) -> Self {
+        Columns {
+            data,
+            stride: cols,
+            col0: 0,
+            width: cols,
+        }
+    }
+
+    /// Columns `range` of a row-major matrix with `cols` columns.
+    pub fn range(data: &'a [f32], cols: usize, range: Range<usize>) -> Self {
+        Columns {
+            data,
+            stride: cols,
+            col0: range.start,
+            width: range.len(),
+        }
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.stride + self.col0..][..self.width]
+    }
+}
 
 /// A matrix (IC, OC) in panels of [`PANEL`] columns.
 #[derive(Clone)]
@@ -34,16 +70,16 @@ pub struct Panels {
 }
 
 impl Panels {
-    /// Packs the matrix whose columns are those of `blocks` side by side: each block is a
-    /// row-major (IC, width) matrix given as (values, width). [W_q | W_k | W_v] is one.
-    pub fn pack(ic: usize, blocks: &[(&[f32], usize)]) -> Panels {
-        let oc: usize = blocks.iter().map(|&(_, w)| w).sum();
+    /// Packs `ic` rows of the matrix whose columns are those of `blocks` side by side
+    /// ([W_q | W_k | W_v] is three blocks).
+    pub fn pack(ic: usize, blocks: &[Columns]) -> Panels {
+        let oc: usize = blocks.iter().map(|b| b.width).sum();
         let mut data = vec![0.0f32; ic * oc];
         let mut row = Vec::with_capacity(oc);
         for i in 0..ic {
             row.clear();
-            for &(m, w) in blocks {
-                row.extend_from_slice(&m[i * w..(i + 1) * w]);
+            for block in blocks {
+                row.extend_from_slice(block.row(i));
             }
             // Panels before column j0 hold ic * j0 values.
             for j0 in (0..oc).step_by(PANEL) {
@@ -54,37 +90,16 @@ impl Panels {
         Panels { data, ic, oc }
     }
 
-    pub fn out_len(&self) -> usize {
-        self.oc
-    }
-
-    fn count(&self) -> usize {
-        self.oc.div_ceil(PANEL)
-    }
-
-    /// out = columns p0 * 64.. of x @ W, for panels p0..p0 + out.len() / 64 (rounded up).
-    fn matvec_from(&self, out: &mut [f32], x: &[f32], p0: usize) {
-        let data = &self.data[p0 * PANEL * self.ic..];
-        for (out, panel) in out.chunks_mut(PANEL).zip(data.chunks(PANEL * self.ic)) {
-            panel_matvec(out, x, panel);
-        }
-    }
-
-    /// out (OC) = x (IC) @ W, the panels split between the team's two threads.
-    pub fn matvec(&self, team: Option<&Team>, out: &mut [f32], x: &[f32]) {
+    /// out (OC) = x (IC) @ W.
+    pub fn matvec(&self, out: &mut [f32], x: &[f32]) {
         debug_assert_eq!((x.len(), out.len()), (self.ic, self.oc));
-        let count = self.count();
-        if count < 2 || self.ic * self.oc < SPLIT_WORK {
-            self.matvec_from(out, x, 0);
+        if self.ic == 0 {
+            out.fill(0.0);
             return;
         }
-        let cut = count.div_ceil(2);
-        let (first, second) = out.split_at_mut(cut * PANEL);
-        both(
-            team,
-            || self.matvec_from(second, x, cut),
-            || self.matvec_from(first, x, 0),
-        );
+        for (out, panel) in out.chunks_mut(PANEL).zip(self.data.chunks(PANEL * self.ic)) {
+            panel_matvec(out, x, panel);
+        }
     }
 }
 
@@ -111,42 +126,108 @@ simd_fn! {
     }
 }
 
-/// One block's matrices, packed.
+/// Models narrower than this run as one lane: their products are too short for a second
+/// thread to pay for the hand-offs.
+pub const TWO_LANES_MIN_D_MODEL: usize = 128;
+
+/// What one lane computes: a run of attention heads and a slice of the feed-forward
+/// width. Lane 0 takes the first half (rounded up) of each, lane 1 the rest (nothing, in
+/// a model narrower than [`TWO_LANES_MIN_D_MODEL`]): a function of the configuration
+/// alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaneShape {
+    pub heads: Range<usize>,
+    /// Columns of q, k and v (and rows of W_o): heads * head size.
+    pub dims: Range<usize>,
+    /// Columns of linear1 (and rows of linear2).
+    pub ff: Range<usize>,
+}
+
+impl LaneShape {
+    pub fn both(config: &Config) -> [LaneShape; 2] {
+        let (h, d, f) = (config.n_heads, config.d_model / config.n_heads, config.d_ff);
+        let (h0, f0) = if config.d_model >= TWO_LANES_MIN_D_MODEL {
+            (h.div_ceil(2), f.div_ceil(2))
+        } else {
+            (h, f)
+        };
+        [
+            LaneShape {
+                heads: 0..h0,
+                dims: 0..h0 * d,
+                ff: 0..f0,
+            },
+            LaneShape {
+                heads: h0..h,
+                dims: h0 * d..h * d,
+                ff: f0..f,
+            },
+        ]
+    }
+}
+
+/// One lane's weights of one block.
 #[derive(Clone)]
-pub struct PackedBlock {
-    /// [W_q | W_k | W_v]: (C, 3C).
+pub struct LaneWeights {
+    /// [W_q | W_k | W_v] for the lane's heads: (C, 3 C_lane).
     pub qkv: Panels,
-    /// W_o: (C, C).
+    /// Their biases, side by side (3 C_lane), if the model has them.
+    pub qkv_bias: Option<Vec<f32>>,
+    /// The rows of W_o for the lane's heads: (C_lane, C).
     pub proj: Panels,
-    /// linear1: (C, F).
+    /// linear1's columns for the lane's slice: (C, F_lane), and their biases.
     pub ff1: Panels,
-    /// linear2: (F, C).
+    pub ff1_bias: Vec<f32>,
+    /// linear2's rows for the lane's slice: (F_lane, C).
     pub ff2: Panels,
 }
 
-/// Every block's matrices, packed for decoding. The output head is not repacked: it is
-/// stored [V][C], so its rows are already contiguous dot products.
+/// Every block's weights per lane, packed for decoding. The output head is not repacked:
+/// it is stored [V][C], so its rows are already contiguous dot products.
 #[derive(Clone)]
 pub struct PackedWeights {
-    pub blocks: Vec<PackedBlock>,
+    /// Per block, the two lanes' weights.
+    pub blocks: Vec<[LaneWeights; 2]>,
 }
 
 impl PackedWeights {
     pub fn new(model: &Model) -> PackedWeights {
         let (c, f) = (model.config.d_model, model.config.d_ff);
         let prm = model.params();
+        let lanes = LaneShape::both(&model.config);
         let blocks = model
             .layout
             .blocks
             .iter()
             .map(|blk| {
                 let w = |i: usize| &prm[blk.attn_weight[i]..][..c * c];
-                PackedBlock {
-                    qkv: Panels::pack(c, &[(w(0), c), (w(1), c), (w(2), c)]),
-                    proj: Panels::pack(c, &[(w(3), c)]),
-                    ff1: Panels::pack(c, &[(&prm[blk.ff1_weight..][..c * f], f)]),
-                    ff2: Panels::pack(f, &[(&prm[blk.ff2_weight..][..f * c], c)]),
-                }
+                let (w1, w2) = (
+                    &prm[blk.ff1_weight..][..c * f],
+                    &prm[blk.ff2_weight..][..f * c],
+                );
+                let b1 = &prm[blk.ff1_bias..][..f];
+                let pack_lane = |lane: &LaneShape| {
+                    let dims = lane.dims.clone();
+                    LaneWeights {
+                        qkv: Panels::pack(
+                            c,
+                            &[0, 1, 2].map(|i| Columns::range(w(i), c, dims.clone())),
+                        ),
+                        qkv_bias: blk.attn_bias.as_ref().map(|bias| {
+                            (0..3)
+                                .flat_map(|i| prm[bias[i]..][dims.clone()].iter().copied())
+                                .collect()
+                        }),
+                        proj: Panels::pack(dims.len(), &[Columns::all(&w(3)[dims.start * c..], c)]),
+                        ff1: Panels::pack(c, &[Columns::range(w1, f, lane.ff.clone())]),
+                        ff1_bias: b1[lane.ff.clone()].to_vec(),
+                        ff2: Panels::pack(
+                            lane.ff.len(),
+                            &[Columns::all(&w2[lane.ff.start * c..], c)],
+                        ),
+                    }
+                };
+                [pack_lane(&lanes[0]), pack_lane(&lanes[1])]
             })
             .collect();
         PackedWeights { blocks }
@@ -184,7 +265,6 @@ impl fmt::Debug for DecodeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::team::with_team;
 
     /// x @ W in float64, from W (IC, OC) row-major.
     fn reference(x: &[f32], w: &[f32], oc: usize) -> Vec<f64> {
@@ -215,15 +295,15 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            let blocks: Vec<(&[f32], usize)> = mats
+            let blocks: Vec<Columns> = mats
                 .iter()
-                .map(|m| m.as_slice())
-                .zip(widths.iter().copied())
+                .zip(widths)
+                .map(|(m, &w)| Columns::all(m, w))
                 .collect();
             let packed = Panels::pack(ic, &blocks);
             let x: Vec<f32> = (0..ic).map(|i| (i % 5) as f32 * 0.3 - 0.6).collect();
-            let mut out = vec![f32::NAN; packed.out_len()];
-            packed.matvec(None, &mut out, &x);
+            let mut out = vec![f32::NAN; widths.iter().sum()];
+            packed.matvec(&mut out, &x);
             let mut offset = 0;
             for (m, &w) in mats.iter().zip(widths) {
                 for (got, want) in out[offset..offset + w].iter().zip(reference(&x, m, w)) {
@@ -238,20 +318,14 @@ mod tests {
     }
 
     #[test]
-    fn a_helper_thread_changes_no_bit_of_a_product() {
-        let (ic, oc) = (96, 3 * 160);
-        let w: Vec<f32> = (0..ic * oc)
-            .map(|i| ((i * 13) % 17) as f32 * 0.01 - 0.08)
-            .collect();
-        let packed = Panels::pack(ic, &[(&w, oc)]);
-        let x: Vec<f32> = (0..ic).map(|i| (i as f32 * 0.37).sin()).collect();
-        let mut alone = vec![0.0f32; oc];
-        packed.matvec(None, &mut alone, &x);
-        let mut shared = vec![0.0f32; oc];
-        with_team(|team| packed.matvec(team, &mut shared, &x));
-        assert_eq!(
-            alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            shared.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
+    fn column_ranges_and_row_offsets_pick_the_right_values() {
+        // A (4, 6) matrix; rows 1..3 of its columns 2..5.
+        let m: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let packed = Panels::pack(2, &[Columns::range(&m[6..], 6, 2..5)]);
+        let mut out = vec![0.0; 3];
+        packed.matvec(&mut out, &[1.0, 0.0]);
+        assert_eq!(out, [8.0, 9.0, 10.0]);
+        packed.matvec(&mut out, &[0.0, 1.0]);
+        assert_eq!(out, [14.0, 15.0, 16.0]);
     }
 }

@@ -159,16 +159,36 @@ struct Helper {
     in_use: Mutex<()>,
 }
 
+/// How long the helper stays awake after a call, so that the next call, if it comes soon
+/// (a loop of short generations), finds it ready instead of waking it (tens of µs).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Helper {
     fn run(&self) {
         loop {
-            {
+            if !self.linger() {
                 let mut guard = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
                 while !self.active.load(Ordering::Acquire) {
                     guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
                 }
             }
             self.team.serve(|| self.active.load(Ordering::Acquire));
+        }
+    }
+
+    /// Spins for up to [`LINGER`]; true if a call started meanwhile.
+    fn linger(&self) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            for _ in 0..256 {
+                if self.active.load(Ordering::Acquire) {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= LINGER {
+                return false;
+            }
         }
     }
 
