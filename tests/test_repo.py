@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import tinylm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,3 +27,15 @@ def test_bundled_models_are_found_and_load() -> None:
         model = tinylm.Transformer.load(path)
         assert model.tokenizer is not None
     assert tinylm.Transformer.from_bundled("tiny").source_format == "go-json"
+
+
+def test_bundled_shakespeare_model_reaches_the_promised_validation_loss(shakespeare_path) -> None:
+    """The README's number: validation loss <= 1.88 (nanoGPT's, for this configuration) on
+    the last 10% of the corpus, the split `python -m tinylm train` holds out."""
+    from tinylm.train import evaluate
+
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    ids = np.asarray(model.tokenizer.encode(shakespeare_path.read_text("utf-8")))
+    val = ids[int(len(ids) * 0.9) :]
+    assert len(val) == 111_540
+    assert evaluate(model, val) <= 1.88
