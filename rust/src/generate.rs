@@ -115,11 +115,10 @@ fn decode_in_context<F: FnMut(u32) -> bool>(
     run: &mut Generation<'_, F>,
 ) -> bool {
     let context = model.config.max_seq_len;
-    let packed = model.decode_weights();
     let mut state = DecodeState::new(model);
     let prompt_len = run.tokens.len();
     for (i, &tok) in run.tokens.iter().enumerate() {
-        state.push(model, packed, team, tok, i + 1 == prompt_len);
+        state.push(model, team, tok, i + 1 == prompt_len);
     }
     loop {
         if !run.emit(&state.logits) {
@@ -129,7 +128,7 @@ fn decode_in_context<F: FnMut(u32) -> bool>(
             return true;
         }
         let next = *run.tokens.last().expect("emit appended a token");
-        state.push(model, packed, team, next, true);
+        state.push(model, team, next, true);
     }
 }
 

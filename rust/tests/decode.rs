@@ -53,7 +53,7 @@ fn decoded_logits(model: &Model, team: Option<&Team>, ids: &[u32]) -> Vec<Vec<f3
     let mut state = DecodeState::new(model);
     ids.iter()
         .map(|&id| {
-            state.push(model, model.decode_weights(), team, id, true);
+            state.push(model, team, id, true);
             state.logits.clone()
         })
         .collect()

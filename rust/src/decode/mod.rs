@@ -207,23 +207,15 @@ impl DecodeState {
     }
 
     /// Feeds one token at the next position; computes the logits only if `want_logits`.
-    /// `packed` are the model's packed weights ([`Model::decode_weights`]). The id must be
-    /// below V and the cache must not be full.
-    pub fn push(
-        &mut self,
-        model: &Model,
-        packed: &PackedWeights,
-        team: Option<&Team>,
-        token: u32,
-        want_logits: bool,
-    ) {
-        decode_step(self, model, packed, team, token, want_logits);
+    /// The id must be below V and the cache must not be full.
+    pub fn push(&mut self, model: &Model, team: Option<&Team>, token: u32, want_logits: bool) {
+        decode_step(self, model, team, token, want_logits);
     }
 }
 
 simd_fn! {
-    fn decode_step(state: &mut DecodeState, model: &Model, packed: &PackedWeights, team: Option<&Team>, token: u32, want_logits: bool) {
-        state.step(model, packed, team, token, want_logits);
+    fn decode_step(state: &mut DecodeState, model: &Model, team: Option<&Team>, token: u32, want_logits: bool) {
+        state.step(model, team, token, want_logits);
     }
 }
 
@@ -232,14 +224,8 @@ impl DecodeState {
     /// x += ffn(LN2(x)), each as the sum of the two lanes' partial sums; then
     /// logits = LN_f(x) lm_head^T.
     #[inline(always)]
-    fn step(
-        &mut self,
-        model: &Model,
-        packed: &PackedWeights,
-        team: Option<&Team>,
-        token: u32,
-        want_logits: bool,
-    ) {
+    fn step(&mut self, model: &Model, team: Option<&Team>, token: u32, want_logits: bool) {
+        let packed = model.decode_weights();
         let cfg = &model.config;
         let lay = &model.layout;
         let prm = model.params();
