@@ -4,16 +4,16 @@
 //!
 //! For a small model this beats splitting every operation across threads: one pair of
 //! tasks per step instead of dozens of short parallel loops that each wake the threads.
-//! So inside a shard the matrix products run whole ([`serial_here`]); the short
-//! elementwise loops stay parallel, which lets a thread that finished its shard early
-//! help with the other's.
+//! So a shard's matrix products run whole ([`Pieces::Whole`]); the short elementwise
+//! loops stay parallel, which lets a thread that finished its shard early help with the
+//! other's.
 //! The number of shards is fixed (not the number of threads), and shard gradients and
 //! losses are summed in shard order, so results are bit-identical for any thread count.
 
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::kernels::matmul::serial_here;
+use crate::kernels::matmul::Pieces;
 use crate::model::{Model, Workspace};
 use crate::optim::{clip_grad_norm, grad_norm, sgd_step, AdamW};
 
@@ -45,7 +45,7 @@ impl BatchRunner {
 
     fn ensure(&mut self, shards: usize) {
         while self.workspaces.len() < shards {
-            self.workspaces.push(Workspace::new());
+            self.workspaces.push(Workspace::with_pieces(Pieces::Whole));
         }
     }
 
@@ -66,7 +66,7 @@ impl BatchRunner {
             .zip(ranges.par_iter())
             .map(|(ws, r)| {
                 let rows = r.start * t..r.end * t;
-                serial_here(|| model.loss_sum(ws, &ids[rows.clone()], &targets[rows], r.len(), t))
+                model.loss_sum(ws, &ids[rows.clone()], &targets[rows], r.len(), t)
             })
             .collect();
         let mut total = 0.0f64;
@@ -114,12 +114,10 @@ impl BatchRunner {
             .zip(grad_bufs.par_iter_mut())
             .map(|((ws, r), g)| {
                 let rows = r.start * t..r.end * t;
-                serial_here(|| {
-                    let sum = model.loss_sum(ws, &ids[rows.clone()], &targets[rows], r.len(), t)?;
-                    g.fill(0.0);
-                    model.backward_scaled(ws, g, dloss)?;
-                    Ok(sum)
-                })
+                let sum = model.loss_sum(ws, &ids[rows.clone()], &targets[rows], r.len(), t)?;
+                g.fill(0.0);
+                model.backward_scaled(ws, g, dloss)?;
+                Ok(sum)
             })
             .collect();
         let mut total = 0.0f64;

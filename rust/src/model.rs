@@ -17,7 +17,7 @@ use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forwar
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward, gelu_from_tanh};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
-use crate::kernels::matmul::{linear_backward, linear_forward, matmul, MatMut, MatRef};
+use crate::kernels::matmul::{linear_backward, linear_forward, matmul_in, MatMut, MatRef, Pieces};
 use crate::params::ParamLayout;
 use crate::rng::Rng;
 
@@ -41,6 +41,8 @@ pub struct Model {
 #[derive(Debug, Default)]
 pub struct Workspace {
     capacity_rows: usize,
+    /// How this workspace's matrix products run (see [`Pieces`]).
+    pub pieces: Pieces,
     /// Shape (B, T) of the last forward pass.
     pub batch: usize,
     pub seq_len: usize,
@@ -104,6 +106,14 @@ impl Workspace {
         Workspace::default()
     }
 
+    /// A workspace whose products run as `pieces` says.
+    pub fn with_pieces(pieces: Pieces) -> Workspace {
+        Workspace {
+            pieces,
+            ..Workspace::default()
+        }
+    }
+
     /// Number of f32 values a workspace for (B, T) holds; u128 so that absurd shapes
     /// cannot overflow.
     pub fn floats_needed(config: &Config, b: usize, t: usize) -> u128 {
@@ -150,6 +160,7 @@ impl Workspace {
         let zeros = |len: usize| vec![0.0f32; len];
         *self = Workspace {
             capacity_rows: n,
+            pieces: self.pieces,
             batch: b,
             seq_len: t,
             ids: Vec::with_capacity(n),
@@ -306,6 +317,7 @@ impl Model {
         let lay = &self.layout;
         let (nc, nf) = (n * c, n * f);
         let att_len = n * h;
+        let pieces = ws.pieces;
 
         embedding_forward(
             &mut ws.residual[..nc],
@@ -332,7 +344,8 @@ impl Model {
             // q, k, v = ln1 @ W_q, ln1 @ W_k, ln1 @ W_v, written side by side into (N, 3C).
             let qkv = &mut ws.qkv[l * 3 * nc..][..3 * nc];
             for i in 0..3 {
-                matmul(
+                matmul_in(
+                    pieces,
                     MatMut::strided(&mut qkv[i * c..], n, c, 3 * c, 1),
                     MatRef::new(ln1, n, c),
                     MatRef::new(self.p(blk.attn_weight[i], c * c), c, c),
@@ -365,6 +378,7 @@ impl Model {
                 MatRef::new(self.p(blk.attn_weight[3], c * c), c, c),
                 blk.attn_bias.as_ref().map(|bias| self.p(bias[3], c)),
                 n,
+                pieces,
             );
             add_in_place(resid_mid, x);
             let ln2 = &mut ws.ln_out[..nc];
@@ -385,6 +399,7 @@ impl Model {
                 MatRef::new(self.p(blk.ff1_weight, c * f), c, f),
                 Some(self.p(blk.ff1_bias, f)),
                 n,
+                pieces,
             );
             let ff_act = &mut ws.ff_act[..nf];
             gelu_forward(ff_act, &mut ws.ff_tanh[l * nf..][..nf], ff_pre);
@@ -396,6 +411,7 @@ impl Model {
                 MatRef::new(self.p(blk.ff2_weight, f * c), f, c),
                 Some(self.p(blk.ff2_bias, c)),
                 n,
+                pieces,
             );
             add_in_place(x_next, resid_mid);
         }
@@ -417,6 +433,7 @@ impl Model {
             MatRef::new(self.p(lay.lm_head, v * c), v, c).t(),
             None,
             n,
+            pieces,
         );
     }
 
@@ -486,6 +503,7 @@ impl Model {
         let (nc, nf) = (n * c, n * f);
         let att_len = n * h;
         let lay = &self.layout;
+        let pieces = ws.pieces;
 
         // Loss -> logits.
         let d_logits = &mut ws.d_logits[..n * v];
@@ -503,6 +521,7 @@ impl Model {
             &ws.lnf[..nc],
             MatRef::new(self.p(lay.lm_head, v * c), v, c).t(),
             n,
+            pieces,
         );
         let d_resid = &mut ws.d_resid[..nc];
         d_resid.fill(0.0);
@@ -541,6 +560,7 @@ impl Model {
                     ff_act,
                     MatRef::new(self.p(blk.ff2_weight, f * c), f, c),
                     n,
+                    pieces,
                 );
             }
             gelu_backward(d_ff, ff_pre, ff_tanh);
@@ -565,6 +585,7 @@ impl Model {
                     ln2,
                     MatRef::new(self.p(blk.ff1_weight, c * f), c, f),
                     n,
+                    pieces,
                 );
             }
             {
@@ -598,6 +619,7 @@ impl Model {
                             att_out,
                             w_o,
                             n,
+                            pieces,
                         );
                     }
                     None => {
@@ -610,6 +632,7 @@ impl Model {
                             att_out,
                             w_o,
                             n,
+                            pieces,
                         );
                     }
                 }
@@ -642,8 +665,9 @@ impl Model {
             for i in 0..3 {
                 let d_i = MatRef::strided(&d_qkv[i * c..], n, c, 3 * c, 1);
                 let w_i = MatRef::new(self.p(blk.attn_weight[i], c * c), c, c);
-                matmul(MatMut::new(d_ln, n, c), d_i, w_i.t(), true);
-                matmul(
+                matmul_in(pieces, MatMut::new(d_ln, n, c), d_i, w_i.t(), true);
+                matmul_in(
+                    pieces,
                     MatMut::new(&mut grads[blk.attn_weight[i]..][..c * c], c, c),
                     MatRef::new(ln1, n, c).t(),
                     d_i,

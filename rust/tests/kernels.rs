@@ -7,7 +7,9 @@ use tinylm::kernels::attention::{attention_backward, attention_forward};
 use tinylm::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use tinylm::kernels::gelu::{gelu_backward, gelu_forward};
 use tinylm::kernels::layernorm::{layernorm_backward, layernorm_forward};
-use tinylm::kernels::matmul::{linear_backward, linear_forward, matmul, MatMut, MatRef};
+use tinylm::kernels::matmul::{
+    linear_backward, linear_forward, matmul, matmul_in, MatMut, MatRef, Pieces,
+};
 use tinylm::kernels::vecmath;
 use tinylm::rng::Rng;
 
@@ -90,6 +92,28 @@ fn big_matmul_matches_naive() {
 }
 
 #[test]
+fn whole_products_match_naive_too() {
+    let (m, k, n) = (300, 40, 70);
+    let (a, b) = (randn(m * k, 7), randn(k * n, 8));
+    let mut out = vec![0.0f32; m * n];
+    matmul_in(
+        Pieces::Whole,
+        MatMut::new(&mut out, m, n),
+        MatRef::new(&a, m, k),
+        MatRef::new(&b, k, n),
+        false,
+    );
+    let want: Vec<f64> = (0..m * n)
+        .map(|idx| {
+            (0..k)
+                .map(|p| a[idx / n * k + p] as f64 * b[p * n + idx % n] as f64)
+                .sum()
+        })
+        .collect();
+    assert_close(&out, &want, 1e-5, "whole 300x40x70");
+}
+
+#[test]
 fn products_cut_into_pieces_match_naive_for_every_layout() {
     // Tall outputs are cut along rows, wide ones along columns; each big enough for 8 pieces.
     for (m, k, n) in [(300, 40, 70), (50, 60, 400)] {
@@ -165,7 +189,14 @@ fn linear_backward_matches_finite_differences() {
     let g = randn(n * oc, 8); // weights of the scalar objective sum(g * out)
     let objective = |inp: &[f32], w: &[f32], bias: &[f32]| -> f64 {
         let mut out = vec![0.0f32; n * oc];
-        linear_forward(&mut out, inp, MatRef::new(w, ic, oc), Some(bias), n);
+        linear_forward(
+            &mut out,
+            inp,
+            MatRef::new(w, ic, oc),
+            Some(bias),
+            n,
+            Pieces::ByShape,
+        );
         out.iter()
             .zip(&g)
             .map(|(o, gg)| (*o as f64) * (*gg as f64))
@@ -182,6 +213,7 @@ fn linear_backward_matches_finite_differences() {
         &inp,
         MatRef::new(&w, ic, oc),
         n,
+        Pieces::ByShape,
     );
     let (w0, b0) = (w.clone(), bias.clone());
     check_fd(&mut inp.clone(), &dinp, |x| objective(x, &w0, &b0), "dinp");

@@ -42,24 +42,22 @@ simd_fn! {
     }
 }
 
-/// Floats of padding after each thread's attention scratch: a cache line, so that the
-/// caller's and the helper's scratch never share one (writes to a shared line would
-/// bounce it between the cores).
+/// Floats of padding after a lane's scratch and partial sum, the buffers its thread
+/// writes most: a cache line, so that they do not share one with the other lane's.
 const LINE_FLOATS: usize = 16;
 
 simd_fn! {
-    /// Causal attention of one query over the cached positions, for a run of heads.
-    /// q and y are (heads * D), the heads' part of the query and of the output; keys and
-    /// values are (S, C) rows, head `head0 + i` in columns (head0 + i) D..; scratch holds
-    /// at least S + D floats of this thread's own. y = softmax(q k^T / sqrt(D)) v per
-    /// head, summed in the scratch and written to y once: y is shared with the other
-    /// thread's heads, and a line written by both threads would bounce between them.
-    fn attend(y: &mut [f32], scratch: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], c: usize, d: usize, head0: usize) {
+    /// Causal attention of one query over the cached positions, for a lane's heads.
+    /// q and y are (heads * D); keys and values are (S, C_lane) rows, head i in columns
+    /// i D..(i + 1) D; scratch holds at least S + D floats. y = softmax(q k^T / sqrt(D)) v
+    /// per head, summed in the scratch and written to y once.
+    fn attend(y: &mut [f32], scratch: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], d: usize) {
         let scale = 1.0 / (d as f32).sqrt();
+        let c = y.len();
         let (scores, acc) = scratch.split_at_mut(keys.len() / c);
         let acc = &mut acc[..d];
         for (i, (yh, qh)) in y.chunks_exact_mut(d).zip(q.chunks_exact(d)).enumerate() {
-            let col = (head0 + i) * d;
+            let col = i * d;
             for (score, key) in scores.iter_mut().zip(keys.chunks_exact(c)) {
                 *score = dot(qh, &key[col..col + d]) * scale;
             }
@@ -89,8 +87,8 @@ fn add_partials(x: &mut [f32], first: &[f32], second: &[f32], bias: Option<&[f32
 }
 
 /// One thread's share of a token: its heads' keys and values for every layer, and its
-/// scratch. Each lane is allocated on its own, with a cache line of padding, so the two
-/// lanes never write to the same cache line.
+/// scratch. Every buffer is the lane's own allocation, so the two lanes' threads share
+/// a cache line at most at the edge of two allocations.
 struct Lane {
     /// (L, P, C_lane) each: the lane's columns of the keys and values.
     keys: Vec<f32>,
@@ -147,9 +145,7 @@ impl Lane {
                 &self.qkv[..cl],
                 keys,
                 values,
-                cl,
                 d,
-                0,
             );
         }
         w.proj.matvec(&mut self.partial[..c], &self.att_y);

@@ -7,12 +7,14 @@
 //! the caller's core and share it for the whole call). Work is *offered*, not handed over:
 //! the caller posts the second half of a product, does the first half, then claims the
 //! second half itself if the helper has not claimed it yet. So a helper that is busy with
-//! another call, asleep, descheduled or missing (after a fork) costs time, never a hang.
+//! another call, asleep or descheduled costs time, not a hang; so does a helper missing in
+//! a forked child (unless the fork caught it holding its sleep lock, a window of a few
+//! instructions).
 
 use std::cell::UnsafeCell;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock, TryLockError};
 
 /// A job: a closure whose borrows outlive the offer (see [`Team::split`]).
 type Job = *mut (dyn FnMut() + Send + 'static);
@@ -28,6 +30,9 @@ pub struct Team {
     finished: AtomicU64,
     /// Set when a job panicked on the helper (a bug); the caller then panics too.
     failed: AtomicBool,
+    /// Set while a split is under way: a split nested in one, or made at the same time by
+    /// another thread holding the same team, runs both of its parts on its own thread.
+    busy: AtomicBool,
     job: UnsafeCell<Option<Job>>,
 }
 
@@ -37,19 +42,14 @@ pub struct Team {
 // orders these accesses. The closure it points to is `Send`.
 unsafe impl Sync for Team {}
 
-impl Default for Team {
-    fn default() -> Self {
-        Team::new()
-    }
-}
-
 impl Team {
-    pub fn new() -> Team {
+    fn new() -> Team {
         Team {
             posted: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
             job: UnsafeCell::new(None),
         }
     }
@@ -93,6 +93,14 @@ impl Team {
     /// Offers `theirs` to the helper and runs `mine`; runs `theirs` too if the helper has
     /// not claimed it by then. Returns when both are done.
     fn split(&self, theirs: &mut (dyn FnMut() + Send), mine: impl FnOnce()) {
+        if self.busy.swap(true, Ordering::Acquire) {
+            mine();
+            theirs();
+            return;
+        }
+        // Declared before `Unsettled`, so dropped after it: the team is free again only
+        // once the job is settled.
+        let _free = Free(&self.busy);
         let job: *mut (dyn FnMut() + Send + '_) = &mut *theirs;
         // SAFETY: only the lifetime is erased; `settle` (also run by `Unsettled` when
         // unwinding) keeps this function from returning while the helper runs the job.
@@ -145,6 +153,17 @@ struct Unsettled<'a> {
 impl Drop for Unsettled<'_> {
     fn drop(&mut self) {
         self.team.settle(self.ticket);
+        // Already unwinding: a panic of the helper's part too must not fail a later split.
+        self.team.failed.store(false, Ordering::Release);
+    }
+}
+
+/// Clears a flag when dropped.
+struct Free<'a>(&'a AtomicBool);
+
+impl Drop for Free<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -226,8 +245,11 @@ pub fn with_team<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
     let Some(helper) = Helper::get() else {
         return f(None);
     };
-    let Ok(_in_use) = helper.in_use.try_lock() else {
-        return f(None);
+    let _in_use = match helper.in_use.try_lock() {
+        Ok(guard) => guard,
+        // A call panicked while using the helper; the helper itself is fine.
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return f(None),
     };
     {
         let _guard = helper.sleep.lock().unwrap_or_else(|e| e.into_inner());
@@ -239,12 +261,102 @@ pub fn with_team<R>(f: impl FnOnce(Option<&Team>) -> R) -> R {
 }
 
 /// Runs `first` and `second`: side by side with a team, one after the other without.
-pub fn both(team: Option<&Team>, mut second: impl FnMut() + Send, first: impl FnOnce()) {
+pub(crate) fn both(team: Option<&Team>, mut second: impl FnMut() + Send, first: impl FnOnce()) {
     match team {
         Some(team) => team.split(&mut second, first),
         None => {
             first();
             second();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Runs `f` with a team served by a scoped thread of its own.
+    fn with_local_team<R>(f: impl FnOnce(&Team) -> R) -> R {
+        let team = Team::new();
+        let active = AtomicBool::new(true);
+        std::thread::scope(|s| {
+            s.spawn(|| team.serve(|| active.load(Ordering::Acquire)));
+            let _stop = Free(&active);
+            f(&team)
+        })
+    }
+
+    #[test]
+    fn every_part_runs_once_however_the_work_is_shared() {
+        let (a, b) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        with_local_team(|team| {
+            for _ in 0..10_000 {
+                both(
+                    Some(team),
+                    || {
+                        b.fetch_add(1, Ordering::Relaxed);
+                    },
+                    || {
+                        a.fetch_add(1, Ordering::Relaxed);
+                    },
+                );
+            }
+        });
+        assert_eq!((a.into_inner(), b.into_inner()), (10_000, 10_000));
+    }
+
+    #[test]
+    fn nested_and_concurrent_splits_run_both_parts_and_return() {
+        let count = AtomicUsize::new(0);
+        let add = || {
+            count.fetch_add(1, Ordering::Relaxed);
+        };
+        with_local_team(|team| {
+            both(Some(team), add, || both(Some(team), add, add));
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        for _ in 0..2_000 {
+                            both(Some(team), add, add);
+                        }
+                    });
+                }
+            });
+        });
+        assert_eq!(count.into_inner(), 3 + 2 * 2_000 * 2);
+    }
+
+    #[test]
+    fn a_panicking_part_fails_its_own_split_only() {
+        with_local_team(|team| {
+            for _ in 0..20 {
+                let failed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    both(Some(team), || panic!("a bug in a job"), || {})
+                }));
+                assert!(failed.is_err());
+                let both_panic = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    both(Some(team), || panic!("theirs"), || panic!("mine"))
+                }));
+                assert!(both_panic.is_err());
+                let ran = AtomicUsize::new(0);
+                both(
+                    Some(team),
+                    || {
+                        ran.fetch_add(1, Ordering::Relaxed);
+                    },
+                    || {
+                        ran.fetch_add(1, Ordering::Relaxed);
+                    },
+                );
+                assert_eq!(ran.into_inner(), 2);
+            }
+        });
+    }
+
+    #[test]
+    fn the_helper_survives_a_call_that_panicked() {
+        let _ = std::panic::catch_unwind(|| with_team(|_| panic!("a call fails")));
+        assert!(with_team(|team| team.is_some()));
     }
 }

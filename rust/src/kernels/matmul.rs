@@ -2,30 +2,32 @@
 //!
 //! out[i][j] (+)= sum_k a[i][k] * b[k][j]. Matrices are strided views, so a transpose is a
 //! swap of strides and never a copy: the backward pass multiplies by W^T and x^T this way.
-//! The arithmetic runs in the `gemm` crate (cache blocking, AVX2/AVX-512 microkernels,
-//! rayon threads over output tiles). Each output element sums over k in the same order
-//! whatever the number of threads, so results do not depend on the thread count.
+//! The arithmetic runs in the `gemm` crate (cache blocking, AVX2/AVX-512 micro-kernels),
+//! one single-threaded call per piece of a product (see [`matmul`]); how a product is cut
+//! depends only on its shape, so results do not depend on the thread count.
 
 use gemm::Parallelism;
 
 /// A read-only matrix view: element (i, j) is `data[i * row_stride + j * col_stride]`.
+/// The fields are private: the constructors check that the view lies inside its slice,
+/// which the unsafe gemm calls rely on.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub row_stride: usize,
-    pub col_stride: usize,
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
 }
 
 /// A mutable matrix view, laid out like [`MatRef`].
 #[derive(Debug)]
 pub struct MatMut<'a> {
-    pub data: &'a mut [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub row_stride: usize,
-    pub col_stride: usize,
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
 }
 
 /// Index of the last element a strided view touches, plus one.
@@ -121,6 +123,18 @@ const MAX_PIECES: usize = 8;
 /// ...of at least this many multiply-adds each.
 const MIN_PIECE_WORK: usize = 1 << 15;
 
+/// How a product runs: cut into pieces that run side by side on the thread pool (how it
+/// is cut depends only on its shape), or whole on the calling thread, for products that
+/// are already one of several parallel tasks (the shards of a training batch, see
+/// [`crate::batch`]), where cutting only adds overhead. The two can differ in the last
+/// bits, since gemm blocks the sum over K by the shape it is given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pieces {
+    #[default]
+    ByShape,
+    Whole,
+}
+
 /// out (+)= a @ b, where a is [M][K], b is [K][N] and out is [M][N] (any strides).
 /// With `accumulate` false, out is overwritten.
 ///
@@ -128,41 +142,26 @@ const MIN_PIECE_WORK: usize = 1 << 15;
 /// again) that run side by side on the thread pool, each as one single-threaded gemm call.
 /// How a product is cut depends only on its shape, never on the number of threads, so
 /// neither do its results.
-/// Inside [`serial_here`], every product runs whole on the calling thread.
 pub fn matmul(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
-    let product = Product::new(out, a, b, accumulate);
-    let work = product.m * product.k * product.n;
-    let mut pieces = 1;
-    if !SERIAL.get() {
-        while pieces < MAX_PIECES && work >= PARALLEL_WORK && work / (2 * pieces) >= MIN_PIECE_WORK
-        {
-            pieces *= 2;
-        }
-    }
-    product.run_in_pieces(pieces);
-}
-
-thread_local! {
-    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f` with every [`matmul`] it makes on this thread run whole, unsplit: for work
-/// that is already one of several parallel tasks (the shards of a training batch, see
-/// [`crate::batch`]), where cutting products only adds overhead.
-pub fn serial_here<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            SERIAL.set(self.0);
-        }
-    }
-    let _restore = Restore(SERIAL.replace(true));
-    f()
+    matmul_in(Pieces::ByShape, out, a, b, accumulate);
 }
 
 /// [`matmul`] on the calling thread only: for products inside an already parallel loop.
 pub fn matmul_serial(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
-    Product::new(out, a, b, accumulate).run_in_pieces(1);
+    matmul_in(Pieces::Whole, out, a, b, accumulate);
+}
+
+/// [`matmul`], run as `pieces` says.
+pub fn matmul_in(pieces: Pieces, out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
+    let product = Product::new(out, a, b, accumulate);
+    let work = product.m * product.k * product.n;
+    let mut count = 1;
+    if pieces == Pieces::ByShape && product.out_is_one_to_one() {
+        while count < MAX_PIECES && work >= PARALLEL_WORK && work / (2 * count) >= MIN_PIECE_WORK {
+            count *= 2;
+        }
+    }
+    product.run_in_pieces(count);
 }
 
 /// One gemm call, as raw parts so that it can be cut into pieces that write disjoint
@@ -204,6 +203,14 @@ impl Product {
             b: (b.data.as_ptr(), b.row_stride, b.col_stride),
             accumulate,
         }
+    }
+
+    /// Whether distinct elements of out are distinct floats (a layout like row-major or
+    /// like column-major), so that the pieces of it are disjoint. Views that overlap
+    /// themselves (a zero stride, say) run whole.
+    fn out_is_one_to_one(&self) -> bool {
+        let (m, n, rs, cs) = (self.m, self.n, self.out.1, self.out.2);
+        (cs >= 1 && rs >= cs * n) || (rs >= 1 && cs >= rs * m)
     }
 
     /// The two halves of this product: rows of out (and a) when out is taller than wide,
@@ -300,9 +307,11 @@ pub fn linear_forward(
     weight: MatRef,
     bias: Option<&[f32]>,
     n: usize,
+    pieces: Pieces,
 ) {
     let (ic, oc) = (weight.rows, weight.cols);
-    matmul(
+    matmul_in(
+        pieces,
         MatMut::new(out, n, oc),
         MatRef::new(inp, n, ic),
         weight,
@@ -330,13 +339,14 @@ pub fn linear_backward(
     inp: &[f32],
     weight: MatRef,
     n: usize,
+    pieces: Pieces,
 ) {
     let (ic, oc) = (weight.rows, weight.cols);
     let dout_m = MatRef::new(dout, n, oc);
     if let Some(dinp) = dinp {
-        matmul(MatMut::new(dinp, n, ic), dout_m, weight.t(), true);
+        matmul_in(pieces, MatMut::new(dinp, n, ic), dout_m, weight.t(), true);
     }
-    matmul(dweight, MatRef::new(inp, n, ic).t(), dout_m, true);
+    matmul_in(pieces, dweight, MatRef::new(inp, n, ic).t(), dout_m, true);
     if let Some(dbias) = dbias {
         sum_rows_into(dbias, dout, oc);
     }
