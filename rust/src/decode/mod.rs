@@ -11,7 +11,7 @@
 //! block's output, (C) = its part of the input to W_o or linear2 times the matching rows.
 //! The calling thread adds the two partial sums. So per block the threads meet twice and
 //! hand each other a few vectors of C values; every other value a lane needs it computed
-//! itself (on a virtual machine, a cache line that crosses cores can cost a microsecond).
+//! itself (on a virtual machine, a hand-off between cores was measured at 0.1 to 0.4 µs).
 //! Without a helper the calling thread runs both lanes, in the same way: the results are
 //! the same.
 
