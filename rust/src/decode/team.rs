@@ -340,15 +340,10 @@ mod tests {
                 }));
                 assert!(both_panic.is_err());
                 let ran = AtomicUsize::new(0);
-                both(
-                    Some(team),
-                    || {
-                        ran.fetch_add(1, Ordering::Relaxed);
-                    },
-                    || {
-                        ran.fetch_add(1, Ordering::Relaxed);
-                    },
-                );
+                let add = || {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                };
+                both(Some(team), add, add);
                 assert_eq!(ran.into_inner(), 2);
             }
         });
