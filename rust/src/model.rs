@@ -260,7 +260,12 @@ impl Model {
                 }
             }
         }
-        Model::from_params(config, params)
+        Ok(Model {
+            config,
+            layout,
+            params,
+            decode_cache: DecodeCache::default(),
+        })
     }
 
     /// A model from a configuration and a flat parameter buffer in [`ParamLayout`] order.

@@ -198,10 +198,6 @@ impl DecodeState {
         self.len == 0
     }
 
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
     /// Feeds one token at the next position; computes the logits only if `want_logits`.
     /// The id must be below V and the cache must not be full.
     pub fn push(&mut self, model: &Model, team: Option<&Team>, token: u32, want_logits: bool) {
