@@ -1,5 +1,5 @@
 //! Times the parts of a training step at a reference configuration:
-//! `THREADS=2 cargo run --release --example profile_step -- B` (A, B, C or D).
+//! `THREADS=2 ROUNDS=6 cargo run --release --example profile_step -- B` (A, B, C or D).
 //! Reports the best of several rounds: the machine's speed drifts, the best round is the
 //! least disturbed one.
 use std::time::Instant;
@@ -18,6 +18,15 @@ fn main() {
         .num_threads(threads)
         .build_global()
         .unwrap();
+    if let Some(x) = std::env::var("RHS").ok().and_then(|v| v.parse().ok()) {
+        gemm::set_rhs_packing_threshold(x);
+    }
+    if let Some(x) = std::env::var("LHS1").ok().and_then(|v| v.parse().ok()) {
+        gemm::set_lhs_packing_threshold_single_thread(x);
+    }
+    if let Some(x) = std::env::var("LHS2").ok().and_then(|v| v.parse().ok()) {
+        gemm::set_lhs_packing_threshold_multi_thread(x);
+    }
     let (v, c, l, h, t, b) = match which.as_str() {
         "A" => (65, 64, 2, 4, 32, 16),
         "B" => (65, 128, 4, 4, 64, 12),
@@ -41,8 +50,12 @@ fn main() {
     let mut runner = BatchRunner::new();
     let mut opt = AdamW::new(AdamWConfig::default(), &model.layout).unwrap();
     let steps_per_round = (200_000 / (b * t * c)).clamp(2, 50);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
     let mut best = f64::MAX;
-    for round in 0..6 {
+    for round in 0..rounds {
         let t0 = Instant::now();
         for _ in 0..steps_per_round {
             runner

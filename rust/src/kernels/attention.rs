@@ -6,8 +6,9 @@
 //!   P = softmax over each row of S, masked so that position t sees only s <= t
 //!   out = P V                                  (T, D), the head's columns of out
 //!
-//! The products are matrix multiplications, done in blocks of rows: rows r0..r1 of S only
-//! need the keys 0..r1 (the rest is masked), which halves the work of a long sequence.
+//! The products run in blocks of rows, in kernels::tiled: rows r0..r1 of S only need the
+//! keys 0..r1, and within a block each tile of 4 rows stops at the diagonal (the rest is
+//! masked), so about half of the full T x T work is done.
 //! As in FlashAttention, P is not kept for the backward pass (it would be B H T T
 //! floats): the forward pass saves each row's log-sum-exp, L = log sum_s exp(S[t][s]),
 //! and the backward pass rebuilds a block of P as exp(S - L) from Q and K.
@@ -16,12 +17,12 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::matmul::{matmul_serial, MatMut, MatRef};
 use super::simd::simd_fn;
+use super::tiled::{tiled_matmul, Causal, Operand};
 use super::vecmath::{dot, exp, max, sum};
 
 /// Rows of S per block.
-const ROW_BLOCK: usize = 64;
+const ROW_BLOCK: usize = 32;
 
 thread_local! {
     /// Per-thread scratch for a block of P (and of dP), reused between calls.
@@ -39,9 +40,31 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// The head's (T, D) views of Q, K and V inside a sequence's qkv (T, 3C).
-fn head_views(qkv: &[f32], t: usize, c: usize, d: usize, head: usize) -> [MatRef<'_>; 3] {
-    [0, 1, 2].map(|i| MatRef::strided(&qkv[i * c + head * d..], t, d, 3 * c, 1))
+/// kt (D, T) = the head's K^T: the products below read their b operand by rows.
+fn transpose_head(
+    kt: &mut [f32],
+    qkv: &[f32],
+    which: usize,
+    t: usize,
+    c: usize,
+    d: usize,
+    head: usize,
+) {
+    let col0 = which * c + head * d;
+    for (i, kt_row) in kt.chunks_exact_mut(t).take(d).enumerate() {
+        for (x, row) in kt_row.iter_mut().zip(qkv.chunks_exact(3 * c)) {
+            *x = row[col0 + i];
+        }
+    }
+}
+
+/// The head's (T, D) slice of q, k or v (which = 0, 1, 2) inside qkv (T, 3C), as an operand.
+fn head_operand(qkv: &[f32], which: usize, c: usize, d: usize, head: usize) -> Operand<'_> {
+    Operand {
+        data: &qkv[which * c + head * d..],
+        row_stride: 3 * c,
+        col_stride: 1,
+    }
 }
 
 /// qkv is (B, T, 3C) holding q, k and v side by side; out will be (B, T, C) with the heads
@@ -58,19 +81,23 @@ pub fn attention_forward(
         .zip(lse.par_chunks_mut(h * t))
         .zip(qkv.par_chunks(t * 3 * c))
         .for_each(|((out_b, lse_b), qkv_b)| {
-            with_scratch(ROW_BLOCK.min(t) * t, |p| {
-                attention_forward_seq(out_b, lse_b, qkv_b, p, t, c, h)
+            let block = ROW_BLOCK.min(t) * t;
+            with_scratch(block + c / h * t, |scratch| {
+                let (p, kt) = scratch.split_at_mut(block);
+                attention_forward_seq(out_b, lse_b, qkv_b, p, kt, t, c, h)
             });
         });
 }
 
-/// One sequence: out (T, C), lse (H, T), qkv (T, 3C); p is scratch for a block of P.
+/// One sequence: out (T, C), lse (H, T), qkv (T, 3C); p is scratch for a block of P, kt
+/// for a head's K^T (D, T).
 #[allow(clippy::too_many_arguments)]
 fn attention_forward_seq(
     out: &mut [f32],
     lse: &mut [f32],
     qkv: &[f32],
     p: &mut [f32],
+    kt: &mut [f32],
     t: usize,
     c: usize,
     h: usize,
@@ -78,15 +105,21 @@ fn attention_forward_seq(
     let d = c / h;
     let scale = 1.0 / (d as f32).sqrt();
     for head in 0..h {
-        let [q, k, v] = head_views(qkv, t, c, d, head);
+        transpose_head(kt, qkv, 1, t, c, d, head);
+        let q = head_operand(qkv, 0, c, d, head);
+        let v = &qkv[2 * c + head * d..];
         for r0 in (0..t).step_by(ROW_BLOCK) {
             let r1 = (r0 + ROW_BLOCK).min(t);
             let rows = r1 - r0;
-            // S[r0..r1, 0..r1] = Q[r0..r1] K[0..r1]^T
-            matmul_serial(
-                MatMut::strided(p, rows, r1, r1, 1),
-                q.rows(r0, r1),
-                k.rows(0, r1).t(),
+            // S[r0..r1, 0..r1] = Q[r0..r1] K[0..r1]^T, on and below the diagonal.
+            tiled_matmul(
+                p,
+                r1,
+                q.rows_from(r0),
+                kt,
+                t,
+                (rows, d, r1),
+                Causal::ColsThrough(r0),
                 false,
             );
             causal_softmax_rows(
@@ -96,10 +129,19 @@ fn attention_forward_seq(
                 scale,
             );
             // out[r0..r1] = P[r0..r1, 0..r1] V[0..r1]
-            matmul_serial(
-                MatMut::strided(&mut out[r0 * c + head * d..], rows, d, c, 1),
-                MatRef::strided(p, rows, r1, r1, 1),
-                v.rows(0, r1),
+            let p_blk = Operand {
+                data: p,
+                row_stride: r1,
+                col_stride: 1,
+            };
+            tiled_matmul(
+                &mut out[r0 * c + head * d..],
+                c,
+                p_blk,
+                v,
+                3 * c,
+                (rows, r1, d),
+                Causal::TermsThrough(r0),
                 false,
             );
         }
@@ -162,39 +204,63 @@ pub fn attention_backward(
         .zip(qkv.par_chunks(t * 3 * c).zip(lse.par_chunks(h * t)))
         .for_each(|((dqkv_b, dout_b), (qkv_b, lse_b))| {
             let block = ROW_BLOCK.min(t) * t;
-            with_scratch(2 * block, |scratch| {
-                let (p, dp) = scratch.split_at_mut(block);
-                attention_backward_seq(dqkv_b, dout_b, qkv_b, lse_b, p, dp, t, c, h);
+            let head_t = c / h * t;
+            with_scratch(2 * block + 2 * head_t, |scratch| {
+                let (p, rest) = scratch.split_at_mut(block);
+                let (dp, rest) = rest.split_at_mut(block);
+                let (kt, vt) = rest.split_at_mut(head_t);
+                let scratch = Scratch { p, dp, kt, vt };
+                attention_backward_seq(dqkv_b, dout_b, qkv_b, lse_b, scratch, t, c, h);
             });
         });
 }
 
-/// One sequence: dqkv (T, 3C), dout (T, C), qkv (T, 3C), lse (H, T); p and dp are scratch.
+/// Per-thread scratch of the backward pass: a block of P and of dP, a head's K^T and V^T.
+struct Scratch<'a> {
+    p: &'a mut [f32],
+    dp: &'a mut [f32],
+    kt: &'a mut [f32],
+    vt: &'a mut [f32],
+}
+
+/// One sequence: dqkv (T, 3C), dout (T, C), qkv (T, 3C), lse (H, T).
 #[allow(clippy::too_many_arguments)]
 fn attention_backward_seq(
     dqkv: &mut [f32],
     dout: &[f32],
     qkv: &[f32],
     lse: &[f32],
-    p: &mut [f32],
-    dp: &mut [f32],
+    scratch: Scratch,
     t: usize,
     c: usize,
     h: usize,
 ) {
+    let Scratch { p, dp, kt, vt } = scratch;
     let d = c / h;
     let scale = 1.0 / (d as f32).sqrt();
     for head in 0..h {
-        let [q, k, v] = head_views(qkv, t, c, d, head);
-        let dout_h = MatRef::strided(&dout[head * d..], t, d, c, 1);
+        transpose_head(kt, qkv, 1, t, c, d, head);
+        transpose_head(vt, qkv, 2, t, c, d, head);
+        let q = head_operand(qkv, 0, c, d, head);
+        let k = &qkv[c + head * d..];
+        let dout_h = Operand {
+            data: &dout[head * d..],
+            row_stride: c,
+            col_stride: 1,
+        };
         for r0 in (0..t).step_by(ROW_BLOCK) {
             let r1 = (r0 + ROW_BLOCK).min(t);
             let rows = r1 - r0;
+            let needed_cols = Causal::ColsThrough(r0);
             // P[r0..r1, 0..r1] = exp(scale Q[r0..r1] K[0..r1]^T - L)
-            matmul_serial(
-                MatMut::strided(p, rows, r1, r1, 1),
-                q.rows(r0, r1),
-                k.rows(0, r1).t(),
+            tiled_matmul(
+                p,
+                r1,
+                q.rows_from(r0),
+                kt,
+                t,
+                (rows, d, r1),
+                needed_cols,
                 false,
             );
             causal_probs_from_lse(
@@ -203,35 +269,56 @@ fn attention_backward_seq(
                 r0,
                 scale,
             );
-            let p_blk = MatRef::strided(p, rows, r1, r1, 1);
             // dP[r0..r1, 0..r1] = dout[r0..r1] V[0..r1]^T
-            matmul_serial(
-                MatMut::strided(dp, rows, r1, r1, 1),
-                dout_h.rows(r0, r1),
-                v.rows(0, r1).t(),
-                false,
-            );
+            let dout_blk = dout_h.rows_from(r0);
+            tiled_matmul(dp, r1, dout_blk, vt, t, (rows, d, r1), needed_cols, false);
             // dV[0..r1] += P[r0..r1, 0..r1]^T dout[r0..r1]
-            matmul_serial(
-                MatMut::strided(&mut dqkv[2 * c + head * d..], r1, d, 3 * c, 1),
-                p_blk.t(),
-                dout_h.rows(r0, r1),
+            let p_t = Operand {
+                data: p,
+                row_stride: 1,
+                col_stride: r1,
+            };
+            tiled_matmul(
+                &mut dqkv[2 * c + head * d..],
+                3 * c,
+                p_t,
+                &dout[r0 * c + head * d..],
+                c,
+                (r1, rows, d),
+                Causal::TermsFrom(r0),
                 true,
             );
             softmax_backward_rows(&mut dp[..rows * r1], &p[..rows * r1], r0, r1, scale);
-            let ds = MatRef::strided(dp, rows, r1, r1, 1);
             // dQ[r0..r1] += dS K[0..r1] (dS already holds the 1 / sqrt(D))
-            matmul_serial(
-                MatMut::strided(&mut dqkv[r0 * 3 * c + head * d..], rows, d, 3 * c, 1),
+            let ds = Operand {
+                data: dp,
+                row_stride: r1,
+                col_stride: 1,
+            };
+            tiled_matmul(
+                &mut dqkv[r0 * 3 * c + head * d..],
+                3 * c,
                 ds,
-                k.rows(0, r1),
+                k,
+                3 * c,
+                (rows, r1, d),
+                Causal::TermsThrough(r0),
                 true,
             );
             // dK[0..r1] += dS^T Q[r0..r1]
-            matmul_serial(
-                MatMut::strided(&mut dqkv[c + head * d..], r1, d, 3 * c, 1),
-                ds.t(),
-                q.rows(r0, r1),
+            let ds_t = Operand {
+                data: dp,
+                row_stride: 1,
+                col_stride: r1,
+            };
+            tiled_matmul(
+                &mut dqkv[c + head * d..],
+                3 * c,
+                ds_t,
+                &qkv[r0 * 3 * c + head * d..],
+                3 * c,
+                (r1, rows, d),
+                Causal::TermsFrom(r0),
                 true,
             );
         }

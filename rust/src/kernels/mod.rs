@@ -12,4 +12,5 @@ pub mod layernorm;
 pub mod matmul;
 pub mod simd;
 pub mod softmax;
+pub mod tiled;
 pub mod vecmath;
