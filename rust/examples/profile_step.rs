@@ -1,7 +1,8 @@
 //! Times the parts of a training step at a reference configuration:
 //! `THREADS=2 ROUNDS=6 cargo run --release --example profile_step -- B` (A, B, C or D).
 //! Reports the best of several rounds: the machine's speed drifts, the best round is the
-//! least disturbed one.
+//! least disturbed one. RHS, LHS1 and LHS2 set the `gemm` crate's packing thresholds, for
+//! experiments (at C they made no measurable difference).
 use std::time::Instant;
 
 use tinylm::batch::BatchRunner;
