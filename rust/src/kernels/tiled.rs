@@ -6,11 +6,12 @@
 //! crate to win back what it spends packing both operands on every call (measured: 30 to
 //! 35 GFLOP/s per core at these shapes, a third of its rate on the model's large products).
 //!
-//! Here only the a side is packed, one tile of [`TILE_ROWS`] rows at a time, and b is read
-//! in place. Each tile's sums are kept in registers, [`STRIP`] columns at a time: with
-//! AVX2 that is 4 rows x 3 vectors = 12 of the 16 registers, the other four holding a row of
-//! b and a broadcast element of a. Sums run over p in order, so results never depend on
-//! anything but the inputs.
+//! Here nothing is packed: both operands are read in place. Out is computed in tiles of
+//! [`TILE_ROWS`] rows, [`STRIP`] columns at a time, the sums kept in registers: with AVX2
+//! that is 4 rows x 2 vectors = 8 registers, beside the two vectors of a row of b and one
+//! broadcast element of a. (Wider strips of 3 vectors measured slower: the compiler spilled
+//! a sum to the stack; 6 rows measured no faster.) Sums run over p in order, so results
+//! never depend on anything but the inputs.
 //!
 //! Attention's causal mask leaves half of each score matrix zero; [`Causal`] says which
 //! part of a product is needed, and whole tiles beyond it are skipped.
@@ -21,7 +22,7 @@ use super::simd::simd_fn;
 
 /// Rows of out per tile.
 pub const TILE_ROWS: usize = 4;
-/// Columns of out per register strip (three AVX2 vectors).
+/// Columns of out per register strip (two AVX2 vectors).
 pub const STRIP: usize = 16;
 
 /// Which part of a product is needed, for a row i of out (entries outside it may be
@@ -105,11 +106,13 @@ pub fn tiled_matmul(
             rows,
             cols,
         };
+        // (With no terms left, b's rows are not read at all, and may end before the start.)
+        let b_from = b.get(terms.start * ldb..).unwrap_or(&[]);
         run_tile(
             &mut out[i0 * ldo..],
             ldo,
             a.data,
-            &b[terms.start * ldb..],
+            b_from,
             ldb,
             tile,
             accumulate,
@@ -245,6 +248,7 @@ mod tests {
             (7, 13, 37),
             (64, 64, 128),
             (9, 600, 50),
+            (30, 5, 9),
         ] {
             let a: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 23) as f32 - 11.0) / 8.0)
