@@ -403,14 +403,14 @@ fn attention_forward_and_backward() {
 
 #[test]
 fn attention_longer_than_one_row_block() {
-    // 70 positions: two row blocks of the causal product, the second a partial one.
+    // 70 positions: three row blocks of the causal product (32, 32 and 6 rows).
     attention_case(1, 70, 4, 2);
 }
 
 #[test]
 fn attention_with_wide_heads() {
     // Heads 40 wide (register strips of 16, 16 and 8 columns) over 70 positions (row tiles
-    // of 4 with 2 left over, and two row blocks): every edge of the tiled products.
+    // of 4 with 2 left over, and three row blocks): every edge of the tiled products.
     attention_case_every(7, 1, 70, 80, 2);
 }
 

@@ -21,7 +21,7 @@ use super::simd::simd_fn;
 use super::tiled::{tiled_matmul, Causal, Operand};
 use super::vecmath::{dot, exp, max, sum};
 
-/// Rows of S per block.
+/// Rows of S per block (with the tiled products, 32 and 64 measured the same).
 const ROW_BLOCK: usize = 32;
 
 thread_local! {
@@ -40,7 +40,8 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// kt (D, T) = the head's K^T: the products below read their b operand by rows.
+/// kt (D, T) = the transpose of the head's (T, D) slice of q, k or v (which = 0, 1, 2):
+/// the tiled products read their b operand by rows, and S = Q K^T, dP = dout V^T need K^T, V^T.
 fn transpose_head(
     kt: &mut [f32],
     qkv: &[f32],
