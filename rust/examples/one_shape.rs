@@ -2,6 +2,8 @@
 use std::time::Instant;
 use tinylm::kernels::matmul::{matmul, MatMut, MatRef};
 
+mod common;
+
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
@@ -11,14 +13,7 @@ fn main() {
     let (m, k, n) = (args[0], args[1], args[2]);
     let iters = *args.get(3).unwrap_or(&1000);
     let ta = std::env::args().nth(5).is_some();
-    let threads: usize = std::env::var("THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .unwrap();
+    common::global_pool_from_env(1);
     let a = vec![0.5f32; m * k];
     let b = vec![0.25f32; k * n];
     let mut c = vec![0.0f32; m * n];

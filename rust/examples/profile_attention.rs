@@ -1,27 +1,18 @@
 //! Times causal attention forward and backward at a reference configuration's shapes, one
 //! shard per thread as in training: `THREADS=2 cargo run --release --example
-//! profile_attention -- C` (A, B, C or D). Prints GFLOP/s counting the causal products only.
+//! profile_attention -- C` (A, B, C or D; ITERS=20 repetitions). Prints GFLOP/s counting
+//! the causal products only.
 use std::time::Instant;
 
 use rayon::prelude::*;
 use tinylm::kernels::attention::{attention_backward, attention_forward};
 
+mod common;
+
 fn main() {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "C".into());
-    let threads: usize = std::env::var("THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .unwrap();
-    let (c, h, t, b) = match which.as_str() {
-        "A" => (64, 4, 32, 16),
-        "B" => (128, 4, 64, 12),
-        "C" => (256, 4, 128, 16),
-        _ => (384, 6, 256, 8),
-    };
+    let (which, config, b) = common::reference_from_args("C");
+    let threads = common::global_pool_from_env(2);
+    let (c, h, t) = (config.d_model, config.n_heads, config.max_seq_len);
     let per_shard = b / threads;
     let qkv: Vec<f32> = (0..b * t * 3 * c)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02)
@@ -35,11 +26,7 @@ fn main() {
     // Causal multiply-adds per sequence and head: sum over rows t of (t + 1) keys, times D.
     let causal = (t * (t + 1) / 2 * (c / h) * h * b) as f64;
     let (mut best_f, mut best_b) = (f64::MAX, f64::MAX);
-    for _ in 0..std::env::var("ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
-    {
+    for _ in 0..common::env_or("ITERS", 20) {
         let t0 = Instant::now();
         out.par_chunks_mut(per_shard * t * c)
             .zip(lse.par_chunks_mut(per_shard * h * t))

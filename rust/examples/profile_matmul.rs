@@ -2,15 +2,10 @@
 use std::time::Instant;
 use tinylm::kernels::matmul::{matmul, MatMut, MatRef};
 
+mod common;
+
 fn main() {
-    let threads: usize = std::env::var("THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .unwrap();
+    common::global_pool_from_env(2);
     let shapes = [
         (768usize, 128usize, 128usize, false),
         (768, 128, 512, false),

@@ -2,27 +2,13 @@
 //! one-thread pool, gradients summed at the end.
 use std::time::Instant;
 
-use tinylm::{Config, Model, Workspace};
+use tinylm::{Model, Workspace};
+
+mod common;
 
 fn main() {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "B".into());
-    let (v, c, l, h, t, b) = match which.as_str() {
-        "A" => (65, 64, 2, 4, 32, 16),
-        "B" => (65, 128, 4, 4, 64, 12),
-        "C" => (256, 256, 4, 4, 128, 16),
-        _ => (65, 384, 6, 6, 256, 8),
-    };
-    let config = Config {
-        vocab_size: v,
-        d_model: c,
-        n_layers: l,
-        n_heads: h,
-        d_ff: 4 * c,
-        max_seq_len: t,
-        eps: 1e-5,
-        attn_bias: true,
-        tie_embeddings: true,
-    };
+    let (which, config, b) = common::reference_from_args("B");
+    let (v, c, t) = (config.vocab_size, config.d_model, config.max_seq_len);
     let model = Model::new(config, 0).unwrap();
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % v) as u32).collect();
     let tg: Vec<u32> = (0..b * t).map(|i| (i * 11 % v) as u32).collect();

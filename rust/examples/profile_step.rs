@@ -7,54 +7,30 @@ use std::time::Instant;
 
 use tinylm::batch::BatchRunner;
 use tinylm::optim::{AdamW, AdamWConfig};
-use tinylm::{Config, Model};
+use tinylm::Model;
+
+mod common;
 
 fn main() {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "B".into());
-    let threads: usize = std::env::var("THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .unwrap();
-    if let Some(x) = std::env::var("RHS").ok().and_then(|v| v.parse().ok()) {
+    let (which, config, b) = common::reference_from_args("B");
+    common::global_pool_from_env(2);
+    if let Some(x) = common::env_opt("RHS") {
         gemm::set_rhs_packing_threshold(x);
     }
-    if let Some(x) = std::env::var("LHS1").ok().and_then(|v| v.parse().ok()) {
+    if let Some(x) = common::env_opt("LHS1") {
         gemm::set_lhs_packing_threshold_single_thread(x);
     }
-    if let Some(x) = std::env::var("LHS2").ok().and_then(|v| v.parse().ok()) {
+    if let Some(x) = common::env_opt("LHS2") {
         gemm::set_lhs_packing_threshold_multi_thread(x);
     }
-    let (v, c, l, h, t, b) = match which.as_str() {
-        "A" => (65, 64, 2, 4, 32, 16),
-        "B" => (65, 128, 4, 4, 64, 12),
-        "C" => (256, 256, 4, 4, 128, 16),
-        _ => (65, 384, 6, 6, 256, 8),
-    };
-    let config = Config {
-        vocab_size: v,
-        d_model: c,
-        n_layers: l,
-        n_heads: h,
-        d_ff: 4 * c,
-        max_seq_len: t,
-        eps: 1e-5,
-        attn_bias: true,
-        tie_embeddings: true,
-    };
+    let (v, c, t) = (config.vocab_size, config.d_model, config.max_seq_len);
     let mut model = Model::new(config, 0).unwrap();
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % v) as u32).collect();
     let tg: Vec<u32> = (0..b * t).map(|i| (i * 11 % v) as u32).collect();
     let mut runner = BatchRunner::new();
     let mut opt = AdamW::new(AdamWConfig::default(), &model.layout).unwrap();
     let steps_per_round = (200_000 / (b * t * c)).clamp(2, 50);
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+    let rounds: usize = common::env_or("ROUNDS", 6);
     let mut best = f64::MAX;
     for round in 0..rounds {
         let t0 = Instant::now();
