@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Union
 import numpy as np
 
 from tinylm import _core
+from tinylm._checks import MAX_ID, float_arg, ids_arg, int_arg
 from tinylm.tokenizer import Tokenizer
 
 IdsLike = Union[Sequence[int], Sequence[Sequence[int]], np.ndarray]
@@ -253,7 +255,7 @@ class Transformer:
 
     def generate(
         self,
-        ids: Iterable[int],
+        ids: Sequence[int] | np.ndarray,
         max_new_tokens: int = 100,
         temperature: float = 0.0,
         top_k: int | None = None,
@@ -268,36 +270,96 @@ class Transformer:
         to the smallest set whose probability reaches ``top_p``. The same ``seed`` gives the
         same sample. Generation ends after ``max_new_tokens`` ids or right after emitting an
         id in ``stop``; a model loaded from the Go format stops after ``END`` by default.
-        Past the context the model sees the last ``max_seq_len`` ids.
+        Past the context the model sees the last ``max_seq_len`` ids. Ctrl-C interrupts it
+        within a fraction of a second (``KeyboardInterrupt``); :meth:`stream_ids` keeps what
+        was produced until then.
         """
-        prompt = [int(i) for i in ids]
-        if not prompt:
-            raise ValueError("the prompt is empty: generation needs at least one token")
-        if not isinstance(max_new_tokens, (int, np.integer)) or isinstance(max_new_tokens, bool):
-            raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
-        stop_ids = self._stop_ids(stop)
-        new = self._core.generate(
-            prompt,
-            int(max_new_tokens),
-            float(temperature),
-            None if top_k is None else int(top_k),
-            None if top_p is None else float(top_p),
-            _seed(seed),
+        prompt = ids_arg("ids", ids)
+        run = self._start(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
+        return prompt + list(_ids_of(run, _GENERATE_CHUNK))
+
+    def stream_ids(
+        self,
+        ids: Sequence[int] | np.ndarray,
+        max_new_tokens: int = 100,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: int | Iterable[int] | None = None,
+    ) -> Iterator[int]:
+        """:meth:`generate`, yielding each new id as soon as it is decoded (the prompt is
+        not repeated). Arguments are checked at once, before the first id."""
+        prompt = ids_arg("ids", ids)
+        run = self._start(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
+        return _ids_of(run, _STREAM_CHUNK)
+
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 100,
+        *,
+        stop: str | int | Iterable[str | int] | None = None,
+        **sampling: object,
+    ) -> Iterator[str]:
+        """The text generated after ``prompt``, as pieces while they are decoded (the
+        prompt is not repeated; ``"".join`` of the pieces is the continuation).
+
+        ``stop`` may hold strings, matched on the decoded text even across token
+        boundaries (the text ends right after the first stop string), and ids. Other
+        keyword arguments are those of :meth:`generate`.
+        """
+        tok = self._require_tokenizer()
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        stop_texts, stop_ids = _split_stops(stop)
+        prompt_ids = tok.encode(prompt)
+        run = self._start(
+            prompt_ids,
+            max_new_tokens,
+            sampling.pop("temperature", 0.0),  # type: ignore[arg-type]
+            sampling.pop("top_k", None),  # type: ignore[arg-type]
+            sampling.pop("top_p", None),  # type: ignore[arg-type]
+            sampling.pop("seed", None),  # type: ignore[arg-type]
             stop_ids,
         )
-        return prompt + list(new)
+        if sampling:
+            raise TypeError(f"unexpected keyword argument {next(iter(sampling))!r}")
+        return _text_of(tok, prompt_ids, run, stop_texts)
 
     def generate_text(self, prompt: str, max_new_tokens: int = 100, **kwargs: object) -> str:
-        """:meth:`generate` on text, through :attr:`tokenizer`."""
+        """:meth:`generate` on text, through :attr:`tokenizer`: the prompt followed by its
+        continuation. ``stop`` may hold strings (see :meth:`stream`)."""
         tok = self._require_tokenizer()
-        ids = self.generate(tok.encode(prompt), max_new_tokens, **kwargs)  # type: ignore[arg-type]
-        return tok.decode(ids)
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        pieces = self.stream(prompt, max_new_tokens, **kwargs)  # type: ignore[arg-type]
+        return tok.decode(tok.encode(prompt)) + "".join(pieces)
 
-    def _stop_ids(self, stop: int | Iterable[int] | None) -> list[int]:
+    def _start(
+        self,
+        prompt: list[int],
+        max_new_tokens: object,
+        temperature: object,
+        top_k: object,
+        top_p: object,
+        seed: object,
+        stop: object,
+    ) -> _core.Generation:
+        """Checks every argument, then starts a generation in the core."""
+        if not prompt:
+            raise ValueError("the prompt is empty: generation needs at least one token")
+        return self._core.start_generation(
+            prompt,
+            int_arg("max_new_tokens", max_new_tokens, 0, MAX_NEW_TOKENS),
+            float_arg("temperature", temperature, 0.0, math.inf),
+            None if top_k is None else int_arg("top_k", top_k, 1, MAX_ID),
+            None if top_p is None else float_arg("top_p", top_p, 0.0, 1.0, low_open=True),
+            _seed(seed),  # type: ignore[arg-type]
+            self._stop_ids(stop),
+        )
+
+    def _stop_ids(self, stop: object) -> list[int]:
         if stop is None:
             if (
                 self.source_format == "go-json"
@@ -306,14 +368,79 @@ class Transformer:
             ):
                 return [self.tokenizer.vocab.index(GO_END_TOKEN)]
             return []
-        if isinstance(stop, (int, np.integer)):
-            return [int(stop)]
-        return [int(s) for s in stop]
+        if isinstance(stop, (int, np.integer)) and not isinstance(stop, bool):
+            return ids_arg("stop", [stop])
+        if isinstance(stop, str):
+            raise TypeError(
+                "stop strings are matched on text: use generate_text() or stream(); "
+                "generate() takes stop ids"
+            )
+        return ids_arg("stop", list(stop) if isinstance(stop, (set, frozenset)) else stop)
 
     def _require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer; pass token ids instead of text")
         return self.tokenizer
+
+
+#: (max ids, seconds) per core call: generate() returns to Python (so that Ctrl-C is seen)
+#: at least every 50 ms; a stream hands over ids at least every 20 ms.
+_GENERATE_CHUNK = (4096, 0.05)
+_STREAM_CHUNK = (64, 0.02)
+#: The most new ids one call may ask for.
+MAX_NEW_TOKENS = 2**48
+
+
+def _ids_of(run: _core.Generation, chunk: tuple[int, float]) -> Iterator[int]:
+    """The ids of a core generation, one chunk per core call."""
+    max_ids, seconds = chunk
+    while True:
+        ids = run.next_chunk(max_ids, seconds)
+        if not ids:
+            return
+        yield from ids
+
+
+def _split_stops(stop: object) -> tuple[list[str], list[int] | None]:
+    """Stop strings and stop ids (None: the model's default) from ``stop``."""
+    if stop is None:
+        return [], None
+    items = [stop] if isinstance(stop, (str, int, np.integer)) else list(stop)  # type: ignore[call-overload]
+    texts = [s for s in items if isinstance(s, str)]
+    if any(s == "" for s in texts):
+        raise ValueError("stop strings must not be empty")
+    ids = [s for s in items if not isinstance(s, str)]
+    return texts, ids_arg("stop", ids)
+
+
+def _text_of(
+    tok: Tokenizer, prompt_ids: list[int], run: _core.Generation, stops: list[str]
+) -> Iterator[str]:
+    """Text pieces of a generation, one per core chunk, cut right after a stop string.
+
+    Each chunk is decoded together with the token before it, and the text of that token
+    alone is taken off the front, so word spacing and (for byte-level tokenizers) pieces of
+    characters come out as in one decode of the whole sequence.
+    """
+    context = prompt_ids[-1:]
+    context_text = tok.decode(context)
+    keep = max((len(s) for s in stops), default=1) - 1
+    tail = ""  # the end of the text so far, where a stop string may have begun
+    while True:
+        ids = run.next_chunk(*_STREAM_CHUNK)
+        if not ids:
+            return
+        piece = tok.decode(context + ids)[len(context_text) :]
+        context = ids[-1:]
+        context_text = tok.decode(context)
+        if stops:
+            window = tail + piece
+            ends = [window.find(s) + len(s) for s in stops if s in window]
+            if ends:
+                yield piece[: min(ends) - len(tail)]
+                return
+            tail = window[-keep:] if keep else ""
+        yield piece
 
 
 def _seed(seed: int | None) -> int:

@@ -11,10 +11,13 @@ Two kinds, both implemented in the Rust core:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from tinylm import _core
+from tinylm._checks import ids_arg
 from tinylm._io import write_text_atomic
 
 
@@ -36,6 +39,14 @@ class Tokenizer:
     @classmethod
     def word_level(cls, vocab: Sequence[str]) -> Tokenizer:
         """A word-level tokenizer; ``vocab[i]`` is the word of id ``i``."""
+        if isinstance(vocab, str) or not isinstance(vocab, (list, tuple)):
+            raise TypeError(
+                f"vocab must be a list of words (str), got {type(vocab).__name__}"
+                + (": split the text first, e.g. text.split()" if isinstance(vocab, str) else "")
+            )
+        if not all(isinstance(w, str) for w in vocab):
+            bad = next(w for w in vocab if not isinstance(w, str))
+            raise TypeError(f"vocab must hold words (str), got {type(bad).__name__} ({bad!r})")
         return cls(_core.Tokenizer.word_level(list(vocab)))
 
     @classmethod
@@ -69,9 +80,9 @@ class Tokenizer:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         return self._core.encode(text)
 
-    def decode(self, ids: Iterable[int]) -> str:
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         """Text of token ids; an id outside the vocabulary raises ``TokenizerError``."""
-        return self._core.decode([int(i) for i in ids])
+        return self._core.decode(ids_arg("ids", ids))
 
     @property
     def vocab_size(self) -> int:

@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+use crate::alloc;
 use crate::error::{Error, Result};
 use crate::kernels::matmul::Pieces;
 use crate::model::{Model, Workspace};
@@ -97,10 +98,10 @@ impl BatchRunner {
         let ranges = shard_ranges(b);
         self.ensure(ranges.len());
         while self.shard_grads.len() + 1 < ranges.len() {
-            self.shard_grads.push(vec![0.0; model.layout.total]);
+            self.shard_grads.push(Vec::new());
         }
         for g in &mut self.shard_grads {
-            g.resize(model.layout.total, 0.0);
+            alloc::resize_zeroed(g, model.layout.total, "a shard's gradients")?;
         }
         let dloss = 1.0 / (b * t) as f32;
         let mut grad_bufs: Vec<&mut [f32]> = Vec::with_capacity(ranges.len());
@@ -162,7 +163,7 @@ impl BatchRunner {
             ));
         }
         let mut grads = std::mem::take(&mut self.grads);
-        grads.resize(model.layout.total, 0.0);
+        alloc::resize_zeroed(&mut grads, model.layout.total, "the gradients")?;
         let result = self.loss_and_grads(model, ids, targets, b, t, &mut grads);
         let outcome = result.and_then(|loss| {
             let norm = match grad_clip {
@@ -188,7 +189,7 @@ impl BatchRunner {
         lr: f32,
     ) -> Result<f32> {
         let mut grads = std::mem::take(&mut self.grads);
-        grads.resize(model.layout.total, 0.0);
+        alloc::resize_zeroed(&mut grads, model.layout.total, "the gradients")?;
         let outcome = self
             .loss_and_grads(model, ids, targets, b, t, &mut grads)
             .and_then(|loss| {

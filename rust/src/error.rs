@@ -25,6 +25,8 @@ pub enum Error {
     Tokenizer(String),
     /// Numbers went non-finite (NaN or infinity) where they must not.
     NonFinite(String),
+    /// A buffer of `bytes` bytes for `what` could not be allocated.
+    OutOfMemory { bytes: u128, what: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -95,6 +97,11 @@ impl fmt::Display for Error {
             Error::Value(msg) => write!(f, "{msg}"),
             Error::Tokenizer(msg) => write!(f, "{msg}"),
             Error::NonFinite(msg) => write!(f, "{msg}"),
+            Error::OutOfMemory { bytes, what } => write!(
+                f,
+                "cannot allocate {bytes} bytes ({:.2} GiB) for {what}: not enough memory",
+                *bytes as f64 / (1u64 << 30) as f64
+            ),
         }
     }
 }

@@ -6,6 +6,12 @@
 //! are computed. Past the context the model sees the last P tokens, as in nanoGPT: their
 //! learned positions all shift with each new token, so every cached key and value would
 //! change, and each token costs one batched forward pass over the window instead.
+//!
+//! A [`Generation`] is resumable: it produces its ids a chunk at a time, keeping its cache
+//! between chunks, so a caller can stream them, check for interruption between chunks, and
+//! stop whenever it likes without losing what was produced.
+
+use std::time::{Duration, Instant};
 
 use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
@@ -24,128 +30,204 @@ pub struct GenerateOptions {
 
 /// Generates up to `max_new_tokens` ids after `prompt`; returns only the new ids.
 pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Result<Vec<u32>> {
-    generate_with(model, prompt, opts, |_| true)
+    let mut run = Generation::new(model, prompt, opts.clone())?;
+    let mut new_tokens = Vec::new();
+    while !run.is_done() {
+        new_tokens.extend(run.next_chunk(model, usize::MAX, None)?);
+    }
+    Ok(new_tokens)
 }
 
-/// Like [`generate`], calling `on_token` with each new id; generation stops early when it
-/// returns false (a caller uses this to check for interruption).
-pub fn generate_with(
-    model: &Model,
-    prompt: &[u32],
-    opts: &GenerateOptions,
-    on_token: impl FnMut(u32) -> bool,
-) -> Result<Vec<u32>> {
-    let cfg = &model.config;
-    if prompt.is_empty() {
-        return Err(Error::value(
-            "the prompt is empty: generation needs at least one token",
-        ));
-    }
-    let context = cfg.max_seq_len;
-    // Only the last `context` tokens of a long prompt can be seen.
-    let window_start = prompt.len().saturating_sub(context);
-    if let Some((i, &bad)) = prompt
-        .iter()
-        .enumerate()
-        .find(|(_, &id)| id as usize >= cfg.vocab_size)
-    {
-        return Err(Error::value(format!(
-            "prompt: token id {bad} at position {i} is out of range for vocab_size {}",
-            cfg.vocab_size
-        )));
-    }
-    if let Some(&bad) = opts.stop.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-        return Err(Error::value(format!(
-            "stop token id {bad} is out of range for vocab_size {}",
-            cfg.vocab_size
-        )));
-    }
-    let sampler = Sampler::new(opts.sampling, opts.seed)?;
-    if opts.max_new_tokens == 0 {
-        return Ok(Vec::new());
-    }
-    let mut run = Generation {
-        opts,
-        sampler,
-        on_token,
-        tokens: prompt[window_start..].to_vec(),
-        new_tokens: Vec::with_capacity(opts.max_new_tokens.min(1 << 16)),
-    };
-    let use_team = cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1;
-    let past_context = if use_team {
-        // The helper thread takes half of each product (when no other call is using it).
-        with_team(|team| decode_in_context(model, team, &mut run))
-    } else {
-        decode_in_context(model, None, &mut run)
-    };
-    if past_context {
-        slide_past_context(model, &mut run)?;
-    }
-    Ok(run.new_tokens)
+/// Where a generation stands.
+enum Phase {
+    /// The prompt has not been fed yet.
+    Start,
+    /// The sequence fits in the context: the cache holds every position so far.
+    InContext(Box<DecodeState>),
+    /// Past the context: each token from a forward pass over the last P tokens.
+    PastContext(Box<Workspace>),
+    Done,
 }
 
-/// A generation under way: the sequence so far (at least its last P tokens), the new ids,
-/// and how to choose and when to stop.
-struct Generation<'a, F> {
-    opts: &'a GenerateOptions,
+/// A generation under way: the sequence so far (at least its last P tokens), how many ids
+/// it has produced, and how to choose and when to stop. It belongs to the model it was made
+/// for; its cache is meaningless for any other parameters.
+pub struct Generation {
+    opts: GenerateOptions,
     sampler: Sampler,
-    on_token: F,
     tokens: Vec<u32>,
-    new_tokens: Vec<u32>,
+    produced: usize,
+    phase: Phase,
 }
 
-impl<F: FnMut(u32) -> bool> Generation<'_, F> {
+impl Generation {
+    /// Checks the prompt and options against the model; nothing is computed yet.
+    pub fn new(model: &Model, prompt: &[u32], opts: GenerateOptions) -> Result<Generation> {
+        let cfg = &model.config;
+        if prompt.is_empty() {
+            return Err(Error::value(
+                "the prompt is empty: generation needs at least one token",
+            ));
+        }
+        if let Some((i, &bad)) = prompt
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= cfg.vocab_size)
+        {
+            return Err(Error::value(format!(
+                "prompt: token id {bad} at position {i} is out of range for vocab_size {}",
+                cfg.vocab_size
+            )));
+        }
+        if let Some(&bad) = opts.stop.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            return Err(Error::value(format!(
+                "stop token id {bad} is out of range for vocab_size {}",
+                cfg.vocab_size
+            )));
+        }
+        let sampler = Sampler::new(opts.sampling, opts.seed)?;
+        // Only the last P tokens of a long prompt can be seen.
+        let window_start = prompt.len().saturating_sub(cfg.max_seq_len);
+        let phase = if opts.max_new_tokens == 0 {
+            Phase::Done
+        } else {
+            Phase::Start
+        };
+        Ok(Generation {
+            opts,
+            sampler,
+            tokens: prompt[window_start..].to_vec(),
+            produced: 0,
+            phase,
+        })
+    }
+
+    /// True once the last id has been produced (max_new_tokens reached or a stop id).
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// Produces the next ids: at most `max_ids`, and no more once `budget` has passed
+    /// (at least one id is produced per call unless the generation is done).
+    pub fn next_chunk(
+        &mut self,
+        model: &Model,
+        max_ids: usize,
+        budget: Option<Duration>,
+    ) -> Result<Vec<u32>> {
+        let mut chunk = Chunk {
+            ids: Vec::new(),
+            max_ids: max_ids.max(1),
+            deadline: budget.map(|b| Instant::now() + b),
+        };
+        if matches!(self.phase, Phase::Start | Phase::InContext(_)) {
+            let cfg = &model.config;
+            let use_team = cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1;
+            if use_team {
+                // The helper thread takes half of each product (when no other call is using it).
+                with_team(|team| self.decode_in_context(model, team, &mut chunk))?;
+            } else {
+                self.decode_in_context(model, None, &mut chunk)?;
+            }
+        }
+        if matches!(self.phase, Phase::PastContext(_)) {
+            self.slide_past_context(model, &mut chunk)?;
+        }
+        Ok(chunk.ids)
+    }
+
     /// Chooses the next id from the logits of the last position and appends it; returns
     /// whether generation goes on.
-    fn emit(&mut self, logits: &[f32]) -> bool {
+    fn emit(&mut self, logits: &[f32], chunk: &mut Chunk) -> Result<bool> {
+        if let Some(bad) = logits.iter().find(|x| !x.is_finite()) {
+            self.phase = Phase::Done;
+            return Err(Error::NonFinite(format!(
+                "the model's logits hold a non-finite value ({bad}) at generated token {}: \
+                 its weights are too large or not finite",
+                self.produced
+            )));
+        }
         let next = self.sampler.sample(logits);
-        self.new_tokens.push(next);
         self.tokens.push(next);
-        self.new_tokens.len() < self.opts.max_new_tokens
-            && !self.opts.stop.contains(&next)
-            && (self.on_token)(next)
+        self.produced += 1;
+        chunk.ids.push(next);
+        let goes_on = self.produced < self.opts.max_new_tokens && !self.opts.stop.contains(&next);
+        Ok(goes_on)
     }
-}
 
-/// Feeds the prompt, then one decode step per new token while the sequence fits in the
-/// context. Returns true if generation must go on past the context.
-fn decode_in_context<F: FnMut(u32) -> bool>(
-    model: &Model,
-    team: Option<&Team>,
-    run: &mut Generation<'_, F>,
-) -> bool {
-    let context = model.config.max_seq_len;
-    let mut state = DecodeState::new(model);
-    let prompt_len = run.tokens.len();
-    for (i, &tok) in run.tokens.iter().enumerate() {
-        state.push(model, team, tok, i + 1 == prompt_len);
-    }
-    loop {
-        if !run.emit(&state.logits) {
-            return false;
+    /// Feeds the prompt (on the first call), then one decode step per new token while the
+    /// sequence fits in the context.
+    fn decode_in_context(
+        &mut self,
+        model: &Model,
+        team: Option<&Team>,
+        chunk: &mut Chunk,
+    ) -> Result<()> {
+        let context = model.config.max_seq_len;
+        let mut state = match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::InContext(state) => state,
+            _ => {
+                model.try_decode_weights()?;
+                crate::alloc::check_available(
+                    DecodeState::cache_bytes(&model.config),
+                    "the key/value cache",
+                )?;
+                let mut state = Box::new(DecodeState::new(model));
+                let prompt_len = self.tokens.len();
+                for (i, &tok) in self.tokens.iter().enumerate() {
+                    state.push(model, team, tok, i + 1 == prompt_len);
+                }
+                state
+            }
+        };
+        loop {
+            if !self.emit(&state.logits, chunk)? {
+                return Ok(());
+            }
+            if state.len() == context {
+                self.phase = Phase::PastContext(Box::new(Workspace::new()));
+                return Ok(());
+            }
+            let next = *self.tokens.last().expect("emit appended a token");
+            state.push(model, team, next, true);
+            if chunk.is_full() {
+                self.phase = Phase::InContext(state);
+                return Ok(());
+            }
         }
-        if state.len() == context {
-            return true;
-        }
-        let next = *run.tokens.last().expect("emit appended a token");
-        state.push(model, team, next, true);
     }
-}
 
-/// Past the context: each new token from a forward pass over the last P tokens.
-fn slide_past_context<F: FnMut(u32) -> bool>(
-    model: &Model,
-    run: &mut Generation<'_, F>,
-) -> Result<()> {
-    let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
-    let mut ws = Workspace::new();
-    loop {
-        model.forward(&mut ws, &run.tokens[run.tokens.len() - p..], 1, p)?;
-        if !run.emit(&ws.logits(&model.config)[(p - 1) * v..]) {
+    /// Past the context: each new token from a forward pass over the last P tokens.
+    fn slide_past_context(&mut self, model: &Model, chunk: &mut Chunk) -> Result<()> {
+        let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
+        let Phase::PastContext(mut ws) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return Ok(());
+        };
+        loop {
+            if self.tokens.len() > 2 * p {
+                self.tokens.drain(..self.tokens.len() - p);
+            }
+            model.forward(&mut ws, &self.tokens[self.tokens.len() - p..], 1, p)?;
+            if !self.emit(&ws.logits(&model.config)[(p - 1) * v..], chunk)? {
+                return Ok(());
+            }
+            if chunk.is_full() {
+                self.phase = Phase::PastContext(ws);
+                return Ok(());
+            }
         }
-        if run.tokens.len() > 2 * p {
-            run.tokens.drain(..run.tokens.len() - p);
-        }
+    }
+}
+
+/// The ids of one call of [`Generation::next_chunk`] and when it must return.
+struct Chunk {
+    ids: Vec<u32>,
+    max_ids: usize,
+    deadline: Option<Instant>,
+}
+
+impl Chunk {
+    fn is_full(&self) -> bool {
+        self.ids.len() >= self.max_ids || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 }

@@ -5,6 +5,7 @@
 //! [`generate`]), tokenizers ([`tokenizer`]) and weight files ([`weights`]). The Python
 //! bindings live in one module, `python`, compiled only with the `python` feature.
 
+pub mod alloc;
 pub mod batch;
 pub mod config;
 pub mod decode;

@@ -151,6 +151,10 @@ impl Workspace {
                 (MAX_WORKSPACE_FLOATS * 4) >> 30
             )));
         }
+        crate::alloc::check_available(
+            needed * 4,
+            &format!("the activations of a batch of {b} sequences of {t} tokens"),
+        )?;
         let (c, f, v, l) = (
             config.d_model,
             config.d_ff,
@@ -238,7 +242,7 @@ impl Model {
     pub fn new(config: Config, seed: u64) -> Result<Model> {
         config.validate()?;
         let layout = ParamLayout::new(&config);
-        let mut params = vec![0.0f32; layout.total];
+        let mut params = crate::alloc::zeros(layout.total, "the parameters")?;
         let mut rng = Rng::new(seed);
         let proj_std = 0.02 / (2.0 * config.n_layers as f64).sqrt();
         for spec in &layout.specs {
@@ -299,6 +303,18 @@ impl Model {
     /// [`crate::decode`]), built on the first call after a change.
     pub fn decode_weights(&self) -> &PackedWeights {
         self.decode_cache.get_or_build(self)
+    }
+
+    /// [`Model::decode_weights`], with an error instead of an abort if the copy they are
+    /// (as large as the parameters) does not fit in memory.
+    pub fn try_decode_weights(&self) -> Result<&PackedWeights> {
+        if !self.decode_cache.is_built() {
+            crate::alloc::check_available(
+                self.params.len() as u128 * 4,
+                "the weights packed for generation",
+            )?;
+        }
+        Ok(self.decode_weights())
     }
 
     fn p(&self, offset: usize, len: usize) -> &[f32] {

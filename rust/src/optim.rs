@@ -123,8 +123,8 @@ impl AdamW {
             .collect();
         Ok(AdamW {
             config,
-            m: vec![0.0; layout.total],
-            v: vec![0.0; layout.total],
+            m: crate::alloc::zeros(layout.total, "AdamW's first moments")?,
+            v: crate::alloc::zeros(layout.total, "AdamW's second moments")?,
             step: 0,
             decay_ranges,
         })

@@ -190,6 +190,11 @@ impl DecodeState {
         }
     }
 
+    /// Bytes of the key/value cache of a new state, (2, L, P, C) floats: the rest is small.
+    pub fn cache_bytes(config: &crate::config::Config) -> u128 {
+        2 * 4 * (config.n_layers as u128) * (config.max_seq_len as u128) * (config.d_model as u128)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -243,6 +243,10 @@ impl DecodeCache {
     pub fn get_or_build(&self, model: &Model) -> &PackedWeights {
         self.0.get_or_init(|| PackedWeights::new(model))
     }
+
+    pub fn is_built(&self) -> bool {
+        self.0.get().is_some()
+    }
 }
 
 impl Clone for DecodeCache {

@@ -13,8 +13,8 @@
 
 use std::cell::UnsafeCell;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, TryLockError};
 
 /// A job: a closure whose borrows outlive the offer (see [`Team::split`]).
 type Job = *mut (dyn FnMut() + Send + 'static);
@@ -169,6 +169,8 @@ impl Drop for Free<'_> {
 
 /// The process's helper thread and its team.
 struct Helper {
+    /// The process whose thread serves this helper.
+    pid: u32,
     team: Team,
     /// Whether a call is using the helper now; it sleeps on `wake` while not.
     active: AtomicBool,
@@ -211,23 +213,40 @@ impl Helper {
         }
     }
 
-    /// The helper, started on first use; None if no thread could be started.
+    /// This process's helper, started on first use; None if no thread could be started.
+    /// A forked child has none of its parent's threads (and its copy of the parent's
+    /// helper may even hold a lock that nobody will release), so it starts its own.
     fn get() -> Option<&'static Helper> {
-        static HELPER: OnceLock<Option<&'static Helper>> = OnceLock::new();
-        *HELPER.get_or_init(|| {
-            let helper: &'static Helper = Box::leak(Box::new(Helper {
-                team: Team::new(),
-                active: AtomicBool::new(false),
-                sleep: Mutex::new(()),
-                wake: Condvar::new(),
-                in_use: Mutex::new(()),
-            }));
-            std::thread::Builder::new()
-                .name("tinylm-decode".into())
-                .spawn(move || helper.run())
-                .ok()
-                .map(|_| helper)
-        })
+        static HELPER: AtomicPtr<Helper> = AtomicPtr::new(std::ptr::null_mut());
+        let pid = std::process::id();
+        let current = HELPER.load(Ordering::Acquire);
+        // SAFETY: a published helper is leaked, so it lives for the rest of the process.
+        if let Some(helper) = unsafe { current.as_ref() } {
+            if helper.pid == pid {
+                return Some(helper);
+            }
+        }
+        let helper: &'static Helper = Box::leak(Box::new(Helper {
+            pid,
+            team: Team::new(),
+            active: AtomicBool::new(false),
+            sleep: Mutex::new(()),
+            wake: Condvar::new(),
+            in_use: Mutex::new(()),
+        }));
+        let fresh = helper as *const Helper as *mut Helper;
+        if let Err(winner) =
+            HELPER.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // Another thread started one first (ours is leaked unused, a few bytes).
+            // SAFETY: as above.
+            return unsafe { winner.as_ref() }.filter(|h| h.pid == pid);
+        }
+        std::thread::Builder::new()
+            .name("tinylm-decode".into())
+            .spawn(move || helper.run())
+            .ok()
+            .map(|_| helper)
     }
 }
 

@@ -356,7 +356,19 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Model, Tokenizer)> {
             ),
         ));
     }
-    let mut params = vec![0.0f32; layout.total];
+    // Each number takes at least two bytes of text ("0,"): a file too small for the model
+    // its shapes describe is an error before that model is allocated.
+    if layout.total as u128 * 2 > bytes.len() as u128 {
+        return Err(Error::format(
+            path,
+            format!(
+                "the file ({} bytes) is too small to hold the {} parameters its sizes describe",
+                bytes.len(),
+                layout.total
+            ),
+        ));
+    }
+    let mut params = crate::alloc::zeros(layout.total, "the parameters")?;
     for spec in &layout.specs {
         let tensor = match spec.name.as_str() {
             "pos_embed.weight" => pos.clone(),

@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod go_json;
 pub mod safetensors_file;
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -47,15 +48,6 @@ impl WeightsFormat {
             ))),
         }
     }
-
-    /// The format a file name asks for when saving: `.json` is the Go format, anything
-    /// else tinylm's safetensors format.
-    pub fn for_path(path: &Path) -> WeightsFormat {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(ext) if ext.eq_ignore_ascii_case("json") => WeightsFormat::GoJson,
-            _ => WeightsFormat::Safetensors,
-        }
-    }
 }
 
 /// A model read from a file, with what came with it.
@@ -66,14 +58,28 @@ pub struct LoadedModel {
     pub format: WeightsFormat,
 }
 
-/// Reads a whole file, with clear errors for a missing file, a directory or a huge file.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+/// Largest safetensors header read (the safetensors crate's own limit is 100 MB).
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// Opens a file to read: it must exist and be a regular file, not a folder, nor a FIFO,
+/// device or socket (which could block forever or never end, like `/dev/zero`), and be
+/// below [`MAX_FILE_BYTES`]. Returns the file and its size.
+fn open_regular(path: &Path) -> Result<(File, u64)> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::value("the path is empty: give the name of a file"));
+    }
     let meta = fs::metadata(path).map_err(|e| Error::io(path, &e))?;
     if meta.is_dir() {
         return Err(Error::Io {
             path: path.display().to_string(),
             detail: "is a directory, not a weights file".into(),
         });
+    }
+    if !meta.is_file() {
+        return Err(Error::format(
+            path,
+            "not a regular file (a FIFO, device or socket): tinylm reads weights from regular files only",
+        ));
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(Error::format(
@@ -84,36 +90,124 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
             ),
         ));
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
+    let file = File::open(path).map_err(|e| Error::io(path, &e))?;
+    Ok((file, meta.len()))
+}
+
+/// How many bytes a file must have, from its first bytes: a safetensors file exactly what
+/// its header promises (8-byte length, header, tensor data); a JSON file its whole size.
+/// Reads the safetensors header from `file` (positioned after `prefix`) to know.
+fn expected_len(path: &Path, file: &mut File, prefix: &[u8], size: u64) -> Result<u64> {
+    let invalid =
+        |detail: String| Error::format(path, format!("invalid safetensors file: {detail}"));
+    match detect_format_of_prefix(prefix, size) {
+        WeightsFormat::GoJson => Ok(size),
+        WeightsFormat::Safetensors => {
+            let header_len = u64::from_le_bytes(prefix[..8].try_into().expect("8 bytes"));
+            if header_len > MAX_HEADER_BYTES {
+                return Err(invalid(format!(
+                    "a header of {header_len} bytes is larger than the limit of {MAX_HEADER_BYTES}"
+                )));
+            }
+            let mut header = prefix[8..].to_vec();
+            let rest = (header_len as usize).saturating_sub(header.len());
+            header.truncate(header_len as usize);
+            file.take(rest as u64)
+                .read_to_end(&mut header)
+                .map_err(|e| Error::io(path, &e))?;
+            let parsed: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+                .map_err(|e| invalid(format!("the header is not a JSON object: {e}")))?;
+            let data_len = parsed
+                .iter()
+                .filter(|(name, _)| name.as_str() != "__metadata__")
+                .filter_map(|(_, info)| info.get("data_offsets")?.get(1)?.as_u64())
+                .max()
+                .unwrap_or(0);
+            let total = 8 + header_len + data_len;
+            if total != size {
+                return Err(invalid(format!(
+                    "its header describes {total} bytes but the file has {size}"
+                )));
+            }
+            Ok(total)
+        }
+    }
+}
+
+/// Reads a whole weights file, bounded by what its format promises: the first bytes
+/// tell the format, a safetensors header says how long the file must be, and nothing
+/// past that is read. Missing files, folders, devices and huge files are clear errors.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let (mut file, size) = open_regular(path)?;
+    let mut prefix = Vec::new();
+    (&mut file)
+        .take(4096)
+        .read_to_end(&mut prefix)
         .map_err(|e| Error::io(path, &e))?;
+    if prefix.is_empty() {
+        return Err(Error::format(path, "the file is empty"));
+    }
+    if detect_format_of_prefix(&prefix, size) == WeightsFormat::Safetensors
+        && !(prefix.len() >= 9 && prefix[8] == b'{')
+    {
+        return Err(Error::format(
+            path,
+            "invalid safetensors file (and not JSON either): it starts with neither an \
+             8-byte header length followed by '{' nor a JSON object",
+        ));
+    }
+    let total = expected_len(path, &mut file, &prefix, size)?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(total as usize).map_err(|_| {
+        crate::alloc::out_of_memory(total as u128, &format!("the file {}", path.display()))
+    })?;
+    File::open(path)
+        .and_then(|f| f.take(total).read_to_end(&mut bytes))
+        .map_err(|e| Error::io(path, &e))?;
+    if (bytes.len() as u64) < total {
+        return Err(Error::format(
+            path,
+            "the file shrank while it was being read",
+        ));
+    }
     Ok(bytes)
 }
 
-/// Which format these bytes are in: a safetensors file starts with an 8-byte little-endian
-/// header length followed by `{`; a JSON document starts with `{` after optional
-/// whitespace. Anything else is read as safetensors, whose parser then says what is wrong.
-pub fn detect_format(bytes: &[u8]) -> WeightsFormat {
-    if bytes.len() >= 9 && bytes[8] == b'{' {
-        let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-        if header_len <= (bytes.len() - 8) as u64 {
+/// The format of a file, from its first bytes only.
+pub fn detect_file_format(path: &Path) -> Result<WeightsFormat> {
+    let (file, size) = open_regular(path)?;
+    let mut prefix = Vec::new();
+    file.take(4096)
+        .read_to_end(&mut prefix)
+        .map_err(|e| Error::io(path, &e))?;
+    Ok(detect_format_of_prefix(&prefix, size))
+}
+
+/// [`detect_format`] on the first bytes of a file of `size` bytes.
+fn detect_format_of_prefix(prefix: &[u8], size: u64) -> WeightsFormat {
+    if prefix.len() >= 9 && prefix[8] == b'{' {
+        let header_len = u64::from_le_bytes(prefix[..8].try_into().expect("8 bytes"));
+        if header_len <= size - 8 {
             return WeightsFormat::Safetensors;
         }
     }
-    let text = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
+    let text = prefix.strip_prefix(b"\xef\xbb\xbf").unwrap_or(prefix);
     match text.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => WeightsFormat::GoJson,
         _ => WeightsFormat::Safetensors,
     }
 }
 
+/// Which format these bytes are in: a safetensors file starts with an 8-byte little-endian
+/// header length followed by `{`; a JSON document starts with `{` after optional
+/// whitespace. Anything else is read as safetensors, whose parser then says what is wrong.
+pub fn detect_format(bytes: &[u8]) -> WeightsFormat {
+    detect_format_of_prefix(bytes, bytes.len() as u64)
+}
+
 /// Loads a model from a file in either format.
 pub fn load(path: &Path) -> Result<LoadedModel> {
     let bytes = read_file(path)?;
-    if bytes.is_empty() {
-        return Err(Error::format(path, "the file is empty"));
-    }
     match detect_format(&bytes) {
         WeightsFormat::GoJson => {
             let (model, tokenizer) = go_json::from_bytes(path, &bytes)?;
@@ -184,6 +278,9 @@ fn temp_path_for(path: &Path) -> PathBuf {
 /// write a temporary file beside it, flush it to disk, rename it over the target, and
 /// flush the folder so the rename itself survives a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::value("the path is empty: give the name of a file"));
+    }
     if path.is_dir() {
         return Err(Error::Io {
             path: path.display().to_string(),

@@ -221,7 +221,9 @@ pub fn params_from_tensors(
             ));
         }
     }
-    let mut params = vec![0.0f32; layout.total];
+    // Every tensor is checked before the buffer is allocated, so a small file whose config
+    // claims a huge model is an error, not an allocation of that model.
+    let mut found = Vec::with_capacity(layout.specs.len());
     for spec in &layout.specs {
         let name = format!("{prefix}{}", spec.name);
         let tensor = file
@@ -236,6 +238,10 @@ pub fn params_from_tensors(
                 ),
             ));
         }
+        found.push(tensor);
+    }
+    let mut params = crate::alloc::zeros(layout.total, "the parameters")?;
+    for (spec, tensor) in layout.specs.iter().zip(found) {
         params[spec.range()].copy_from_slice(&tensor.data);
     }
     Ok(params)

@@ -1,0 +1,487 @@
+//! `tinylm._core.Model` (a transformer with its workspaces) and `Generation` (a resumable
+//! generation that streams its ids a chunk at a time).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use numpy::{PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::batch::BatchRunner;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, Generation};
+use crate::model::{Model, Workspace};
+use crate::sample::SamplingParams;
+use crate::weights::{self, checkpoint, WeightsFormat};
+
+use super::convert::{
+    copy_out, float_array, ids_from_array, ids_from_list, named_arrays, NamedArrays, NamedPyArrays,
+};
+use super::errors::{lock_err, to_py_err};
+use super::optimizer::PyAdamW;
+use super::tokenizer::PyTokenizer;
+use super::{detached, in_pool, run};
+
+/// A transformer: parameters plus reusable activation workspaces.
+#[pyclass(name = "Model", module = "tinylm._core", frozen)]
+pub struct PyModel {
+    pub model: RwLock<Model>,
+    /// For logits: one workspace, every operation split across the threads.
+    workspace: Mutex<Workspace>,
+    /// For losses, gradients and training steps: the batch split into shards.
+    runner: Mutex<BatchRunner>,
+    /// Counts the changes to the parameters, so that a generation made before a change
+    /// refuses to go on with a stale cache.
+    version: AtomicU64,
+}
+
+impl PyModel {
+    fn wrap(model: Model) -> PyModel {
+        PyModel {
+            model: RwLock::new(model),
+            workspace: Mutex::new(Workspace::new()),
+            runner: Mutex::new(BatchRunner::new()),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// The model, to change; counts the change (the caller holds the lock while it changes).
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Model>> {
+        let guard = self.model.write().map_err(lock_err)?;
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(guard)
+    }
+}
+
+fn config_from_json(json: &str) -> Result<Config> {
+    let config: Config = serde_json::from_str(json).map_err(|e| Error::config(e.to_string()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn check_same_shape(b: usize, t: usize, tb: usize, tt: usize) -> PyResult<()> {
+    if (b, t) != (tb, tt) {
+        return Err(to_py_err(Error::shape("targets", &[b, t], &[tb, tt])));
+    }
+    Ok(())
+}
+
+/// Inputs and targets as checked (ids, targets, B, T).
+fn batch_pair(
+    inputs: &PyReadonlyArray2<'_, i64>,
+    targets: &PyReadonlyArray2<'_, i64>,
+) -> PyResult<(Vec<u32>, Vec<u32>, usize, usize)> {
+    let (ids, b, t) = ids_from_array(inputs, "inputs")?;
+    let (tg, tb, tt) = ids_from_array(targets, "targets")?;
+    check_same_shape(b, t, tb, tt)?;
+    Ok((ids, tg, b, t))
+}
+
+/// A NaN or infinite logit names its sequence and position: the weights are broken.
+fn check_finite_logits(logits: &[f32], t: usize, v: usize) -> Result<()> {
+    match logits.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite(format!(
+            "the logits hold a non-finite value ({}) at sequence {}, position {}: the \
+             model's weights are too large or not finite",
+            logits[i],
+            i / (t * v),
+            (i / v) % t
+        ))),
+    }
+}
+
+fn check_finite_loss(loss: f32) -> Result<f32> {
+    if loss.is_finite() {
+        Ok(loss)
+    } else {
+        Err(Error::NonFinite(format!(
+            "the loss is {loss}: the model's logits are not finite (its weights are too \
+             large or not finite)"
+        )))
+    }
+}
+
+#[pymethods]
+impl PyModel {
+    /// A new model from a config (JSON text) with GPT-2 initialisation.
+    #[new]
+    fn new(py: Python<'_>, config_json: &str, seed: u64) -> PyResult<Self> {
+        let config = config_from_json(config_json).map_err(to_py_err)?;
+        let model = run(py, || Model::new(config, seed))?;
+        Ok(PyModel::wrap(model))
+    }
+
+    /// Loads a model file in either format: (model, tokenizer or None, format name).
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<(Self, Option<PyTokenizer>, &'static str)> {
+        let loaded = run(py, || weights::load(&path))?;
+        Ok((
+            PyModel::wrap(loaded.model),
+            loaded.tokenizer.map(|inner| PyTokenizer { inner }),
+            loaded.format.name(),
+        ))
+    }
+
+    /// Saves atomically; `format` is "safetensors" or "go-json".
+    #[pyo3(signature = (path, tokenizer, format))]
+    fn save(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        tokenizer: Option<&PyTokenizer>,
+        format: &str,
+    ) -> PyResult<()> {
+        let format = WeightsFormat::from_name(format).map_err(to_py_err)?;
+        let tokenizer = tokenizer.map(|t| &t.inner);
+        detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let model = &*model;
+            in_pool(|| weights::save(&path, model, tokenizer, format))
+        })
+    }
+
+    #[pyo3(signature = (path, optimizer, tokenizer, metadata))]
+    fn save_checkpoint(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        optimizer: &PyAdamW,
+        tokenizer: Option<&PyTokenizer>,
+        metadata: BTreeMap<String, String>,
+    ) -> PyResult<()> {
+        let tokenizer = tokenizer.map(|t| &t.inner);
+        detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let opt = optimizer.inner.lock().map_err(lock_err)?;
+            let (model, opt) = (&*model, &*opt);
+            in_pool(|| checkpoint::save_checkpoint(&path, model, tokenizer, opt, &metadata))
+        })
+    }
+
+    /// (model, optimizer, tokenizer or None, metadata) from a checkpoint.
+    #[staticmethod]
+    #[allow(clippy::type_complexity)]
+    fn load_checkpoint(
+        py: Python<'_>,
+        path: PathBuf,
+    ) -> PyResult<(Self, PyAdamW, Option<PyTokenizer>, BTreeMap<String, String>)> {
+        let (loaded, opt, meta) = run(py, || checkpoint::load_checkpoint(&path))?;
+        Ok((
+            PyModel::wrap(loaded.model),
+            PyAdamW {
+                inner: Mutex::new(opt),
+            },
+            loaded.tokenizer.map(|inner| PyTokenizer { inner }),
+            meta,
+        ))
+    }
+
+    fn config_json(&self, py: Python<'_>) -> PyResult<String> {
+        detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            Ok(serde_json::to_string(&model.config).expect("a config always serialises"))
+        })
+    }
+
+    fn num_parameters(&self, py: Python<'_>) -> PyResult<usize> {
+        detached(py, || Ok(self.model.read().map_err(lock_err)?.layout.total))
+    }
+
+    /// Logits (B, T, V) for ids (B, T).
+    fn logits<'py>(
+        &self,
+        py: Python<'py>,
+        ids: PyReadonlyArray2<'py, i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (ids, b, t) = ids_from_array(&ids, "input ids")?;
+        let (logits, v) = detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let mut ws = self.workspace.lock().map_err(lock_err)?;
+            let (model, ws) = (&*model, &mut *ws);
+            in_pool(|| {
+                model.forward(ws, &ids, b, t)?;
+                let v = model.config.vocab_size;
+                let logits = ws.logits(&model.config);
+                check_finite_logits(logits, t, v)?;
+                Ok((copy_out(logits, "the logits")?, v))
+            })
+        })?;
+        float_array(py, logits, &[b, t, v])
+    }
+
+    /// Mean cross-entropy of the next-token predictions.
+    fn loss(
+        &self,
+        py: Python<'_>,
+        inputs: PyReadonlyArray2<'_, i64>,
+        targets: PyReadonlyArray2<'_, i64>,
+    ) -> PyResult<f32> {
+        let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
+        detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let mut runner = self.runner.lock().map_err(lock_err)?;
+            let (model, runner) = (&*model, &mut *runner);
+            in_pool(|| check_finite_loss(runner.loss(model, &ids, &tg, b, t)?))
+        })
+    }
+
+    /// (loss, [(name, gradient array)]) in parameter order.
+    fn gradients<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: PyReadonlyArray2<'py, i64>,
+        targets: PyReadonlyArray2<'py, i64>,
+    ) -> PyResult<(f32, NamedPyArrays<'py>)> {
+        let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
+        let (loss, tensors) = detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let mut runner = self.runner.lock().map_err(lock_err)?;
+            let (model, runner) = (&*model, &mut *runner);
+            in_pool(|| {
+                let mut grads = crate::alloc::zeros(model.layout.total, "the gradients")?;
+                let loss = runner.loss_and_grads(model, &ids, &tg, b, t, &mut grads)?;
+                let loss = check_finite_loss(loss)?;
+                let tensors: NamedArrays = model
+                    .layout
+                    .specs
+                    .iter()
+                    .map(|s| (s.name.clone(), s.shape.clone(), grads[s.range()].to_vec()))
+                    .collect();
+                Ok((loss, tensors))
+            })
+        })?;
+        Ok((loss, named_arrays(py, tensors)?))
+    }
+
+    /// One AdamW step: forward, backward, optional clipping, update. Returns (loss, grad norm
+    /// before clipping). A non-finite loss or gradient leaves the parameters untouched.
+    #[pyo3(signature = (optimizer, inputs, targets, lr, grad_clip=None))]
+    fn train_step(
+        &self,
+        py: Python<'_>,
+        optimizer: &PyAdamW,
+        inputs: PyReadonlyArray2<'_, i64>,
+        targets: PyReadonlyArray2<'_, i64>,
+        lr: f32,
+        grad_clip: Option<f32>,
+    ) -> PyResult<(f32, f32)> {
+        let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
+        if let Some(c) = grad_clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(PyValueError::new_err(format!(
+                    "grad_clip must be positive, got {c}"
+                )));
+            }
+        }
+        detached(py, || {
+            let mut model = self.write()?;
+            let mut runner = self.runner.lock().map_err(lock_err)?;
+            let mut opt = optimizer.inner.lock().map_err(lock_err)?;
+            let (model, runner, opt) = (&mut *model, &mut *runner, &mut *opt);
+            in_pool(|| runner.train_step(model, opt, &ids, &tg, b, t, lr, grad_clip))
+        })
+    }
+
+    /// One plain SGD step (the Go TinyLM's training). Returns the loss before the step.
+    fn sgd_step(
+        &self,
+        py: Python<'_>,
+        inputs: PyReadonlyArray2<'_, i64>,
+        targets: PyReadonlyArray2<'_, i64>,
+        lr: f32,
+    ) -> PyResult<f32> {
+        let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "learning rate must be >= 0 and finite, got {lr}"
+            )));
+        }
+        detached(py, || {
+            let mut model = self.write()?;
+            let mut runner = self.runner.lock().map_err(lock_err)?;
+            let (model, runner) = (&mut *model, &mut *runner);
+            in_pool(|| runner.sgd_step(model, &ids, &tg, b, t, lr))
+        })
+    }
+
+    /// A generation after `prompt`, to be run a chunk at a time with
+    /// `Generation.next_chunk`.
+    #[pyo3(signature = (prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_generation(
+        slf: &Bound<'_, Self>,
+        prompt: Vec<i64>,
+        max_new_tokens: usize,
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: u64,
+        stop: Vec<i64>,
+    ) -> PyResult<PyGeneration> {
+        let prompt = ids_from_list(prompt, "prompt")?;
+        let stop = ids_from_list(stop, "stop")?;
+        let opts = GenerateOptions {
+            max_new_tokens,
+            sampling: SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+            },
+            seed,
+            stop,
+        };
+        let this = slf.get();
+        let (run, version) = detached(slf.py(), || {
+            let model = this.model.read().map_err(lock_err)?;
+            let version = this.version.load(Ordering::Acquire);
+            Ok((Generation::new(&model, &prompt, opts)?, version))
+        })?;
+        Ok(PyGeneration {
+            model: slf.clone().unbind(),
+            version,
+            run: Mutex::new(run),
+        })
+    }
+
+    /// [(name, array)] copies of every parameter, in layout order.
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<NamedPyArrays<'py>> {
+        let tensors = detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            Ok(model
+                .layout
+                .specs
+                .iter()
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        s.shape.clone(),
+                        model.params()[s.range()].to_vec(),
+                    )
+                })
+                .collect::<NamedArrays>())
+        })?;
+        named_arrays(py, tensors)
+    }
+
+    /// Replaces every parameter; the dict must hold exactly the model's names and shapes,
+    /// float32, finite. Nothing changes if any entry is wrong.
+    fn load_state_dict(&self, py: Python<'_>, state: &Bound<'_, PyAny>) -> PyResult<()> {
+        let state = state.cast::<PyDict>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "load_state_dict needs a dict of name -> float32 array, got {}",
+                state
+                    .get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        let mut entries: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
+        for (key, value) in state.iter() {
+            let name: String = key.extract().map_err(|_| {
+                PyTypeError::new_err("load_state_dict: every key must be a parameter name (str)")
+            })?;
+            let arr: PyReadonlyArrayDyn<'_, f32> = value.extract().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "state_dict[{name:?}] must be a float32 NumPy array, got {}",
+                    value
+                        .get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                ))
+            })?;
+            let data: Vec<f32> = arr.as_array().iter().copied().collect();
+            entries.insert(name, (arr.shape().to_vec(), data));
+        }
+        detached(py, || {
+            let layout = self.model.read().map_err(lock_err)?.layout.clone();
+            if let Some(extra) = entries.keys().find(|k| layout.get(k).is_none()) {
+                return Err(Error::value(format!(
+                    "state_dict has an unexpected entry {extra:?}"
+                )));
+            }
+            for spec in &layout.specs {
+                let (shape, data) = entries.get(&spec.name).ok_or_else(|| {
+                    Error::value(format!("state_dict is missing {:?}", spec.name))
+                })?;
+                if *shape != spec.shape {
+                    return Err(Error::shape(
+                        format!("state_dict[{:?}]", spec.name),
+                        &spec.shape,
+                        shape,
+                    ));
+                }
+                if data.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::NonFinite(format!(
+                        "state_dict[{:?}] holds NaN or infinite values",
+                        spec.name
+                    )));
+                }
+            }
+            let mut model = self.write()?;
+            for spec in &layout.specs {
+                model.params_mut()[spec.range()].copy_from_slice(&entries[&spec.name].1);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// A generation under way on one model: each `next_chunk` produces the next ids, so a
+/// caller can stream them and stop (or be interrupted) between chunks without losing any.
+#[pyclass(name = "Generation", module = "tinylm._core", frozen)]
+pub struct PyGeneration {
+    model: Py<PyModel>,
+    /// The model's version when the generation started.
+    version: u64,
+    run: Mutex<Generation>,
+}
+
+#[pymethods]
+impl PyGeneration {
+    /// The next ids: at most `max_ids`, and no more once `budget_seconds` have passed (at
+    /// least one unless the generation is done; an empty list means it is done).
+    fn next_chunk(
+        &self,
+        py: Python<'_>,
+        max_ids: usize,
+        budget_seconds: f64,
+    ) -> PyResult<Vec<u32>> {
+        if !(budget_seconds.is_finite() && budget_seconds > 0.0) {
+            return Err(PyValueError::new_err(format!(
+                "budget_seconds must be positive, got {budget_seconds}"
+            )));
+        }
+        let owner = self.model.get();
+        detached(py, || {
+            let model = owner.model.read().map_err(lock_err)?;
+            if owner.version.load(Ordering::Acquire) != self.version {
+                return Err(Error::value(
+                    "the model's parameters changed (training or load_state_dict) since this \
+                     generation started; start a new one",
+                ));
+            }
+            let mut run = self.run.lock().map_err(lock_err)?;
+            if run.is_done() {
+                return Ok(Vec::new());
+            }
+            let (model, run) = (&*model, &mut *run);
+            let budget = Duration::from_secs_f64(budget_seconds.min(3600.0));
+            in_pool(|| run.next_chunk(model, max_ids, Some(budget)))
+        })
+    }
+
+    /// True once every id has been produced.
+    #[getter]
+    fn done(&self, py: Python<'_>) -> PyResult<bool> {
+        detached(py, || Ok(self.run.lock().map_err(lock_err)?.is_done()))
+    }
+}
