@@ -93,6 +93,16 @@ class Model:
         grad_clip: float | None = None,
     ) -> tuple[float, float]: ...
     def sgd_step(self, inputs: _Ids, targets: _Ids, lr: float) -> float: ...
+    def generate(
+        self,
+        prompt: list[int],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = 0,
+        stop: list[int] = ...,
+    ) -> list[int]: ...
     def start_generation(
         self,
         prompt: list[int],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -70,9 +71,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ train
 
 
+#: Largest training text read (a corpus is tokenized in memory).
+MAX_TEXT_BYTES = 4 << 30
+
+
 def _read_text(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):
+            raise CliError(
+                f"{path}: not a regular file (a FIFO, device or socket): give a text file"
+            )
+        if info.st_size > MAX_TEXT_BYTES:
+            raise CliError(
+                f"{path}: {info.st_size:,} bytes is more than the limit of {MAX_TEXT_BYTES:,}"
+            )
+        with open(path, "rb") as f:
+            raw = f.read(info.st_size)
     except IsADirectoryError:
         raise CliError(f"{path}: is a directory, not a text file") from None
     except FileNotFoundError:

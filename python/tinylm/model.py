@@ -246,9 +246,18 @@ class Transformer:
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Replaces every parameter. The mapping must have exactly the names and shapes of
         :meth:`state_dict`; nothing changes if any entry is wrong."""
-        converted = {
-            name: np.ascontiguousarray(value, dtype=np.float32) for name, value in state.items()
-        }
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"load_state_dict needs a mapping of name -> array, got {type(state).__name__}"
+            )
+        converted = {}
+        for name, value in state.items():
+            try:
+                converted[name] = np.ascontiguousarray(value, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"state_dict[{name!r}] must be an array of numbers, got {type(value).__name__}"
+                ) from None
         self._core.load_state_dict(converted)
 
     # ----------------------------------------------------------------------------- text
@@ -275,8 +284,8 @@ class Transformer:
         was produced until then.
         """
         prompt = ids_arg("ids", ids)
-        run = self._start(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
-        return prompt + list(_ids_of(run, _GENERATE_CHUNK))
+        args = self._generation_args(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
+        return prompt + self._core.generate(*args)
 
     def stream_ids(
         self,
@@ -291,8 +300,8 @@ class Transformer:
         """:meth:`generate`, yielding each new id as soon as it is decoded (the prompt is
         not repeated). Arguments are checked at once, before the first id."""
         prompt = ids_arg("ids", ids)
-        run = self._start(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
-        return _ids_of(run, _STREAM_CHUNK)
+        args = self._generation_args(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
+        return _ids_of(self._core.start_generation(*args))
 
     def stream(
         self,
@@ -314,7 +323,7 @@ class Transformer:
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         stop_texts, stop_ids = _split_stops(stop)
         prompt_ids = tok.encode(prompt)
-        run = self._start(
+        args = self._generation_args(
             prompt_ids,
             max_new_tokens,
             sampling.pop("temperature", 0.0),  # type: ignore[arg-type]
@@ -325,7 +334,7 @@ class Transformer:
         )
         if sampling:
             raise TypeError(f"unexpected keyword argument {next(iter(sampling))!r}")
-        return _text_of(tok, prompt_ids, run, stop_texts)
+        return _text_of(tok, prompt_ids, self._core.start_generation(*args), stop_texts)
 
     def generate_text(self, prompt: str, max_new_tokens: int = 100, **kwargs: object) -> str:
         """:meth:`generate` on text, through :attr:`tokenizer`: the prompt followed by its
@@ -336,7 +345,7 @@ class Transformer:
         pieces = self.stream(prompt, max_new_tokens, **kwargs)  # type: ignore[arg-type]
         return tok.decode(tok.encode(prompt)) + "".join(pieces)
 
-    def _start(
+    def _generation_args(
         self,
         prompt: list[int],
         max_new_tokens: object,
@@ -345,11 +354,11 @@ class Transformer:
         top_p: object,
         seed: object,
         stop: object,
-    ) -> _core.Generation:
-        """Checks every argument, then starts a generation in the core."""
+    ) -> tuple[list[int], int, float, int | None, float | None, int, list[int]]:
+        """The core's generation arguments, each checked."""
         if not prompt:
             raise ValueError("the prompt is empty: generation needs at least one token")
-        return self._core.start_generation(
+        return (
             prompt,
             int_arg("max_new_tokens", max_new_tokens, 0, MAX_NEW_TOKENS),
             float_arg("temperature", temperature, 0.0, math.inf),
@@ -383,19 +392,17 @@ class Transformer:
         return self.tokenizer
 
 
-#: (max ids, seconds) per core call: generate() returns to Python (so that Ctrl-C is seen)
-#: at least every 50 ms; a stream hands over ids at least every 20 ms.
-_GENERATE_CHUNK = (4096, 0.05)
+#: (max ids, seconds) per core call of a stream: it hands over ids at least every 20 ms,
+#: and Python sees Ctrl-C between calls.
 _STREAM_CHUNK = (64, 0.02)
 #: The most new ids one call may ask for.
 MAX_NEW_TOKENS = 2**48
 
 
-def _ids_of(run: _core.Generation, chunk: tuple[int, float]) -> Iterator[int]:
+def _ids_of(run: _core.Generation) -> Iterator[int]:
     """The ids of a core generation, one chunk per core call."""
-    max_ids, seconds = chunk
     while True:
-        ids = run.next_chunk(max_ids, seconds)
+        ids = run.next_chunk(*_STREAM_CHUNK)
         if not ids:
             return
         yield from ids

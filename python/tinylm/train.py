@@ -189,6 +189,10 @@ def _catch_stop_signals(flag: _StopFlag) -> Iterator[None]:
 
 
 def _check_data(name: str, data: np.ndarray, seq_len: int) -> None:
+    if not isinstance(data, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array of token ids, got {type(data).__name__}")
+    if data.dtype.kind not in "iu" or data.dtype == np.bool_:
+        raise TypeError(f"{name} must hold integer token ids, got an array of {data.dtype}")
     if data.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of token ids, got shape {data.shape}")
     if len(data) < seq_len + 1:

@@ -2,6 +2,7 @@
 //! generation that streams its ids a chunk at a time).
 
 use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -23,7 +24,7 @@ use crate::weights::{self, checkpoint, WeightsFormat};
 use super::convert::{
     copy_out, float_array, ids_from_array, ids_from_list, named_arrays, NamedArrays, NamedPyArrays,
 };
-use super::errors::{lock_err, to_py_err};
+use super::errors::{lock_err, panic_to_py_err, to_py_err};
 use super::optimizer::PyAdamW;
 use super::tokenizer::PyTokenizer;
 use super::{detached, in_pool, run};
@@ -95,6 +96,29 @@ fn check_finite_logits(logits: &[f32], t: usize, v: usize) -> Result<()> {
             (i / v) % t
         ))),
     }
+}
+
+/// How long `generate` computes before it checks for signals again.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+fn generate_options(
+    max_new_tokens: usize,
+    temperature: f32,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    seed: u64,
+    stop: Vec<i64>,
+) -> PyResult<GenerateOptions> {
+    Ok(GenerateOptions {
+        max_new_tokens,
+        sampling: SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+        },
+        seed,
+        stop: ids_from_list(stop, "stop")?,
+    })
 }
 
 fn check_finite_loss(loss: f32) -> Result<f32> {
@@ -311,6 +335,41 @@ impl PyModel {
         })
     }
 
+    /// New ids after `prompt`, in one call that sees one version of the parameters (it
+    /// holds the read lock throughout). Between chunks of at most 50 ms it checks for
+    /// signals, so Ctrl-C interrupts it (`KeyboardInterrupt`) within a fraction of a second.
+    #[pyo3(signature = (prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn generate(
+        &self,
+        py: Python<'_>,
+        prompt: Vec<i64>,
+        max_new_tokens: usize,
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: u64,
+        stop: Vec<i64>,
+    ) -> PyResult<Vec<u32>> {
+        let prompt = ids_from_list(prompt, "prompt")?;
+        let opts = generate_options(max_new_tokens, temperature, top_k, top_p, seed, stop)?;
+        let outcome = py.detach(|| {
+            catch_unwind(AssertUnwindSafe(|| -> PyResult<Vec<u32>> {
+                let model = self.model.read().map_err(|e| to_py_err(lock_err(e)))?;
+                let model = &*model;
+                let mut run = Generation::new(model, &prompt, opts).map_err(to_py_err)?;
+                let mut ids = Vec::new();
+                while !run.is_done() {
+                    let chunk = in_pool(|| run.next_chunk(model, 1 << 16, Some(SIGNAL_CHECK)));
+                    ids.extend(chunk.map_err(to_py_err)?);
+                    Python::attach(|py| py.check_signals())?;
+                }
+                Ok(ids)
+            }))
+        });
+        outcome.unwrap_or_else(|panic| Err(panic_to_py_err(panic)))
+    }
+
     /// A generation after `prompt`, to be run a chunk at a time with
     /// `Generation.next_chunk`.
     #[pyo3(signature = (prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop=Vec::new()))]
@@ -326,17 +385,7 @@ impl PyModel {
         stop: Vec<i64>,
     ) -> PyResult<PyGeneration> {
         let prompt = ids_from_list(prompt, "prompt")?;
-        let stop = ids_from_list(stop, "stop")?;
-        let opts = GenerateOptions {
-            max_new_tokens,
-            sampling: SamplingParams {
-                temperature,
-                top_k,
-                top_p,
-            },
-            seed,
-            stop,
-        };
+        let opts = generate_options(max_new_tokens, temperature, top_k, top_p, seed, stop)?;
         let this = slf.get();
         let (run, version) = detached(slf.py(), || {
             let model = this.model.read().map_err(lock_err)?;
