@@ -474,3 +474,69 @@ def test_a_generation_refuses_to_go_on_after_the_model_changed(model):
     with pytest.raises(ValueError, match="changed"):
         for _ in stream:
             pass
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def _checkpoint_with(tmp_path: Path, edit) -> Path:
+    """A real checkpoint whose train_state metadata went through ``edit``."""
+    from tinylm import _core
+
+    tok = tinylm.Tokenizer.char_level("abcdefgh ")
+    model = tinylm.Transformer(
+        tinylm.Config(vocab_size=tok.vocab_size, d_model=8, n_layers=1, n_heads=2, max_seq_len=8),
+        tokenizer=tok,
+    )
+    data = np.array(tok.encode("abcdefgh " * 40))
+    out = tmp_path / "run"
+    tinylm.train(
+        model,
+        data,
+        None,
+        tinylm.TrainConfig(steps=2, batch_size=2),
+        out_dir=out,
+        progress=False,
+        data_info={"sha256": "0" * 64, "val_fraction": 0.1},
+    )
+    path = out / "ckpt.safetensors"
+    core, opt, tk, meta = _core.Model.load_checkpoint(str(path))
+    state = json.loads(meta["train_state"])
+    edit(state)
+    meta["train_state"] = json.dumps(state)
+    core.save_checkpoint(str(path), opt, tk, meta)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s["train_config"].update(future_knob=1), "unknown setting(s) future_knob"),
+        (lambda s: s["data"].pop("sha256"), "must record the training data's sha256"),
+        (lambda s: s["train_config"].update(steps=-5), "train_config is invalid"),
+    ],
+    ids=["unknown_key", "no_sha256", "bad_value"],
+)
+def test_a_checkpoint_from_elsewhere_is_a_one_line_error_on_resume(tmp_path, edit, message):
+    path = _checkpoint_with(tmp_path, edit)
+    text = tmp_path / "data.txt"
+    text.write_text("abcdefgh " * 40)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tinylm",
+            "train",
+            "--data",
+            str(text),
+            "--out",
+            str(path.parent),
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -345,8 +345,38 @@ def load_checkpoint(path: Path) -> tuple[Transformer, _core.AdamW, dict[str, Any
             state[key]
     except (ValueError, KeyError, TypeError) as exc:
         raise _core.FormatError(f"{path}: invalid train_state metadata: {exc}") from None
+    _check_train_state(path, state)
     model = Transformer._from_core(core, Tokenizer(tok) if tok is not None else None, "safetensors")
     return model, optimizer, state
+
+
+def _check_train_state(path: Path, state: dict[str, Any]) -> None:
+    """The training settings and data record of a checkpoint, checked field by field so
+    that a checkpoint from another version is a one-line error, not a traceback."""
+    settings = state["train_config"]
+    if not isinstance(settings, dict):
+        raise _core.FormatError(f"{path}: train_state.train_config must be an object")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise _core.FormatError(
+            f"{path}: train_state.train_config has unknown setting(s) {', '.join(unknown)} "
+            "(written by another version of tinylm?)"
+        )
+    try:
+        TrainConfig(**settings)
+    except (TypeError, ValueError) as exc:
+        raise _core.FormatError(f"{path}: train_state.train_config is invalid: {exc}") from None
+    data = state.get("data")
+    if data is not None:
+        if not isinstance(data, dict) or not isinstance(data.get("sha256"), str):
+            raise _core.FormatError(
+                f"{path}: train_state.data must record the training data's sha256"
+            )
+        if not isinstance(data.get("val_fraction"), (int, float)):
+            raise _core.FormatError(
+                f"{path}: train_state.data must record the validation fraction (val_fraction)"
+            )
 
 
 def save_history(path: Path, result: TrainResult) -> None:
