@@ -108,7 +108,7 @@ impl Generation {
     }
 
     /// Produces the next ids: at most `max_ids`, and no more once `budget` has passed
-    /// (at least one id is produced per call unless the generation is done).
+    /// (at least one id per call unless the generation is done; none once it is).
     pub fn next_chunk(
         &mut self,
         model: &Model,
@@ -204,15 +204,15 @@ impl Generation {
             return Ok(());
         };
         loop {
+            if chunk.is_full() {
+                self.phase = Phase::PastContext(ws);
+                return Ok(());
+            }
             if self.tokens.len() > 2 * p {
                 self.tokens.drain(..self.tokens.len() - p);
             }
             model.forward(&mut ws, &self.tokens[self.tokens.len() - p..], 1, p)?;
             if !self.emit(&ws.logits(&model.config)[(p - 1) * v..], chunk)? {
-                return Ok(());
-            }
-            if chunk.is_full() {
-                self.phase = Phase::PastContext(ws);
                 return Ok(());
             }
         }

@@ -122,3 +122,54 @@ fn generation_follows_changes_to_the_parameters() {
     assert_eq!(after, generate(&other, &[1, 2], &opts).unwrap());
     assert_ne!(before, after, "the two models should generate differently");
 }
+
+#[test]
+fn generation_in_chunks_gives_the_ids_of_one_call_in_and_past_the_context() {
+    use tinylm::generate::Generation;
+    let model = wide_model(9);
+    let opts = GenerateOptions {
+        // 40 positions of context: the cache fills, then the window slides.
+        max_new_tokens: 90,
+        sampling: SamplingParams {
+            temperature: 0.9,
+            top_k: Some(20),
+            top_p: None,
+        },
+        seed: 5,
+        stop: vec![],
+    };
+    let whole = generate(&model, &[3, 1, 4], &opts).unwrap();
+    assert_eq!(whole.len(), 90);
+    for chunk in [1, 3, 7, 64] {
+        let mut run = Generation::new(&model, &[3, 1, 4], opts.clone()).unwrap();
+        let mut ids = Vec::new();
+        while !run.is_done() {
+            let got = run.next_chunk(&model, chunk, None).unwrap();
+            assert!(!got.is_empty() && got.len() <= chunk);
+            ids.extend(got);
+        }
+        assert_eq!(ids, whole, "chunks of {chunk}");
+        assert!(run.next_chunk(&model, chunk, None).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_stop_id_ends_a_chunked_generation_right_after_it() {
+    use tinylm::generate::Generation;
+    let model = wide_model(10);
+    let mut opts = GenerateOptions {
+        max_new_tokens: 50,
+        sampling: SamplingParams::default(),
+        seed: 0,
+        stop: vec![],
+    };
+    let free = generate(&model, &[1], &opts).unwrap();
+    opts.stop = vec![free[4]];
+    let first = free.iter().position(|&t| t == free[4]).unwrap();
+    let mut run = Generation::new(&model, &[1], opts).unwrap();
+    let mut ids = Vec::new();
+    while !run.is_done() {
+        ids.extend(run.next_chunk(&model, 2, None).unwrap());
+    }
+    assert_eq!(ids, free[..=first]);
+}

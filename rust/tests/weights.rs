@@ -156,3 +156,34 @@ fn loader_errors_name_the_problem() {
     let err = weights::load(&dir).unwrap_err().to_string();
     assert!(err.contains("directory"), "{err}");
 }
+
+#[test]
+fn a_safetensors_file_with_bytes_past_what_its_header_promises_is_refused() {
+    let dir = std::env::temp_dir().join(format!("tinylm-trailing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.safetensors");
+    let model = tinylm::Model::new(tinylm::Config::go_tinylm(5, 4, 1, 2, 4, 3), 0).unwrap();
+    tinylm::weights::save(
+        &path,
+        &model,
+        None,
+        tinylm::weights::WeightsFormat::Safetensors,
+    )
+    .unwrap();
+    assert!(tinylm::weights::load(&path).is_ok());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"trailing");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = tinylm::weights::load(&path).unwrap_err().to_string();
+    assert!(err.contains("its header describes"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_device_is_not_read_as_weights() {
+    let err = tinylm::weights::load(std::path::Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+}
