@@ -16,12 +16,27 @@ def model() -> tinylm.Transformer:
     return random_model(CONFIG, seed=3, scale=0.4)
 
 
-def test_greedy_generation_is_the_argmax_of_the_logits(model) -> None:
-    out = model.generate([1, 2], max_new_tokens=12)  # runs past the context of 8
-    assert out[:2] == [1, 2] and len(out) == 14
-    for i in range(2, len(out)):
-        window = out[max(0, i - CONFIG.max_seq_len) : i]
-        assert out[i] == int(np.argmax(model.logits(window)[-1])), f"token {i}"
+def seen_windows(out: list[int], prompt_len: int, p: int, window: str):
+    """(i, the ids the model sees when it chooses out[i]), by the documented rules: "sliding"
+    sees the last P ids; "shift" sees every id since the last shift, and when a new id
+    would make P + 1 of them, keeps only the last P // 2."""
+    seen = out[max(0, prompt_len - p) : prompt_len]
+    for i in range(prompt_len, len(out)):
+        if window == "sliding":
+            yield i, out[max(0, i - p) : i]
+            continue
+        yield i, list(seen)
+        seen.append(out[i])
+        if len(seen) == p + 1:
+            seen = seen[-(p // 2) :]
+
+
+@pytest.mark.parametrize("window", ["shift", "sliding"])
+def test_greedy_generation_is_the_argmax_of_the_logits(model, window) -> None:
+    out = model.generate([1, 2], max_new_tokens=30, window=window)  # past the context of 8
+    assert out[:2] == [1, 2] and len(out) == 32
+    for i, seen in seen_windows(out, 2, CONFIG.max_seq_len, window):
+        assert out[i] == int(np.argmax(model.logits(seen)[-1])), f"token {i}"
 
 
 def test_top_k_one_equals_greedy(model) -> None:
@@ -114,10 +129,10 @@ def test_wide_model_greedy_generation_is_the_argmax_of_the_logits() -> None:
     """d_model 144: generation shares its products with a helper thread, in panels of 64
     columns that do not divide the widths (144, 432, 200)."""
     model = random_model(WIDE, seed=4, scale=0.1)
-    out = model.generate([1, 2], max_new_tokens=24)  # runs past the context of 16
-    for i in range(2, len(out)):
-        window = out[max(0, i - WIDE.max_seq_len) : i]
-        assert out[i] == int(np.argmax(model.logits(window)[-1])), f"token {i}"
+    for window in ("shift", "sliding"):
+        out = model.generate([1, 2], max_new_tokens=40, window=window)  # past the context
+        for i, seen in seen_windows(out, 2, WIDE.max_seq_len, window):
+            assert out[i] == int(np.argmax(model.logits(seen)[-1])), f"token {i} ({window})"
 
 
 def test_generation_follows_load_state_dict() -> None:

@@ -102,6 +102,7 @@ class Model:
         top_p: float | None = None,
         seed: int = 0,
         stop: list[int] = ...,
+        window: Literal["shift", "sliding"] = "shift",
     ) -> list[int]: ...
     def start_generation(
         self,
@@ -112,6 +113,7 @@ class Model:
         top_p: float | None = None,
         seed: int = 0,
         stop: list[int] = ...,
+        window: Literal["shift", "sliding"] = "shift",
     ) -> Generation: ...
     def state_dict(self) -> list[tuple[str, npt.NDArray[np.float32]]]: ...
     def load_state_dict(self, state: Mapping[str, npt.NDArray[np.float32]]) -> None: ...

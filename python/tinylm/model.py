@@ -271,6 +271,7 @@ class Transformer:
         top_p: float | None = None,
         seed: int | None = None,
         stop: int | Iterable[int] | None = None,
+        window: str = "shift",
     ) -> list[int]:
         """Continues a sequence; returns the prompt followed by the new ids.
 
@@ -279,12 +280,18 @@ class Transformer:
         to the smallest set whose probability reaches ``top_p``. The same ``seed`` gives the
         same sample. Generation ends after ``max_new_tokens`` ids or right after emitting an
         id in ``stop``; a model loaded from the Go format stops after ``END`` by default.
-        Past the context the model sees the last ``max_seq_len`` ids. Ctrl-C interrupts it
+        Past the context (P = ``max_seq_len``), ``window="shift"`` (the default) keeps
+        decoding from the key/value cache: when it is full, the last P/2 ids are kept and
+        re-encoded at positions 0..P/2, so the model sees between P/2 and P ids and a token
+        costs about two cached steps; ``window="sliding"`` is nanoGPT's rule, exactly the
+        last P ids, at the cost of a forward pass over them per token. Ctrl-C interrupts it
         within a fraction of a second (``KeyboardInterrupt``); :meth:`stream_ids` keeps what
         was produced until then.
         """
         prompt = ids_arg("ids", ids)
-        args = self._generation_args(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
+        args = self._generation_args(
+            prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, window
+        )
         return prompt + self._core.generate(*args)
 
     def stream_ids(
@@ -296,11 +303,14 @@ class Transformer:
         top_p: float | None = None,
         seed: int | None = None,
         stop: int | Iterable[int] | None = None,
+        window: str = "shift",
     ) -> Iterator[int]:
         """:meth:`generate`, yielding each new id as soon as it is decoded (the prompt is
         not repeated). Arguments are checked at once, before the first id."""
         prompt = ids_arg("ids", ids)
-        args = self._generation_args(prompt, max_new_tokens, temperature, top_k, top_p, seed, stop)
+        args = self._generation_args(
+            prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, window
+        )
         return _ids_of(self._core.start_generation(*args))
 
     def stream(
@@ -331,6 +341,7 @@ class Transformer:
             sampling.pop("top_p", None),  # type: ignore[arg-type]
             sampling.pop("seed", None),  # type: ignore[arg-type]
             stop_ids,
+            sampling.pop("window", "shift"),  # type: ignore[arg-type]
         )
         if sampling:
             raise TypeError(f"unexpected keyword argument {next(iter(sampling))!r}")
@@ -354,7 +365,8 @@ class Transformer:
         top_p: object,
         seed: object,
         stop: object,
-    ) -> tuple[list[int], int, float, int | None, float | None, int, list[int]]:
+        window: object,
+    ) -> tuple[list[int], int, float, int | None, float | None, int, list[int], str]:
         """The core's generation arguments, each checked."""
         if not prompt:
             raise ValueError("the prompt is empty: generation needs at least one token")
@@ -366,6 +378,7 @@ class Transformer:
             None if top_p is None else float_arg("top_p", top_p, 0.0, 1.0, low_open=True),
             _seed(seed),  # type: ignore[arg-type]
             self._stop_ids(stop),
+            _window(window),
         )
 
     def _stop_ids(self, stop: object) -> list[int]:
@@ -448,6 +461,12 @@ def _text_of(
                 return
             tail = window[-keep:] if keep else ""
         yield piece
+
+
+def _window(window: object) -> str:
+    if window not in ("shift", "sliding"):
+        raise ValueError(f'window must be "shift" or "sliding", got {window!r}')
+    return window  # type: ignore[return-value]
 
 
 def _seed(seed: int | None) -> int:

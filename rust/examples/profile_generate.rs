@@ -18,6 +18,7 @@ fn main() {
         sampling: SamplingParams::default(),
         seed: 0,
         stop: vec![],
+        window: Default::default(),
     };
     let mut best = 0.0f64;
     for _ in 0..5 {

@@ -3,9 +3,14 @@
 //! While the sequence fits in the context (P = max_seq_len), a key/value cache (see
 //! [`crate::decode`]) makes a new token cost one matrix-vector product per weight matrix
 //! instead of a forward pass over the whole sequence, and only the last position's logits
-//! are computed. Past the context the model sees the last P tokens, as in nanoGPT: their
-//! learned positions all shift with each new token, so every cached key and value would
-//! change, and each token costs one batched forward pass over the window instead.
+//! are computed. Past the context there are two ways on ([`Window`]):
+//! - `Sliding`, as in nanoGPT: the model sees exactly the last P tokens. Their learned
+//!   positions all shift with each new token, so every cached key and value would change,
+//!   and each token costs one batched forward pass over the window.
+//! - `Shift` (the default): when the cache is full, keep the last P/2 tokens, rebuild the
+//!   cache from them at positions 0..P/2, and go on decoding from the cache. The model
+//!   then sees between P/2 and P tokens; a token costs about two decode steps (one for it,
+//!   one to rebuild) instead of a forward pass over P tokens.
 //!
 //! A [`Generation`] is resumable: it produces its ids a chunk at a time, keeping its cache
 //! between chunks, so a caller can stream them, check for interruption between chunks, and
@@ -26,6 +31,31 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// Generation ends right after one of these ids is emitted.
     pub stop: Vec<u32>,
+    /// What the model sees past the context.
+    pub window: Window,
+}
+
+/// How generation goes on once the sequence is longer than the context (see the module's
+/// documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Window {
+    /// Exactly the last P tokens, one forward pass over them per token.
+    Sliding,
+    /// The last P/2 to P tokens, from a cache rebuilt every P/2 tokens.
+    #[default]
+    Shift,
+}
+
+impl Window {
+    pub fn from_name(name: &str) -> Result<Window> {
+        match name {
+            "sliding" => Ok(Window::Sliding),
+            "shift" => Ok(Window::Shift),
+            other => Err(Error::value(format!(
+                "window must be \"shift\" or \"sliding\", got {other:?}"
+            ))),
+        }
+    }
 }
 
 /// Generates up to `max_new_tokens` ids after `prompt`; returns only the new ids.
@@ -184,12 +214,23 @@ impl Generation {
             if !self.emit(&state.logits, chunk)? {
                 return Ok(());
             }
-            if state.len() == context {
+            if state.len() == context && self.opts.window == Window::Sliding {
                 self.phase = Phase::PastContext(Box::new(Workspace::new()));
                 return Ok(());
             }
-            let next = *self.tokens.last().expect("emit appended a token");
-            state.push(model, team, next, true);
+            if state.len() == context {
+                // Shift: the last P/2 tokens (the newest one included) at positions 0..
+                let keep = (context / 2).max(1);
+                let start = self.tokens.len() - keep;
+                self.tokens.drain(..start);
+                state.clear();
+                for (i, &tok) in self.tokens.iter().enumerate() {
+                    state.push(model, team, tok, i + 1 == keep);
+                }
+            } else {
+                let next = *self.tokens.last().expect("emit appended a token");
+                state.push(model, team, next, true);
+            }
             if chunk.is_full() {
                 self.phase = Phase::InContext(state);
                 return Ok(());

@@ -5,7 +5,7 @@ mod common;
 
 use common::random_model;
 use tinylm::decode::{with_team, DecodeState, Team};
-use tinylm::generate::{generate, GenerateOptions};
+use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::sample::SamplingParams;
 use tinylm::{Config, Model, Workspace};
 
@@ -113,6 +113,7 @@ fn generation_follows_changes_to_the_parameters() {
         sampling: SamplingParams::default(),
         seed: 0,
         stop: vec![],
+        window: Default::default(),
     };
     let mut model = wide_model(7);
     let other = wide_model(8);
@@ -125,7 +126,6 @@ fn generation_follows_changes_to_the_parameters() {
 
 #[test]
 fn generation_in_chunks_gives_the_ids_of_one_call_in_and_past_the_context() {
-    use tinylm::generate::Generation;
     let model = wide_model(9);
     let opts = GenerateOptions {
         // 40 positions of context: the cache fills, then the window slides.
@@ -137,19 +137,31 @@ fn generation_in_chunks_gives_the_ids_of_one_call_in_and_past_the_context() {
         },
         seed: 5,
         stop: vec![],
+        window: Default::default(),
     };
-    let whole = generate(&model, &[3, 1, 4], &opts).unwrap();
+    for window in [Window::Shift, Window::Sliding] {
+        let opts = GenerateOptions {
+            window,
+            ..opts.clone()
+        };
+        chunked_generation_equals_one_call(&model, &opts);
+    }
+}
+
+fn chunked_generation_equals_one_call(model: &Model, opts: &GenerateOptions) {
+    use tinylm::generate::Generation;
+    let whole = generate(model, &[3, 1, 4], opts).unwrap();
     assert_eq!(whole.len(), 90);
     for chunk in [1, 3, 7, 64] {
-        let mut run = Generation::new(&model, &[3, 1, 4], opts.clone()).unwrap();
+        let mut run = Generation::new(model, &[3, 1, 4], opts.clone()).unwrap();
         let mut ids = Vec::new();
         while !run.is_done() {
-            let got = run.next_chunk(&model, chunk, None).unwrap();
+            let got = run.next_chunk(model, chunk, None).unwrap();
             assert!(!got.is_empty() && got.len() <= chunk);
             ids.extend(got);
         }
-        assert_eq!(ids, whole, "chunks of {chunk}");
-        assert!(run.next_chunk(&model, chunk, None).unwrap().is_empty());
+        assert_eq!(ids, whole, "chunks of {chunk}, {:?}", opts.window);
+        assert!(run.next_chunk(model, chunk, None).unwrap().is_empty());
     }
 }
 
@@ -162,6 +174,7 @@ fn a_stop_id_ends_a_chunked_generation_right_after_it() {
         sampling: SamplingParams::default(),
         seed: 0,
         stop: vec![],
+        window: Default::default(),
     };
     let free = generate(&model, &[1], &opts).unwrap();
     opts.stop = vec![free[4]];

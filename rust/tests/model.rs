@@ -4,7 +4,7 @@ mod common;
 
 use common::{random_model, seed_weights, small_config};
 use tinylm::batch::BatchRunner;
-use tinylm::generate::{generate, GenerateOptions};
+use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::optim::{AdamW, AdamWConfig};
 use tinylm::sample::{argmax, SamplingParams};
 use tinylm::{weights, Config, Model, Workspace};
@@ -210,6 +210,7 @@ fn greedy_generation_follows_the_argmax_of_the_logits() {
         sampling: SamplingParams::default(),
         seed: 0,
         stop: vec![],
+        window: Window::Sliding,
     };
     let generated = generate(&model, &prompt, &opts).unwrap();
     assert_eq!(generated.len(), 9);
@@ -223,6 +224,37 @@ fn greedy_generation_follows_the_argmax_of_the_logits() {
         let last = &logits[(window.len() - 1) * v..];
         assert_eq!(argmax(last) as u32, tok);
         seq.push(tok);
+    }
+}
+
+#[test]
+fn greedy_generation_with_a_shifted_window_follows_the_argmax_over_that_window() {
+    // The documented rule: the model sees every token since the last shift; when a new
+    // token would make P + 1 of them, only the last P / 2 are kept.
+    for (p, prompt) in [(5usize, vec![3u32, 1]), (6, vec![2, 4, 1, 0, 3, 2, 1, 1])] {
+        let mut config = small_config(true, false);
+        config.max_seq_len = p;
+        let model = random_model(config, 12);
+        let opts = GenerateOptions {
+            max_new_tokens: 4 * p,
+            sampling: SamplingParams::default(),
+            seed: 0,
+            stop: vec![],
+            window: Window::Shift,
+        };
+        let generated = generate(&model, &prompt, &opts).unwrap();
+        let v = model.config.vocab_size;
+        let mut seen = prompt[prompt.len().saturating_sub(p)..].to_vec();
+        for &tok in &generated {
+            let mut ws = Workspace::new();
+            model.forward(&mut ws, &seen, 1, seen.len()).unwrap();
+            let last = &ws.logits(&model.config)[(seen.len() - 1) * v..];
+            assert_eq!(argmax(last) as u32, tok);
+            seen.push(tok);
+            if seen.len() == p + 1 {
+                seen.drain(..seen.len() - p / 2);
+            }
+        }
     }
 }
 

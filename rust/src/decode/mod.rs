@@ -203,6 +203,11 @@ impl DecodeState {
         self.len == 0
     }
 
+    /// Forgets every cached position (the buffers are kept for the next ones).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
     /// Feeds one token at the next position; computes the logits only if `want_logits`.
     /// The id must be below V and the cache must not be full.
     pub fn push(&mut self, model: &Model, team: Option<&Team>, token: u32, want_logits: bool) {

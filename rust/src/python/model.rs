@@ -16,7 +16,7 @@ use pyo3::types::PyDict;
 use crate::batch::BatchRunner;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::generate::{GenerateOptions, Generation};
+use crate::generate::{GenerateOptions, Generation, Window};
 use crate::model::{Model, Workspace};
 use crate::sample::SamplingParams;
 use crate::weights::{self, checkpoint, WeightsFormat};
@@ -118,6 +118,7 @@ fn generate_options(
         },
         seed,
         stop: ids_from_list(stop, "stop")?,
+        window: Window::default(),
     })
 }
 
@@ -338,7 +339,7 @@ impl PyModel {
     /// New ids after `prompt`, in one call that sees one version of the parameters (it
     /// holds the read lock throughout). Between chunks of at most 50 ms it checks for
     /// signals, so Ctrl-C interrupts it (`KeyboardInterrupt`) within a fraction of a second.
-    #[pyo3(signature = (prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop=Vec::new()))]
+    #[pyo3(signature = (prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop=Vec::new(), window="shift"))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
@@ -350,9 +351,14 @@ impl PyModel {
         top_p: Option<f32>,
         seed: u64,
         stop: Vec<i64>,
+        window: &str,
     ) -> PyResult<Vec<u32>> {
         let prompt = ids_from_list(prompt, "prompt")?;
         let opts = generate_options(max_new_tokens, temperature, top_k, top_p, seed, stop)?;
+        let opts = GenerateOptions {
+            window: Window::from_name(window).map_err(to_py_err)?,
+            ..opts
+        };
         let outcome = py.detach(|| {
             catch_unwind(AssertUnwindSafe(|| -> PyResult<Vec<u32>> {
                 let model = self.model.read().map_err(|e| to_py_err(lock_err(e)))?;
@@ -372,7 +378,7 @@ impl PyModel {
 
     /// A generation after `prompt`, to be run a chunk at a time with
     /// `Generation.next_chunk`.
-    #[pyo3(signature = (prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop=Vec::new()))]
+    #[pyo3(signature = (prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop=Vec::new(), window="shift"))]
     #[allow(clippy::too_many_arguments)]
     fn start_generation(
         slf: &Bound<'_, Self>,
@@ -383,9 +389,14 @@ impl PyModel {
         top_p: Option<f32>,
         seed: u64,
         stop: Vec<i64>,
+        window: &str,
     ) -> PyResult<PyGeneration> {
         let prompt = ids_from_list(prompt, "prompt")?;
         let opts = generate_options(max_new_tokens, temperature, top_k, top_p, seed, stop)?;
+        let opts = GenerateOptions {
+            window: Window::from_name(window).map_err(to_py_err)?,
+            ..opts
+        };
         let this = slf.get();
         let (run, version) = detached(slf.py(), || {
             let model = this.model.read().map_err(lock_err)?;
