@@ -93,28 +93,8 @@ class Model:
         grad_clip: float | None = None,
     ) -> tuple[float, float]: ...
     def sgd_step(self, inputs: _Ids, targets: _Ids, lr: float) -> float: ...
-    def generate(
-        self,
-        prompt: list[int],
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int = 0,
-        stop: list[int] = ...,
-        window: Literal["shift", "sliding"] = "shift",
-    ) -> list[int]: ...
-    def start_generation(
-        self,
-        prompt: list[int],
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int = 0,
-        stop: list[int] = ...,
-        window: Literal["shift", "sliding"] = "shift",
-    ) -> Generation: ...
+    def generate(self, prompt: list[int], options: dict[str, object]) -> list[int]: ...
+    def start_generation(self, prompt: list[int], options: dict[str, object]) -> Generation: ...
     def state_dict(self) -> list[tuple[str, npt.NDArray[np.float32]]]: ...
     def load_state_dict(self, state: Mapping[str, npt.NDArray[np.float32]]) -> None: ...
 

@@ -271,47 +271,65 @@ class Transformer:
         top_p: float | None = None,
         seed: int | None = None,
         stop: int | Iterable[int] | None = None,
+        *,
+        min_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        penalty_last_n: int = 64,
+        logit_bias: Mapping[int, float] | None = None,
         window: str = "shift",
     ) -> list[int]:
         """Continues a sequence; returns the prompt followed by the new ids.
 
-        ``temperature=0`` is greedy (argmax); above 0 the next id is sampled from
-        ``softmax(logits / temperature)``, restricted to the ``top_k`` most likely ids and/or
-        to the smallest set whose probability reaches ``top_p``. The same ``seed`` gives the
-        same sample. Generation ends after ``max_new_tokens`` ids or right after emitting an
-        id in ``stop``; a model loaded from the Go format stops after ``END`` by default.
-        Past the context (P = ``max_seq_len``), ``window="shift"`` (the default) keeps
-        decoding from the key/value cache: when it is full, the last P/2 ids are kept and
-        re-encoded at positions 0..P/2, so the model sees between P/2 and P ids and a token
-        costs about two cached steps; ``window="sliding"`` is nanoGPT's rule, exactly the
-        last P ids, at the cost of a forward pass over them per token. Ctrl-C interrupts it
-        within a fraction of a second (``KeyboardInterrupt``); :meth:`stream_ids` keeps what
-        was produced until then.
+        Each id comes from the sampler chain, in this order: penalties over the last
+        ``penalty_last_n`` ids (prompt included): ``repetition_penalty`` (CTRL's: a positive
+        logit divided by it, a negative one multiplied), then ``frequency_penalty`` times
+        the id's count plus ``presence_penalty`` subtracted; ``logit_bias`` ({id: bias}
+        added; ``-inf`` bans an id); greedy argmax if ``temperature`` is 0; otherwise
+        ``softmax(logits / temperature)`` cut to the ``top_k`` most likely ids, to the
+        smallest set whose probability reaches ``top_p``, and to the ids at least ``min_p``
+        times as likely as the most likely one, and a draw from what is left. The same
+        ``seed`` gives the same sample.
+
+        Generation ends after ``max_new_tokens`` ids or right after emitting an id in
+        ``stop``; a model loaded from the Go format stops after ``END`` by default. Past the
+        context (P = ``max_seq_len``), ``window="shift"`` (the default) keeps decoding from
+        the key/value cache: when it is full, the last P/2 ids are kept and re-encoded at
+        positions 0..P/2, so the model sees between P/2 and P ids and a token costs about
+        two cached steps; ``window="sliding"`` is nanoGPT's rule, exactly the last P ids, at
+        the cost of a forward pass over them per token. Ctrl-C interrupts it within a
+        fraction of a second (``KeyboardInterrupt``); :meth:`stream_ids` keeps what was
+        produced until then.
         """
         prompt = ids_arg("ids", ids)
-        args = self._generation_args(
-            prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, window
+        options = self._generation_options(
+            prompt,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            stop=stop,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+            penalty_last_n=penalty_last_n,
+            logit_bias=logit_bias,
+            window=window,
         )
-        return prompt + self._core.generate(*args)
+        return prompt + self._core.generate(prompt, options)
 
     def stream_ids(
-        self,
-        ids: Sequence[int] | np.ndarray,
-        max_new_tokens: int = 100,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        stop: int | Iterable[int] | None = None,
-        window: str = "shift",
+        self, ids: Sequence[int] | np.ndarray, max_new_tokens: int = 100, **options: object
     ) -> Iterator[int]:
         """:meth:`generate`, yielding each new id as soon as it is decoded (the prompt is
-        not repeated). Arguments are checked at once, before the first id."""
+        not repeated); the keyword arguments are :meth:`generate`'s. They are checked at
+        once, before the first id."""
         prompt = ids_arg("ids", ids)
-        args = self._generation_args(
-            prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, window
-        )
-        return _ids_of(self._core.start_generation(*args))
+        checked = self._generation_options(prompt, max_new_tokens, **options)
+        return _ids_of(self._core.start_generation(prompt, checked))
 
     def stream(
         self,
@@ -319,7 +337,7 @@ class Transformer:
         max_new_tokens: int = 100,
         *,
         stop: str | int | Iterable[str | int] | None = None,
-        **sampling: object,
+        **options: object,
     ) -> Iterator[str]:
         """The text generated after ``prompt``, as pieces while they are decoded (the
         prompt is not repeated; ``"".join`` of the pieces is the continuation).
@@ -333,19 +351,9 @@ class Transformer:
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         stop_texts, stop_ids = _split_stops(stop)
         prompt_ids = tok.encode(prompt)
-        args = self._generation_args(
-            prompt_ids,
-            max_new_tokens,
-            sampling.pop("temperature", 0.0),  # type: ignore[arg-type]
-            sampling.pop("top_k", None),  # type: ignore[arg-type]
-            sampling.pop("top_p", None),  # type: ignore[arg-type]
-            sampling.pop("seed", None),  # type: ignore[arg-type]
-            stop_ids,
-            sampling.pop("window", "shift"),  # type: ignore[arg-type]
-        )
-        if sampling:
-            raise TypeError(f"unexpected keyword argument {next(iter(sampling))!r}")
-        return _text_of(tok, prompt_ids, self._core.start_generation(*args), stop_texts)
+        checked = self._generation_options(prompt_ids, max_new_tokens, stop=stop_ids, **options)
+        run = self._core.start_generation(prompt_ids, checked)
+        return _text_of(tok, prompt_ids, run, stop_texts)
 
     def generate_text(self, prompt: str, max_new_tokens: int = 100, **kwargs: object) -> str:
         """:meth:`generate` on text, through :attr:`tokenizer`: the prompt followed by its
@@ -356,30 +364,71 @@ class Transformer:
         pieces = self.stream(prompt, max_new_tokens, **kwargs)  # type: ignore[arg-type]
         return tok.decode(tok.encode(prompt)) + "".join(pieces)
 
-    def _generation_args(
+    def _generation_options(
         self,
         prompt: list[int],
         max_new_tokens: object,
-        temperature: object,
-        top_k: object,
-        top_p: object,
-        seed: object,
-        stop: object,
-        window: object,
-    ) -> tuple[list[int], int, float, int | None, float | None, int, list[int], str]:
-        """The core's generation arguments, each checked."""
+        *,
+        temperature: object = 0.0,
+        top_k: object = None,
+        top_p: object = None,
+        seed: object = None,
+        stop: object = None,
+        min_p: object = None,
+        repetition_penalty: object = 1.0,
+        frequency_penalty: object = 0.0,
+        presence_penalty: object = 0.0,
+        penalty_last_n: object = 64,
+        logit_bias: object = None,
+        window: object = "shift",
+    ) -> dict[str, object]:
+        """The core's generation options, each checked (the one place they are)."""
         if not prompt:
             raise ValueError("the prompt is empty: generation needs at least one token")
-        return (
-            prompt,
-            int_arg("max_new_tokens", max_new_tokens, 0, MAX_NEW_TOKENS),
-            float_arg("temperature", temperature, 0.0, math.inf),
-            None if top_k is None else int_arg("top_k", top_k, 1, MAX_ID),
-            None if top_p is None else float_arg("top_p", top_p, 0.0, 1.0, low_open=True),
-            _seed(seed),  # type: ignore[arg-type]
-            self._stop_ids(stop),
-            _window(window),
-        )
+        return {
+            "max_new_tokens": int_arg("max_new_tokens", max_new_tokens, 0, MAX_NEW_TOKENS),
+            "temperature": float_arg("temperature", temperature, 0.0, math.inf),
+            "top_k": None if top_k is None else int_arg("top_k", top_k, 1, MAX_ID),
+            "top_p": None if top_p is None else float_arg("top_p", top_p, 0.0, 1.0, low_open=True),
+            "min_p": None if min_p is None else float_arg("min_p", min_p, 0.0, 1.0),
+            "repetition_penalty": float_arg(
+                "repetition_penalty", repetition_penalty, 0.0, math.inf, low_open=True
+            ),
+            "frequency_penalty": float_arg(
+                "frequency_penalty", frequency_penalty, -math.inf, math.inf
+            ),
+            "presence_penalty": float_arg(
+                "presence_penalty", presence_penalty, -math.inf, math.inf
+            ),
+            "penalty_last_n": int_arg("penalty_last_n", penalty_last_n, 0, 2**20),
+            "logit_bias": self._logit_bias(logit_bias),
+            "seed": _seed(seed),  # type: ignore[arg-type]
+            "stop": self._stop_ids(stop),
+            "window": _window(window),
+        }
+
+    def _logit_bias(self, bias: object) -> dict[int, float]:
+        if bias is None:
+            return {}
+        if not isinstance(bias, Mapping):
+            raise TypeError(f"logit_bias must be a dict of id -> bias, got {type(bias).__name__}")
+        out = {}
+        for key, value in bias.items():
+            (token,) = ids_arg("logit_bias", [key])
+            if token >= self._config.vocab_size:
+                raise ValueError(
+                    f"logit_bias: id {token} is out of range for vocab_size "
+                    f"{self._config.vocab_size}"
+                )
+            if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(
+                value, bool
+            ):
+                raise TypeError(f"logit_bias[{token}] must be a number, got {value!r}")
+            number = float(value)
+            if math.isnan(number) or number == math.inf:
+                raise ValueError(f"logit_bias[{token}] must be finite or -inf, got {number}")
+            out[token] = number
+        return out
 
     def _stop_ids(self, stop: object) -> list[int]:
         if stop is None:

@@ -86,6 +86,8 @@ pub struct Generation {
     opts: GenerateOptions,
     sampler: Sampler,
     tokens: Vec<u32>,
+    /// The last ids of the whole sequence, as many as the sampler's penalties look at.
+    recent: Vec<u32>,
     produced: usize,
     phase: Phase,
 }
@@ -115,7 +117,9 @@ impl Generation {
                 cfg.vocab_size
             )));
         }
-        let sampler = Sampler::new(opts.sampling, opts.seed)?;
+        opts.sampling.check_ids(cfg.vocab_size)?;
+        let sampler = Sampler::new(opts.sampling.clone(), opts.seed)?;
+        let recent = prompt[prompt.len().saturating_sub(sampler.history_len())..].to_vec();
         // Only the last P tokens of a long prompt can be seen.
         let window_start = prompt.len().saturating_sub(cfg.max_seq_len);
         let phase = if opts.max_new_tokens == 0 {
@@ -127,6 +131,7 @@ impl Generation {
             opts,
             sampler,
             tokens: prompt[window_start..].to_vec(),
+            recent,
             produced: 0,
             phase,
         })
@@ -177,7 +182,14 @@ impl Generation {
                 self.produced
             )));
         }
-        let next = self.sampler.sample(logits);
+        let next = self.sampler.sample(logits, &self.recent);
+        let history = self.sampler.history_len();
+        if history > 0 {
+            self.recent.push(next);
+            if self.recent.len() > 2 * history {
+                self.recent.drain(..self.recent.len() - history);
+            }
+        }
         self.tokens.push(next);
         self.produced += 1;
         chunk.ids.push(next);

@@ -1,16 +1,43 @@
-//! Choosing the next token from a row of logits: greedy, or sampling with a temperature,
-//! optionally restricted to the k most likely tokens (top-k) and/or to the smallest set of
-//! tokens whose probabilities add up to at least p (top-p, "nucleus").
+//! Choosing the next token from a row of logits: the sampler chain, in this order (the
+//! order llama.cpp's samplers document, with the temperature before the cut-offs as tinylm
+//! has always applied it):
+//!
+//! 1. **Penalties** over the last `penalty_last_n` ids of the sequence (prompt included):
+//!    for each distinct id j seen c_j times there, the repetition penalty r (CTRL's)
+//!    divides a positive logit by r and multiplies a negative one by r; then
+//!    z_j -= c_j * frequency_penalty + presence_penalty.
+//! 2. **Logit bias**: z_j += bias_j (-inf bans an id).
+//! 3. **Greedy** if the temperature is 0: the argmax (the first index wins ties).
+//! 4. **Temperature**: (z - max z) / T, so a small temperature cannot overflow.
+//! 5. **top-k**: the k largest (equal values in index order).
+//! 6. **top-p**: of those, sorted most likely first, the smallest prefix whose probability
+//!    reaches p.
+//! 7. **min-p**: of those, the ids whose probability is at least min_p times the largest.
+//! 8. **Draw**: u uniform in [0, 1) from the seeded generator; the first candidate (sorted
+//!    most likely first when top-k or top-p is set, else in index order) whose cumulative
+//!    weight exceeds u times the total weight.
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Largest accepted `penalty_last_n`.
+pub const MAX_PENALTY_LAST_N: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     /// 0 means greedy (argmax, the first index wins ties).
     pub temperature: f32,
     pub top_k: Option<usize>,
     pub top_p: Option<f32>,
+    pub min_p: Option<f32>,
+    /// 1 means none; above 1 discourages repeats.
+    pub repetition_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    /// How many of the last ids the penalties look at.
+    pub penalty_last_n: usize,
+    /// (id, bias) pairs added to the logits.
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -19,11 +46,27 @@ impl Default for SamplingParams {
             temperature: 0.0,
             top_k: None,
             top_p: None,
+            min_p: None,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            penalty_last_n: 64,
+            logit_bias: Vec::new(),
         }
     }
 }
 
 impl SamplingParams {
+    /// Plain temperature / top-k / top-p sampling, no penalties.
+    pub fn simple(temperature: f32, top_k: Option<usize>, top_p: Option<f32>) -> SamplingParams {
+        SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            ..SamplingParams::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return Err(Error::value(format!(
@@ -39,7 +82,64 @@ impl SamplingParams {
                 return Err(Error::value(format!("top_p must be in (0, 1], got {p}")));
             }
         }
+        if let Some(p) = self.min_p {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(Error::value(format!("min_p must be in [0, 1], got {p}")));
+            }
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(Error::value(format!(
+                "repetition_penalty must be a finite number > 0, got {}",
+                self.repetition_penalty
+            )));
+        }
+        for (name, value) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
+            if !value.is_finite() {
+                return Err(Error::value(format!(
+                    "{name} must be a finite number, got {value}"
+                )));
+            }
+        }
+        if self.penalty_last_n > MAX_PENALTY_LAST_N {
+            return Err(Error::value(format!(
+                "penalty_last_n must be at most {MAX_PENALTY_LAST_N}, got {}",
+                self.penalty_last_n
+            )));
+        }
+        if let Some((id, bias)) = self
+            .logit_bias
+            .iter()
+            .find(|(_, b)| b.is_nan() || *b == f32::INFINITY)
+        {
+            return Err(Error::value(format!(
+                "logit_bias for id {id} must be finite or -inf, got {bias}"
+            )));
+        }
         Ok(())
+    }
+
+    /// Checks the ids of the logit bias against the vocabulary size.
+    pub fn check_ids(&self, vocab_size: usize) -> Result<()> {
+        match self
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= vocab_size)
+        {
+            Some((id, _)) => Err(Error::value(format!(
+                "logit_bias: id {id} is out of range for vocab_size {vocab_size}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn has_penalties(&self) -> bool {
+        self.penalty_last_n > 0
+            && (self.repetition_penalty != 1.0
+                || self.frequency_penalty != 0.0
+                || self.presence_penalty != 0.0)
     }
 }
 
@@ -59,7 +159,11 @@ pub fn argmax(values: &[f32]) -> usize {
 pub struct Sampler {
     params: SamplingParams,
     rng: Rng,
+    /// The logits after penalties and bias.
+    adjusted: Vec<f32>,
     candidates: Vec<(f32, u32)>,
+    /// Counts of the ids the penalties look at.
+    counts: std::collections::HashMap<u32, u32>,
 }
 
 impl Sampler {
@@ -68,13 +172,32 @@ impl Sampler {
         Ok(Sampler {
             params,
             rng: Rng::new(seed),
+            adjusted: Vec::new(),
             candidates: Vec::new(),
+            counts: std::collections::HashMap::new(),
         })
     }
 
-    /// Picks the next token id from one row of logits (V).
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
-        let p = self.params;
+    /// How many of the last ids [`Sampler::sample`] needs to see.
+    pub fn history_len(&self) -> usize {
+        if self.params.has_penalties() {
+            self.params.penalty_last_n
+        } else {
+            0
+        }
+    }
+
+    /// Picks the next token id from one row of logits (V); `recent` holds the last ids of
+    /// the sequence (at least [`Sampler::history_len`] of them when there are that many).
+    pub fn sample(&mut self, logits: &[f32], recent: &[u32]) -> u32 {
+        let logits = adjust(
+            &self.params,
+            &mut self.adjusted,
+            &mut self.counts,
+            logits,
+            recent,
+        );
+        let p = &self.params;
         if p.temperature == 0.0 {
             return argmax(logits) as u32;
         }
@@ -120,6 +243,13 @@ impl Sampler {
             cands.truncate(keep.max(1));
             total = cands.iter().map(|c| c.0 as f64).sum();
         }
+        if let Some(min_p) = p.min_p {
+            // Relative to the most likely candidate; it always stays.
+            let largest = cands.iter().map(|c| c.0).fold(0.0f32, f32::max);
+            let floor = min_p * largest;
+            cands.retain(|c| c.0 >= floor);
+            total = cands.iter().map(|c| c.0 as f64).sum();
+        }
         let target = self.rng.next_f64() * total;
         let mut cumulative = 0.0f64;
         for c in cands.iter() {
@@ -130,4 +260,41 @@ impl Sampler {
         }
         cands.last().map(|c| c.1).unwrap_or(0)
     }
+}
+
+/// The logits after the penalties and the logit bias (the input itself when neither
+/// applies), in `adjusted`.
+fn adjust<'a>(
+    p: &SamplingParams,
+    adjusted: &'a mut Vec<f32>,
+    counts: &mut std::collections::HashMap<u32, u32>,
+    logits: &'a [f32],
+    recent: &[u32],
+) -> &'a [f32] {
+    let penalise = p.has_penalties() && !recent.is_empty();
+    if !penalise && p.logit_bias.is_empty() {
+        return logits;
+    }
+    adjusted.clear();
+    adjusted.extend_from_slice(logits);
+    if penalise {
+        counts.clear();
+        let window = &recent[recent.len().saturating_sub(p.penalty_last_n)..];
+        for &id in window {
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        for (&id, &count) in counts.iter() {
+            let z = &mut adjusted[id as usize];
+            *z = if *z > 0.0 {
+                *z / p.repetition_penalty
+            } else {
+                *z * p.repetition_penalty
+            };
+            *z -= count as f32 * p.frequency_penalty + p.presence_penalty;
+        }
+    }
+    for &(id, bias) in &p.logit_bias {
+        adjusted[id as usize] += bias;
+    }
+    adjusted
 }

@@ -130,11 +130,7 @@ fn generation_in_chunks_gives_the_ids_of_one_call_in_and_past_the_context() {
     let opts = GenerateOptions {
         // 40 positions of context: the cache fills, then the window slides.
         max_new_tokens: 90,
-        sampling: SamplingParams {
-            temperature: 0.9,
-            top_k: Some(20),
-            top_p: None,
-        },
+        sampling: SamplingParams::simple(0.9, Some(20), None),
         seed: 5,
         stop: vec![],
         window: Default::default(),

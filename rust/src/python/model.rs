@@ -101,24 +101,40 @@ fn check_finite_logits(logits: &[f32], t: usize, v: usize) -> Result<()> {
 /// How long `generate` computes before it checks for signals again.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-fn generate_options(
-    max_new_tokens: usize,
-    temperature: f32,
-    top_k: Option<usize>,
-    top_p: Option<f32>,
-    seed: u64,
-    stop: Vec<i64>,
-) -> PyResult<GenerateOptions> {
+/// Generation options from the dict the Python layer builds (every value already checked
+/// there): max_new_tokens, seed, stop, window and the sampler chain's settings.
+fn generate_options(options: &Bound<'_, PyDict>) -> PyResult<GenerateOptions> {
+    let get = |key: &str| -> PyResult<Bound<'_, PyAny>> {
+        options
+            .get_item(key)?
+            .ok_or_else(|| PyValueError::new_err(format!("generation option {key:?} is missing")))
+    };
+    let window: String = get("window")?.extract()?;
+    let logit_bias: BTreeMap<i64, f32> = get("logit_bias")?.extract()?;
+    let logit_bias = logit_bias
+        .into_iter()
+        .map(|(id, bias)| {
+            u32::try_from(id)
+                .map(|id| (id, bias))
+                .map_err(|_| PyValueError::new_err(format!("logit_bias: id {id} is out of range")))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     Ok(GenerateOptions {
-        max_new_tokens,
+        max_new_tokens: get("max_new_tokens")?.extract()?,
         sampling: SamplingParams {
-            temperature,
-            top_k,
-            top_p,
+            temperature: get("temperature")?.extract()?,
+            top_k: get("top_k")?.extract()?,
+            top_p: get("top_p")?.extract()?,
+            min_p: get("min_p")?.extract()?,
+            repetition_penalty: get("repetition_penalty")?.extract()?,
+            frequency_penalty: get("frequency_penalty")?.extract()?,
+            presence_penalty: get("presence_penalty")?.extract()?,
+            penalty_last_n: get("penalty_last_n")?.extract()?,
+            logit_bias,
         },
-        seed,
-        stop: ids_from_list(stop, "stop")?,
-        window: Window::default(),
+        seed: get("seed")?.extract()?,
+        stop: ids_from_list(get("stop")?.extract()?, "stop")?,
+        window: Window::from_name(&window).map_err(to_py_err)?,
     })
 }
 
@@ -339,26 +355,14 @@ impl PyModel {
     /// New ids after `prompt`, in one call that sees one version of the parameters (it
     /// holds the read lock throughout). Between chunks of at most 50 ms it checks for
     /// signals, so Ctrl-C interrupts it (`KeyboardInterrupt`) within a fraction of a second.
-    #[pyo3(signature = (prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop=Vec::new(), window="shift"))]
-    #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
         py: Python<'_>,
         prompt: Vec<i64>,
-        max_new_tokens: usize,
-        temperature: f32,
-        top_k: Option<usize>,
-        top_p: Option<f32>,
-        seed: u64,
-        stop: Vec<i64>,
-        window: &str,
+        options: &Bound<'_, PyDict>,
     ) -> PyResult<Vec<u32>> {
         let prompt = ids_from_list(prompt, "prompt")?;
-        let opts = generate_options(max_new_tokens, temperature, top_k, top_p, seed, stop)?;
-        let opts = GenerateOptions {
-            window: Window::from_name(window).map_err(to_py_err)?,
-            ..opts
-        };
+        let opts = generate_options(options)?;
         let outcome = py.detach(|| {
             catch_unwind(AssertUnwindSafe(|| -> PyResult<Vec<u32>> {
                 let model = self.model.read().map_err(|e| to_py_err(lock_err(e)))?;
@@ -378,25 +382,13 @@ impl PyModel {
 
     /// A generation after `prompt`, to be run a chunk at a time with
     /// `Generation.next_chunk`.
-    #[pyo3(signature = (prompt, max_new_tokens, temperature=0.0, top_k=None, top_p=None, seed=0, stop=Vec::new(), window="shift"))]
-    #[allow(clippy::too_many_arguments)]
     fn start_generation(
         slf: &Bound<'_, Self>,
         prompt: Vec<i64>,
-        max_new_tokens: usize,
-        temperature: f32,
-        top_k: Option<usize>,
-        top_p: Option<f32>,
-        seed: u64,
-        stop: Vec<i64>,
-        window: &str,
+        options: &Bound<'_, PyDict>,
     ) -> PyResult<PyGeneration> {
         let prompt = ids_from_list(prompt, "prompt")?;
-        let opts = generate_options(max_new_tokens, temperature, top_k, top_p, seed, stop)?;
-        let opts = GenerateOptions {
-            window: Window::from_name(window).map_err(to_py_err)?,
-            ..opts
-        };
+        let opts = generate_options(options)?;
         let this = slf.get();
         let (run, version) = detached(slf.py(), || {
             let model = this.model.read().map_err(lock_err)?;
