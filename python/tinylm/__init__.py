@@ -19,7 +19,7 @@ from tinylm._core import (
     get_num_threads,
     set_num_threads,
 )
-from tinylm.model import Config, Transformer, bundled_weights
+from tinylm.model import Config, Score, Transformer, bundled_weights
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import TrainConfig, TrainResult, evaluate, train
 
@@ -28,6 +28,7 @@ __all__ = [
     "ConfigError",
     "FormatError",
     "NonFiniteError",
+    "Score",
     "ShapeError",
     "TinyLMError",
     "Tokenizer",

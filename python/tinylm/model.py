@@ -124,6 +124,49 @@ def as_ids(ids: IdsLike, what: str = "input ids") -> tuple[np.ndarray, bool]:
     return arr2, was_1d
 
 
+@dataclass(frozen=True)
+class Score:
+    """What :meth:`Transformer.score` finds: per-token log-probabilities (natural logs)
+    and the usual summaries of them."""
+
+    #: log p(token i + 1 | tokens 0..i), float32, one per token after the first.
+    token_logprobs: np.ndarray
+    #: Characters and UTF-8 bytes of the predicted text (None when scoring ids).
+    n_chars: int | None = None
+    n_bytes: int | None = None
+
+    @property
+    def total_logprob(self) -> float:
+        """The log-likelihood of the predicted tokens (nats)."""
+        return float(np.sum(self.token_logprobs, dtype=np.float64))
+
+    @property
+    def loss(self) -> float:
+        """Mean cross-entropy per token (nats), as training reports it."""
+        return -self.total_logprob / len(self.token_logprobs)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.loss / math.log(2)
+
+    @property
+    def bits_per_char(self) -> float | None:
+        """Total bits over the predicted characters: comparable across tokenizers."""
+        if not self.n_chars:
+            return None
+        return -self.total_logprob / math.log(2) / self.n_chars
+
+    @property
+    def bits_per_byte(self) -> float | None:
+        if not self.n_bytes:
+            return None
+        return -self.total_logprob / math.log(2) / self.n_bytes
+
+
 class Transformer:
     """A GPT-style decoder-only transformer.
 
@@ -259,6 +302,32 @@ class Transformer:
                     f"state_dict[{name!r}] must be an array of numbers, got {type(value).__name__}"
                 ) from None
         self._core.load_state_dict(converted)
+
+    def score(self, text_or_ids: str | Sequence[int] | np.ndarray) -> Score:
+        """How likely the model finds a text (through :attr:`tokenizer`) or a sequence of
+        ids: the log-probability of each token after the first, and what follows from them.
+
+        A sequence longer than the context is scored in windows of ``max_seq_len`` tokens
+        that advance by half of it; each window scores only the tokens the previous one did
+        not, so every token is predicted from at least half a context before it.
+        """
+        text = text_or_ids if isinstance(text_or_ids, str) else None
+        if text is not None:
+            ids = self._require_tokenizer().encode(text)
+        else:
+            ids = ids_arg("ids", text_or_ids)
+        if len(ids) < 2:
+            raise ValueError(
+                f"scoring needs at least 2 tokens (the first is only context), got {len(ids)}"
+            )
+        logprobs = self._core.score(ids)
+        n_chars = None
+        n_bytes = None
+        if text is not None:
+            # The characters and bytes being predicted: all but the first token's.
+            rest = self._require_tokenizer().decode(ids[1:])
+            n_chars, n_bytes = len(rest), len(rest.encode("utf-8"))
+        return Score(logprobs, n_chars, n_bytes)
 
     # ----------------------------------------------------------------------------- text
 

@@ -17,6 +17,7 @@ pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod sample;
+pub mod score;
 pub mod threads;
 pub mod tokenizer;
 pub mod weights;

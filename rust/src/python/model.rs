@@ -402,6 +402,18 @@ impl PyModel {
         })
     }
 
+    /// log p(ids[i + 1] | ids[..=i]) for every i (nats), windowed past the context.
+    fn score<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyAny>> {
+        let ids = ids_from_list(ids, "ids")?;
+        let scores = detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let model = &*model;
+            in_pool(|| crate::score::token_logprobs(model, &ids))
+        })?;
+        let n = scores.len();
+        float_array(py, scores, &[n])
+    }
+
     /// [(name, array)] copies of every parameter, in layout order.
     fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<NamedPyArrays<'py>> {
         let tensors = detached(py, || {
