@@ -106,8 +106,8 @@ mod tests {
                 let mut scored = vec![0; n_targets];
                 for w in &ws {
                     assert!(w.end - w.start <= context);
-                    for i in w.first..w.end {
-                        scored[i] += 1;
+                    for (i, count) in scored.iter_mut().enumerate().take(w.end).skip(w.first) {
+                        *count += 1;
                         // Target i sees ids[w.start..=i].
                         let seen = i + 1 - w.start;
                         assert!(seen >= (i + 1).min(context - (context / 2).max(1) + 1));
