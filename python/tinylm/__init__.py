@@ -19,11 +19,12 @@ from tinylm._core import (
     get_num_threads,
     set_num_threads,
 )
-from tinylm.model import Config, Score, Transformer, bundled_weights
+from tinylm.model import Beam, Config, Score, Transformer, bundled_weights
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import TrainConfig, TrainResult, evaluate, train
 
 __all__ = [
+    "Beam",
     "Config",
     "ConfigError",
     "FormatError",

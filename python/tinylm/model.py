@@ -167,6 +167,18 @@ class Score:
         return -self.total_logprob / math.log(2) / self.n_bytes
 
 
+@dataclass(frozen=True)
+class Beam:
+    """One result of :meth:`Transformer.beam_search`."""
+
+    #: The prompt followed by the new ids.
+    ids: list[int]
+    #: Sum of the new ids' log-probabilities (natural logs).
+    logprob: float
+    #: ``logprob / (number of new ids) ** length_penalty``: what the beams are ranked by.
+    score: float
+
+
 class Transformer:
     """A GPT-style decoder-only transformer.
 
@@ -389,6 +401,47 @@ class Transformer:
             window=window,
         )
         return prompt + self._core.generate(prompt, options)
+
+    def beam_search(
+        self,
+        ids: Sequence[int] | np.ndarray,
+        max_new_tokens: int = 100,
+        num_beams: int = 4,
+        *,
+        length_penalty: float = 1.0,
+        early_stopping: bool | str = False,
+        no_repeat_ngram_size: int = 0,
+        num_return_sequences: int = 1,
+        stop: int | Iterable[int] | None = None,
+    ) -> list[Beam]:
+        """The most likely continuations by beam search, best first, with Hugging Face's
+        rules (``rust/src/beam.rs`` says them in full): ``num_beams`` running beams ranked by
+        the sum of their log-probabilities; a beam that emits a ``stop`` id is finished,
+        scored ``sum / (new tokens) ** length_penalty``; ``early_stopping`` is ``True``
+        (stop when ``num_beams`` are finished), ``False`` (stop when no running beam can
+        beat them, by the current length) or ``"never"`` (by the longest possible length);
+        ``no_repeat_ngram_size`` n bans repeating any n-gram. The prompt's cache is
+        computed once and forked between beams.
+        """
+        prompt = ids_arg("ids", ids)
+        if not prompt:
+            raise ValueError("the prompt is empty: generation needs at least one token")
+        if early_stopping not in (True, False, "never"):
+            raise ValueError(
+                f'early_stopping must be True, False or "never", got {early_stopping!r}'
+            )
+        beams = int_arg("num_beams", num_beams, 1, 1024)
+        found = self._core.beam_search(
+            prompt,
+            beams,
+            int_arg("max_new_tokens", max_new_tokens, 0, MAX_NEW_TOKENS),
+            float_arg("length_penalty", length_penalty, -math.inf, math.inf),
+            str(early_stopping).lower(),
+            int_arg("no_repeat_ngram_size", no_repeat_ngram_size, 0, 2**20),
+            int_arg("num_return_sequences", num_return_sequences, 1, beams),
+            self._stop_ids(stop),
+        )
+        return [Beam(prompt + list(t), lp, score) for t, lp, score in found]
 
     def stream_ids(
         self, ids: Sequence[int] | np.ndarray, max_new_tokens: int = 100, **options: object

@@ -89,6 +89,7 @@ fn add_partials(x: &mut [f32], first: &[f32], second: &[f32], bias: Option<&[f32
 /// One thread's share of a token: its heads' keys and values for every layer, and its
 /// scratch. Every buffer is the lane's own allocation, so the two lanes' threads share
 /// a cache line at most at the edge of two allocations.
+#[derive(Clone)]
 struct Lane {
     /// (L, P, C_lane) each: the lane's columns of the keys and values.
     keys: Vec<f32>,
@@ -163,6 +164,8 @@ impl Lane {
 }
 
 /// Keys and values of every layer for the positions seen so far, plus per-token scratch.
+/// Cloning one forks the sequence (beam search): both copies go on from the same cache.
+#[derive(Clone)]
 pub struct DecodeState {
     /// Number of cached positions.
     len: usize,

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::batch::BatchRunner;
+use crate::beam::{beam_search, BeamOptions, EarlyStopping};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
@@ -400,6 +401,53 @@ impl PyModel {
             version,
             run: Mutex::new(run),
         })
+    }
+
+    /// The best continuations by beam search: [(new ids, sum of log-probabilities,
+    /// score)], best first.
+    #[pyo3(signature = (prompt, num_beams, max_new_tokens, length_penalty, early_stopping, no_repeat_ngram_size, num_return_sequences, stop))]
+    #[allow(clippy::too_many_arguments)]
+    fn beam_search(
+        &self,
+        py: Python<'_>,
+        prompt: Vec<i64>,
+        num_beams: usize,
+        max_new_tokens: usize,
+        length_penalty: f64,
+        early_stopping: &str,
+        no_repeat_ngram_size: usize,
+        num_return_sequences: usize,
+        stop: Vec<i64>,
+    ) -> PyResult<Vec<(Vec<u32>, f64, f64)>> {
+        let prompt = ids_from_list(prompt, "prompt")?;
+        let early_stopping = match early_stopping {
+            "true" => EarlyStopping::True,
+            "false" => EarlyStopping::False,
+            "never" => EarlyStopping::Never,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "early_stopping must be True, False or \"never\", got {other:?}"
+                )))
+            }
+        };
+        let opts = BeamOptions {
+            num_beams,
+            max_new_tokens,
+            length_penalty,
+            early_stopping,
+            no_repeat_ngram_size,
+            num_return_sequences,
+            stop: ids_from_list(stop, "stop")?,
+        };
+        let found = detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let model = &*model;
+            in_pool(|| beam_search(model, &prompt, &opts))
+        })?;
+        Ok(found
+            .into_iter()
+            .map(|h| (h.tokens, h.logprob, h.score))
+            .collect())
     }
 
     /// log p(ids[i + 1] | ids[..=i]) for every i (nats), windowed past the context.
