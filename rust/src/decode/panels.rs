@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use crate::config::Config;
 use crate::kernels::simd::simd_fn;
 use crate::kernels::vecmath::axpy;
-use crate::model::Model;
+use crate::model::{fast, Model};
 
 /// Columns per panel: 8 AVX registers of accumulators.
 pub const PANEL: usize = 64;
@@ -200,12 +200,9 @@ impl PackedWeights {
             .blocks
             .iter()
             .map(|blk| {
-                let w = |i: usize| &prm[blk.attn_weight[i]..][..c * c];
-                let (w1, w2) = (
-                    &prm[blk.ff1_weight..][..c * f],
-                    &prm[blk.ff2_weight..][..f * c],
-                );
-                let b1 = &prm[blk.ff1_bias..][..f];
+                let w = |i: usize| [blk.w_q, blk.w_k, blk.w_v, blk.w_o][i].of(prm);
+                let (w1, w2) = (blk.w_up.of(prm), blk.w_down.of(prm));
+                let b1 = fast(blk.b_up).of(prm);
                 let pack_lane = |lane: &LaneShape| {
                     let dims = lane.dims.clone();
                     LaneWeights {
@@ -213,9 +210,10 @@ impl PackedWeights {
                             c,
                             &[0, 1, 2].map(|i| Columns::range(w(i), c, dims.clone())),
                         ),
-                        qkv_bias: blk.attn_bias.as_ref().map(|bias| {
-                            (0..3)
-                                .flat_map(|i| prm[bias[i]..][dims.clone()].iter().copied())
+                        qkv_bias: blk.b_q.map(|_| {
+                            [blk.b_q, blk.b_k, blk.b_v]
+                                .iter()
+                                .flat_map(|bias| fast(*bias).of(prm)[dims.clone()].iter().copied())
                                 .collect()
                         }),
                         proj: Panels::pack(dims.len(), &[Columns::all(&w(3)[dims.start * c..], c)]),
