@@ -6,6 +6,7 @@
 //! are computed. Past the context the model sees the last P tokens, as in nanoGPT: their
 //! learned positions all shift with each new token, so every cached key and value would
 //! change, and each token costs one batched forward pass over the window instead.
+//! The reference backend has no cache: every token costs a forward pass over the window.
 //!
 //! A [`Generation`] is resumable: it produces its ids a chunk at a time, keeping its cache
 //! between chunks, so a caller can stream them, check for interruption between chunks, and
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
-use crate::model::{Model, Workspace};
+use crate::model::{Backend, Model, Workspace};
 use crate::sample::{Sampler, SamplingParams};
 
 /// What to generate and how to choose each token.
@@ -44,7 +45,8 @@ enum Phase {
     Start,
     /// The sequence fits in the context: the cache holds every position so far.
     InContext(Box<DecodeState>),
-    /// Past the context: each token from a forward pass over the last P tokens.
+    /// Past the context (or on the reference backend): each token from a forward pass
+    /// over the last P tokens (all of them while there are fewer).
     PastContext(Box<Workspace>),
     Done,
 }
@@ -120,6 +122,9 @@ impl Generation {
             max_ids: max_ids.max(1),
             deadline: budget.map(|b| Instant::now() + b),
         };
+        if matches!(self.phase, Phase::Start) && model.backend() == Backend::Reference {
+            self.phase = Phase::PastContext(Box::new(Workspace::new()));
+        }
         if matches!(self.phase, Phase::Start | Phase::InContext(_)) {
             let cfg = &model.config;
             let use_team = cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1;
@@ -197,7 +202,8 @@ impl Generation {
         }
     }
 
-    /// Past the context: each new token from a forward pass over the last P tokens.
+    /// Each new token from a forward pass over the last P tokens (or fewer, on the
+    /// reference backend before the context is full).
     fn slide_past_context(&mut self, model: &Model, chunk: &mut Chunk) -> Result<()> {
         let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
         let Phase::PastContext(mut ws) = std::mem::replace(&mut self.phase, Phase::Done) else {
@@ -207,8 +213,9 @@ impl Generation {
             if self.tokens.len() > 2 * p {
                 self.tokens.drain(..self.tokens.len() - p);
             }
-            model.forward(&mut ws, &self.tokens[self.tokens.len() - p..], 1, p)?;
-            if !self.emit(&ws.logits(&model.config)[(p - 1) * v..], chunk)? {
+            let t = self.tokens.len().min(p);
+            model.forward(&mut ws, &self.tokens[self.tokens.len() - t..], 1, t)?;
+            if !self.emit(&ws.logits(&model.config)[(t - 1) * v..], chunk)? {
                 return Ok(());
             }
             if chunk.is_full() {

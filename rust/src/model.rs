@@ -19,18 +19,60 @@ use crate::kernels::gelu::{gelu_backward, gelu_forward, gelu_from_tanh};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
 use crate::kernels::matmul::{linear_backward, linear_forward, matmul_in, MatMut, MatRef, Pieces};
 use crate::params::{ParamLayout, Span};
+use crate::reference::model as reference;
 use crate::rng::Rng;
 
 /// The largest workspace a call may ask for, in f32 values (16 GiB): a batch that needs more
 /// is an error before anything is allocated.
 pub const MAX_WORKSPACE_FLOATS: u128 = 1 << 32;
 
-/// A model: its configuration, the layout of its parameters and the parameters themselves.
+/// Which implementation runs a model's arithmetic. Both read the same parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Blocked, threaded, vectorised kernels and a key/value cache for generation; GPT-2
+    /// style blocks only, for now (see [`check_fast_path`]).
+    #[default]
+    Fast,
+    /// The plain path a learner reads ([`crate::reference`]): every option, slowly, and
+    /// generation recomputes the whole window for each token.
+    Reference,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Fast => "fast",
+            Backend::Reference => "reference",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Backend> {
+        match name {
+            "fast" => Ok(Backend::Fast),
+            "reference" => Ok(Backend::Reference),
+            other => Err(Error::value(format!(
+                "unknown backend {other:?}: expected \"fast\" or \"reference\""
+            ))),
+        }
+    }
+
+    /// Whether this backend runs `config`; if not, a ConfigError that names the field.
+    pub fn check(self, config: &Config) -> Result<()> {
+        match self {
+            Backend::Fast => check_fast_path(config),
+            Backend::Reference => Ok(()),
+        }
+    }
+}
+
+/// A model: its configuration, the layout of its parameters, the parameters themselves
+/// and the backend that runs them.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: Config,
     pub layout: ParamLayout,
     params: Vec<f32>,
+    backend: Backend,
     /// The weights repacked for generation, built when first needed; every change to
     /// the parameters goes through [`Model::params_mut`], which drops it.
     decode_cache: DecodeCache,
@@ -75,6 +117,9 @@ pub struct Workspace {
     lnf_rstd: Vec<f32>,
     /// (N, V)
     pub logits: Vec<f32>,
+    /// Every activation of the last pass on the reference backend (the fields above then
+    /// hold only ids, targets and logits).
+    reference: Option<Box<reference::Activations>>,
     probs: Vec<f32>,
     losses: Vec<f32>,
     // Backward scratch.
@@ -211,6 +256,7 @@ impl Workspace {
             d_att_out: zeros(n * c),
             d_ff: zeros(n * f),
             d_logits: zeros(n * v),
+            reference: None,
         };
         Ok(())
     }
@@ -257,8 +303,13 @@ impl Model {
     /// that write into the residual stream (W_o, linear2) scaled by 1 / sqrt(2 L), biases
     /// zero, layer norms the identity. The same seed gives the same weights in every release.
     pub fn new(config: Config, seed: u64) -> Result<Model> {
+        Model::new_on(config, seed, Backend::Fast)
+    }
+
+    /// [`Model::new`] on the given backend.
+    pub fn new_on(config: Config, seed: u64, backend: Backend) -> Result<Model> {
         config.validate()?;
-        check_fast_path(&config)?;
+        backend.check(&config)?;
         let layout = ParamLayout::new(&config);
         let mut params = crate::alloc::zeros(layout.total, "the parameters")?;
         let mut rng = Rng::new(seed);
@@ -286,14 +337,20 @@ impl Model {
             config,
             layout,
             params,
+            backend,
             decode_cache: DecodeCache::default(),
         })
     }
 
     /// A model from a configuration and a flat parameter buffer in [`ParamLayout`] order.
     pub fn from_params(config: Config, params: Vec<f32>) -> Result<Model> {
+        Model::from_params_on(config, params, Backend::Fast)
+    }
+
+    /// [`Model::from_params`] on the given backend.
+    pub fn from_params_on(config: Config, params: Vec<f32>, backend: Backend) -> Result<Model> {
         config.validate()?;
-        check_fast_path(&config)?;
+        backend.check(&config)?;
         let layout = ParamLayout::new(&config);
         if params.len() != layout.total {
             return Err(Error::shape("parameters", &[layout.total], &[params.len()]));
@@ -302,8 +359,29 @@ impl Model {
             config,
             layout,
             params,
+            backend,
             decode_cache: DecodeCache::default(),
         })
+    }
+
+    /// The same parameters on another backend, if it runs this config.
+    pub fn on_backend(mut self, backend: Backend) -> Result<Model> {
+        backend.check(&self.config)?;
+        self.backend = backend;
+        Ok(self)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// What the reference path reads: the config, the layout and the parameters.
+    pub fn weights(&self) -> reference::Weights<'_> {
+        reference::Weights {
+            config: &self.config,
+            layout: &self.layout,
+            params: &self.params,
+        }
     }
 
     /// Every parameter, in [`ParamLayout`] order.
@@ -343,10 +421,30 @@ impl Model {
     /// Runs the forward pass on ids (B, T), leaving the logits (B, T, V) in the workspace.
     pub fn forward(&self, ws: &mut Workspace, ids: &[u32], b: usize, t: usize) -> Result<()> {
         check_ids(&self.config, ids, b, t, "input ids")?;
+        if self.backend == Backend::Reference {
+            return self.forward_reference(ws, ids, b, t);
+        }
         ws.prepare(&self.config, b, t)?;
         ws.ids.clear();
         ws.ids.extend_from_slice(ids);
         self.forward_prepared(ws);
+        Ok(())
+    }
+
+    /// The reference path's forward pass, its activations kept in the workspace.
+    fn forward_reference(&self, ws: &mut Workspace, ids: &[u32], b: usize, t: usize) -> Result<()> {
+        crate::alloc::check_available(
+            reference::floats_needed(&self.config, b, t) * 4,
+            "the reference path's activations",
+        )?;
+        let acts = reference::forward(self.weights(), ids, b, t);
+        ws.capacity_rows = 0; // the fast path's buffers are not sized for this shape
+        (ws.batch, ws.seq_len) = (b, t);
+        ws.ids.clear();
+        ws.ids.extend_from_slice(ids);
+        ws.targets.clear();
+        ws.logits.clone_from(&acts.logits);
+        ws.reference = Some(Box::new(acts));
         Ok(())
     }
 
@@ -504,6 +602,13 @@ impl Model {
         self.forward(ws, ids, b, t)?;
         ws.targets.clear();
         ws.targets.extend_from_slice(targets);
+        if let Some(acts) = ws
+            .reference
+            .as_mut()
+            .filter(|_| self.backend == Backend::Reference)
+        {
+            return Ok(reference::loss(acts, targets));
+        }
         let (n, v) = (b * t, self.config.vocab_size);
         cross_entropy_forward(
             &mut ws.losses[..n],
@@ -537,6 +642,13 @@ impl Model {
                 &[self.layout.total],
                 &[grads.len()],
             ));
+        }
+        if self.backend == Backend::Reference {
+            let acts = ws.reference.as_ref().ok_or_else(|| {
+                Error::value("backward needs a loss computed on this workspace first")
+            })?;
+            reference::backward(self.weights(), acts, dloss, grads);
+            return Ok(());
         }
         let cfg = &self.config;
         let (b, t) = (ws.batch, ws.seq_len);

@@ -1,6 +1,7 @@
 //! The reference path: each operation's backward pass against central finite
 //! differences, the whole model's gradients against finite differences for every option
-//! combination, and the fast path against the reference for GPT-2 style blocks.
+//! combination, the fast path against the reference for GPT-2 style blocks, and models on
+//! the reference backend (training, generation, files).
 
 mod common;
 
@@ -8,6 +9,8 @@ use common::{random_model, small_config};
 use tinylm::batch::BatchRunner;
 use tinylm::config::{Activation, Norm, Position};
 use tinylm::generate::{generate, GenerateOptions};
+use tinylm::model::Backend;
+use tinylm::optim::{AdamW, AdamWConfig};
 use tinylm::params::ParamLayout;
 use tinylm::reference::activation::{activation_backward, activation_forward, erf};
 use tinylm::reference::attention::{attention_backward, attention_forward, AttentionShape};
@@ -21,6 +24,7 @@ use tinylm::reference::rope::{rope_backward, rope_forward};
 use tinylm::reference::softmax::{softmax_backward, softmax_forward};
 use tinylm::rng::Rng;
 use tinylm::sample::{argmax, SamplingParams};
+use tinylm::weights::{self, WeightsFormat};
 use tinylm::{Config, Model, Workspace};
 
 fn random(len: usize, scale: f64, rng: &mut Rng) -> Vec<f32> {
@@ -696,4 +700,132 @@ fn fast_greedy_generation_follows_the_reference_logits() {
         assert_eq!(argmax(&acts.logits[(window.len() - 1) * v..]) as u32, tok);
         seq.push(tok);
     }
+}
+
+/// Llama's block: RMSNorm, RoPE, SwiGLU, no biases, untied head (with two key/value heads).
+fn llama_config() -> Config {
+    Config {
+        vocab_size: 11,
+        d_model: 16,
+        n_layers: 2,
+        n_heads: 4,
+        d_ff: 24,
+        max_seq_len: 6,
+        attn_bias: false,
+        tie_embeddings: false,
+        activation: Activation::SwiGlu,
+        norm: Norm::RmsNorm,
+        mlp_bias: false,
+        position: Position::Rope,
+        n_kv_heads: Some(2),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn the_reference_backend_trains_a_llama_block() {
+    let mut model = Model::new_on(llama_config(), 3, Backend::Reference).unwrap();
+    let mut opt = AdamW::new(AdamWConfig::default(), &model.layout).unwrap();
+    let ids = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2];
+    let targets = [2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3];
+    let mut runner = BatchRunner::new();
+    let mut losses = Vec::new();
+    for _ in 0..60 {
+        let (loss, _) = runner
+            .train_step(&mut model, &mut opt, &ids, &targets, 2, 6, 1e-2, Some(1.0))
+            .unwrap();
+        losses.push(loss);
+    }
+    assert!(
+        losses[59] < 0.2 * losses[0],
+        "loss went from {} to {}",
+        losses[0],
+        losses[59]
+    );
+}
+
+#[test]
+fn the_reference_backend_gives_the_reference_loss_and_gradients() {
+    let model = Model::new_on(llama_config(), 4, Backend::Reference).unwrap();
+    let (b, t) = (3, 5); // shards of 1 and 2 sequences
+    let ids: Vec<u32> = (0..15).map(|i| (i * 7 % 11) as u32).collect();
+    let targets: Vec<u32> = (0..15).map(|i| (i * 3 % 11) as u32).collect();
+    let mut acts = reference::forward(model.weights(), &ids, b, t);
+    let want_loss = reference::loss(&mut acts, &targets) / 15.0;
+    let mut want = vec![0.0f32; model.layout.total];
+    reference::backward(model.weights(), &acts, 1.0 / 15.0, &mut want);
+    let mut got = vec![1.0f32; model.layout.total];
+    let loss = BatchRunner::new()
+        .loss_and_grads(&model, &ids, &targets, b, t, &mut got)
+        .unwrap();
+    assert!((loss as f64 - want_loss).abs() < 1e-6);
+    assert!(scaled_difference(&got, &want) < 1e-6);
+}
+
+#[test]
+fn reference_greedy_generation_follows_the_argmax_past_the_context() {
+    let model = Model::new_on(llama_config(), 5, Backend::Reference).unwrap();
+    let mut model = model;
+    for p in model.params_mut() {
+        *p *= 20.0; // peaked logits: no ties in the argmax
+    }
+    let prompt = [3u32, 1, 4];
+    let opts = GenerateOptions {
+        max_new_tokens: 8, // runs past the context of 6
+        sampling: SamplingParams::default(),
+        seed: 0,
+        stop: vec![],
+    };
+    let generated = generate(&model, &prompt, &opts).unwrap();
+    assert_eq!(generated.len(), 8);
+    let (mut seq, v, p) = (
+        prompt.to_vec(),
+        model.config.vocab_size,
+        model.config.max_seq_len,
+    );
+    for &tok in &generated {
+        let window = &seq[seq.len().saturating_sub(p)..];
+        let acts = reference::forward(model.weights(), window, 1, window.len());
+        assert_eq!(argmax(&acts.logits[(window.len() - 1) * v..]) as u32, tok);
+        seq.push(tok);
+    }
+}
+
+#[test]
+fn options_survive_a_safetensors_round_trip_and_the_fast_loader_names_them() {
+    let dir = common::temp_dir("reference-options");
+    let path = dir.join("llama.safetensors");
+    let model = Model::new_on(llama_config(), 6, Backend::Reference).unwrap();
+    weights::save(&path, &model, None, WeightsFormat::Safetensors).unwrap();
+    let loaded = weights::load_on(&path, Backend::Reference).unwrap().model;
+    assert_eq!(loaded.config, model.config);
+    assert_eq!(loaded.params(), model.params());
+    let err = weights::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("llama.safetensors") && err.contains("activation = swiglu"),
+        "{err}"
+    );
+    let err = weights::save(&dir.join("go.json"), &model, None, WeightsFormat::GoJson).unwrap_err();
+    assert!(err.to_string().contains("activation = swiglu"), "{err}");
+}
+
+#[test]
+fn a_fast_model_moves_to_the_reference_backend_and_back() {
+    let model = random_model(small_config(true, true), 8);
+    let on_reference = model.clone().on_backend(Backend::Reference).unwrap();
+    let (mut fast_ws, mut ref_ws) = (Workspace::new(), Workspace::new());
+    model.forward(&mut fast_ws, &[1, 2, 3], 1, 3).unwrap();
+    on_reference.forward(&mut ref_ws, &[1, 2, 3], 1, 3).unwrap();
+    let d = scaled_difference(fast_ws.logits(&model.config), ref_ws.logits(&model.config));
+    assert!(d < 1e-5, "{d:e}");
+    let llama = Model::new_on(llama_config(), 0, Backend::Reference).unwrap();
+    let err = llama.on_backend(Backend::Fast).unwrap_err().to_string();
+    assert!(
+        err.contains("activation = swiglu is not supported by the fast backend"),
+        "{err}"
+    );
+    assert!(Backend::from_name("gpu")
+        .unwrap_err()
+        .to_string()
+        .contains("unknown backend \"gpu\""));
 }

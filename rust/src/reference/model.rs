@@ -88,6 +88,22 @@ pub struct Activations {
     pub losses: Vec<f32>,
 }
 
+/// Number of f32 values the activations of a (B, T) pass hold (u128: absurd shapes cannot
+/// overflow), so that a caller can refuse a pass that would not fit in memory.
+pub fn floats_needed(config: &Config, b: usize, t: usize) -> u128 {
+    let (b, t) = (b as u128, t as u128);
+    let n = b * t;
+    let (c, f, v) = (
+        config.d_model as u128,
+        config.d_ff as u128,
+        config.vocab_size as u128,
+    );
+    let (h, kd) = (config.n_heads as u128, config.kv_dim() as u128);
+    // x, norm1, q_lin, q, y, x_mid, norm2 (N, C); k_lin, k, v (N, K D); gate, up, hidden.
+    let per_block = n * (7 * c + 3 * kd + 3 * f + 4) + b * h * t * t;
+    config.n_layers as u128 * per_block + n * (2 * c + 3 * v + 3)
+}
+
 /// The position of each of the N rows: 0, 1, ..., T - 1 for each sequence.
 fn positions(b: usize, t: usize) -> Vec<u32> {
     (0..b * t).map(|i| (i % t) as u32).collect()
