@@ -91,7 +91,7 @@ pub fn load_checkpoint_on(
     let bytes = read_file(path)?;
     let file = TensorFile::from_bytes(path, &bytes)?;
     let (model, tokenizer) = model_from_file(path, &file)?;
-    let model = model.on_backend(backend).map_err(|e| e.in_file(path))?;
+    let model = super::onto_backend(model, backend, path)?;
     let meta_json = file.metadata.get("optimizer").ok_or_else(|| {
         Error::format(
             path,

@@ -214,11 +214,17 @@ pub fn load(path: &Path) -> Result<LoadedModel> {
 /// file and the field) if the backend cannot run the stored config.
 pub fn load_on(path: &Path, backend: Backend) -> Result<LoadedModel> {
     let mut loaded = load_stored(path)?;
-    loaded.model = loaded
-        .model
-        .on_backend(backend)
-        .map_err(|e| e.in_file(path))?;
+    loaded.model = onto_backend(loaded.model, backend, path)?;
     Ok(loaded)
+}
+
+/// A loaded model on `backend`; a backend that cannot run the file's config is a
+/// ConfigError (the file itself is fine) that names the file and the field.
+pub fn onto_backend(model: Model, backend: Backend, path: &Path) -> Result<Model> {
+    model.on_backend(backend).map_err(|e| match e {
+        Error::Config(msg) => Error::config(format!("{}: {msg}", path.display())),
+        other => other.in_file(path),
+    })
 }
 
 fn load_stored(path: &Path) -> Result<LoadedModel> {
