@@ -152,9 +152,9 @@ def test_the_go_format_refuses_options_naming_the_field(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"activation": "silu"}, "activation = silu"),
+        ({"activation": "swiglu"}, "activation = swiglu"),
+        ({"activation": "geglu", "mlp_bias": False}, "activation = geglu"),
         ({"norm": "rmsnorm"}, "norm = rmsnorm"),
-        ({"mlp_bias": False}, "mlp_bias = false"),
         ({"position": "rope"}, "position = rope"),
         ({"n_kv_heads": 1}, "n_kv_heads = 1"),
     ],
@@ -238,3 +238,25 @@ def test_cli_trains_a_llama_model_on_the_reference_backend_and_generates(tmp_pat
 def test_cli_demo_runs_on_the_reference_backend(tmp_path) -> None:
     out = _cli("demo", "--backend", "reference", "--steps", "3", cwd=tmp_path).stdout
     assert "step   2" in out
+
+
+FAST_OPTIONS = ["activation_gelu", "activation_relu", "activation_relu2", "activation_silu"]
+
+
+@pytest.mark.parametrize("name", [*FAST_OPTIONS, "no_mlp_bias"])
+def test_fast_backend_options_match_the_numpy_reference_and_the_reference_backend(
+    name: str,
+) -> None:
+    config = config_for(name)
+    fast = tinylm.Transformer(config, seed=2)
+    state = randomize(fast, 2, 0.4)
+    ref = tinylm.Transformer(config, seed=2, backend="reference")
+    ref.load_state_dict(state)
+    ids = np.random.default_rng(3).integers(0, config.vocab_size, size=(3, config.max_seq_len))
+    assert rel_err(fast.logits(ids), reference.forward(state, config, ids)) <= 1e-4
+    _, g_fast = fast.gradients(ids, ids)
+    _, g_ref = ref.gradients(ids, ids)
+    for tensor, g in g_ref.items():
+        np.testing.assert_allclose(g_fast[tensor], g, rtol=1e-4, atol=1e-6, err_msg=tensor)
+    out = fast.generate([1, 2], max_new_tokens=6, temperature=0)
+    assert out == ref.generate([1, 2], max_new_tokens=6, temperature=0)

@@ -9,9 +9,10 @@
 //! forward pass live in a [`Workspace`] that is allocated once and reused, so a training
 //! step allocates nothing of its own.
 
-use crate::config::Config;
+use crate::config::{Activation, Config};
 use crate::decode::{DecodeCache, PackedWeights};
 use crate::error::{Error, Result};
+use crate::kernels::activation::{activation_backward, activation_forward};
 use crate::kernels::attention::{attention_backward, attention_forward};
 use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
@@ -139,13 +140,34 @@ pub(crate) fn fast(span: Option<Span>) -> Span {
     span.expect("the fast path runs GPT-2 style blocks only (checked when the model is made)")
 }
 
-/// The fast path's one check: it runs GPT-2 style blocks only (today's options).
+/// The fast path's one check: it runs GPT-2 style blocks, with any ungated activation and
+/// with or without feed-forward biases; the other options only on the reference path.
 pub fn check_fast_path(config: &Config) -> Result<()> {
-    match config.non_default_options().first() {
+    let not_yet = config
+        .non_default_options()
+        .into_iter()
+        .filter(|(field, _)| *field != "mlp_bias")
+        .find(|(field, _)| *field != "activation" || config.activation.is_gated());
+    match not_yet {
         None => Ok(()),
         Some((field, value)) => Err(Error::config(format!(
             "{field} = {value} is not supported by the fast backend yet; use backend=\"reference\""
         ))),
+    }
+}
+
+/// A weight's gradient and, if it has one, its bias's (stored after it).
+fn weight_and_bias_mut(
+    buf: &mut [f32],
+    w: Span,
+    b: Option<Span>,
+) -> (&mut [f32], Option<&mut [f32]>) {
+    match b {
+        Some(b) => {
+            let (dw, db) = two_mut(buf, w, b);
+            (dw, Some(db))
+        }
+        None => (w.of_mut(buf), None),
     }
 }
 
@@ -536,19 +558,24 @@ impl Model {
                 ff_pre,
                 ln2,
                 MatRef::new(self.p(blk.w_up), c, f),
-                Some(self.p(fast(blk.b_up))),
+                blk.b_up.map(|b| self.p(b)),
                 n,
                 pieces,
             );
             let ff_act = &mut ws.ff_act[..nf];
-            gelu_forward(ff_act, &mut ws.ff_tanh[l * nf..][..nf], ff_pre);
+            match cfg.activation {
+                Activation::GeluTanh => {
+                    gelu_forward(ff_act, &mut ws.ff_tanh[l * nf..][..nf], ff_pre)
+                }
+                other => activation_forward(other, ff_act, ff_pre),
+            }
             // x_next = resid_mid + ff_act @ W2 + b2
             let x_next = &mut after[..nc];
             linear_forward(
                 x_next,
                 ff_act,
                 MatRef::new(self.p(blk.w_down), f, c),
-                Some(self.p(fast(blk.b_down))),
+                blk.b_down.map(|b| self.p(b)),
                 n,
                 pieces,
             );
@@ -703,13 +730,16 @@ impl Model {
             let ff_pre = &ws.ff_pre[l * nf..][..nf];
             let ff_tanh = &ws.ff_tanh[l * nf..][..nf];
             let ff_act = &mut ws.ff_act[..nf];
-            gelu_from_tanh(ff_act, ff_pre, ff_tanh);
+            match cfg.activation {
+                Activation::GeluTanh => gelu_from_tanh(ff_act, ff_pre, ff_tanh),
+                other => activation_forward(other, ff_act, ff_pre),
+            }
             {
-                let (dw, db) = two_mut(grads, blk.w_down, fast(blk.b_down));
+                let (dw, db) = weight_and_bias_mut(grads, blk.w_down, blk.b_down);
                 linear_backward(
                     Some(d_ff),
                     MatMut::new(dw, f, c),
-                    Some(db),
+                    db,
                     d_resid,
                     ff_act,
                     MatRef::new(self.p(blk.w_down), f, c),
@@ -717,7 +747,10 @@ impl Model {
                     pieces,
                 );
             }
-            gelu_backward(d_ff, ff_pre, ff_tanh);
+            match cfg.activation {
+                Activation::GeluTanh => gelu_backward(d_ff, ff_pre, ff_tanh),
+                other => activation_backward(other, d_ff, ff_pre),
+            }
             d_ln.fill(0.0);
             let ln2 = &mut ws.ln_out[..nc];
             layernorm_recompute(
@@ -730,11 +763,11 @@ impl Model {
                 c,
             );
             {
-                let (dw, db) = two_mut(grads, blk.w_up, fast(blk.b_up));
+                let (dw, db) = weight_and_bias_mut(grads, blk.w_up, blk.b_up);
                 linear_backward(
                     Some(d_ln),
                     MatMut::new(dw, c, f),
-                    Some(db),
+                    db,
                     d_ff,
                     ln2,
                     MatRef::new(self.p(blk.w_up), c, f),

@@ -199,10 +199,10 @@ fn the_fast_path_refuses_options_it_does_not_run_naming_the_field() {
     let cases = [
         (
             Config {
-                activation: Activation::Silu,
+                activation: Activation::SwiGlu,
                 ..base.clone()
             },
-            "activation = silu",
+            "activation = swiglu",
         ),
         (
             Config {
@@ -210,13 +210,6 @@ fn the_fast_path_refuses_options_it_does_not_run_naming_the_field() {
                 ..base.clone()
             },
             "norm = rmsnorm",
-        ),
-        (
-            Config {
-                mlp_bias: false,
-                ..base.clone()
-            },
-            "mlp_bias = false",
         ),
         (
             Config {

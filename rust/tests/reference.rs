@@ -829,3 +829,82 @@ fn a_fast_model_moves_to_the_reference_backend_and_back() {
         .to_string()
         .contains("unknown backend \"gpu\""));
 }
+
+#[test]
+fn fast_path_matches_the_reference_for_every_ungated_activation_with_and_without_mlp_biases() {
+    let ungated = Activation::ALL.iter().filter(|a| !a.is_gated());
+    for (&activation, mlp_bias) in ungated.flat_map(|a| [(a, true), (a, false)]) {
+        let small = Config {
+            activation,
+            mlp_bias,
+            ..small_config(true, false)
+        };
+        let mut wide = random_model(
+            Config {
+                activation,
+                mlp_bias,
+                ..wide_config()
+            },
+            4,
+        );
+        for p in wide.params_mut() {
+            *p *= 0.2;
+        }
+        for (model, b, t) in [(random_model(small, 1), 3, 5), (wide, 2, 32)] {
+            let (logits, loss, grads) = check_fast_against_reference(&model, b, t);
+            let what = format!(
+                "{activation}, mlp_bias {mlp_bias}, C = {}",
+                model.config.d_model
+            );
+            eprintln!("{what}: logits {logits:e}, loss {loss:e}, gradients {grads:e}");
+            assert!(
+                logits < 1e-5,
+                "{what}: logits differ by {logits:e} of their scale"
+            );
+            assert!(loss < 1e-6, "{what}: losses differ by {loss:e}");
+        }
+    }
+}
+
+#[test]
+fn fast_generation_follows_the_reference_for_every_ungated_activation() {
+    // C = 128 and more: generation runs in two lanes (heads and d_ff split in halves).
+    for &activation in Activation::ALL.iter().filter(|a| !a.is_gated()) {
+        let config = Config {
+            activation,
+            mlp_bias: activation != Activation::Relu,
+            d_model: 128,
+            n_heads: 4,
+            d_ff: 200,
+            max_seq_len: 8,
+            ..wide_config()
+        };
+        let mut model = random_model(config, 9);
+        for p in model.params_mut() {
+            *p *= 0.3;
+        }
+        let opts = GenerateOptions {
+            max_new_tokens: 10, // past the context of 8
+            sampling: SamplingParams::default(),
+            seed: 0,
+            stop: vec![],
+        };
+        let prompt = [5u32, 17, 40];
+        let generated = generate(&model, &prompt, &opts).unwrap();
+        let (mut seq, v, p) = (
+            prompt.to_vec(),
+            model.config.vocab_size,
+            model.config.max_seq_len,
+        );
+        for &tok in &generated {
+            let window = &seq[seq.len().saturating_sub(p)..];
+            let acts = reference::forward(weights(&model), window, 1, window.len());
+            assert_eq!(
+                argmax(&acts.logits[(window.len() - 1) * v..]) as u32,
+                tok,
+                "{activation}"
+            );
+            seq.push(tok);
+        }
+    }
+}

@@ -21,6 +21,8 @@ pub mod team;
 pub use panels::{DecodeCache, LaneShape, PackedWeights, TWO_LANES_MIN_D_MODEL};
 pub use team::{with_team, Team};
 
+use crate::config::Activation;
+use crate::kernels::activation::activation_forward_chunk;
 use crate::kernels::gelu::gelu_forward_chunk;
 use crate::kernels::layernorm::layernorm_row;
 use crate::kernels::simd::simd_fn;
@@ -152,12 +154,17 @@ impl Lane {
     }
 
     /// The feed-forward half of a block for the lane's slice, from h = LN2(x):
-    /// partial = gelu(h @ W1[:, slice] + b1[slice]) @ W2[slice, :].
-    fn feed_forward(&mut self, w: &LaneWeights, h: &[f32]) {
+    /// partial = act(h @ W1[:, slice] + b1[slice]) @ W2[slice, :].
+    fn feed_forward(&mut self, w: &LaneWeights, h: &[f32], act: Activation) {
         let c = h.len();
         w.ff1.matvec(&mut self.ff, h);
-        add_bias(&mut self.ff, Some(&w.ff1_bias));
-        gelu_forward_chunk(&mut self.ff_act, &mut self.ff_tanh, &self.ff);
+        add_bias(&mut self.ff, w.ff1_bias.as_deref());
+        match act {
+            Activation::GeluTanh => {
+                gelu_forward_chunk(&mut self.ff_act, &mut self.ff_tanh, &self.ff)
+            }
+            other => activation_forward_chunk(other, &mut self.ff_act, &self.ff),
+        }
         w.ff2.matvec(&mut self.partial[..c], &self.ff_act);
     }
 }
@@ -252,11 +259,11 @@ impl DecodeState {
             let h = &self.h;
             both(
                 team,
-                || second.feed_forward(w_second, h),
-                || first.feed_forward(w_first, h),
+                || second.feed_forward(w_second, h, cfg.activation),
+                || first.feed_forward(w_first, h, cfg.activation),
             );
-            let bias2 = fast(blk.b_down).of(prm);
-            add_partials(&mut self.x, &first.partial, &second.partial, Some(bias2));
+            let bias2 = blk.b_down.map(|b| b.of(prm));
+            add_partials(&mut self.x, &first.partial, &second.partial, bias2);
         }
         self.len += 1;
         if want_logits {

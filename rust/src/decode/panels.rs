@@ -177,7 +177,7 @@ pub struct LaneWeights {
     pub proj: Panels,
     /// linear1's columns for the lane's slice: (C, F_lane), and their biases.
     pub ff1: Panels,
-    pub ff1_bias: Vec<f32>,
+    pub ff1_bias: Option<Vec<f32>>,
     /// linear2's rows for the lane's slice: (F_lane, C).
     pub ff2: Panels,
 }
@@ -202,7 +202,7 @@ impl PackedWeights {
             .map(|blk| {
                 let w = |i: usize| [blk.w_q, blk.w_k, blk.w_v, blk.w_o][i].of(prm);
                 let (w1, w2) = (blk.w_up.of(prm), blk.w_down.of(prm));
-                let b1 = fast(blk.b_up).of(prm);
+                let b1 = blk.b_up.map(|b| b.of(prm));
                 let pack_lane = |lane: &LaneShape| {
                     let dims = lane.dims.clone();
                     LaneWeights {
@@ -218,7 +218,7 @@ impl PackedWeights {
                         }),
                         proj: Panels::pack(dims.len(), &[Columns::all(&w(3)[dims.start * c..], c)]),
                         ff1: Panels::pack(c, &[Columns::range(w1, f, lane.ff.clone())]),
-                        ff1_bias: b1[lane.ff.clone()].to_vec(),
+                        ff1_bias: b1.map(|b1| b1[lane.ff.clone()].to_vec()),
                         ff2: Panels::pack(
                             lane.ff.len(),
                             &[Columns::all(&w2[lane.ff.start * c..], c)],
