@@ -1,8 +1,11 @@
 """A float64 NumPy reimplementation of the transformer, written from the maths (see the
-seed README and GPT-2), independent of the Rust code it checks.
+seed README, GPT-2 and Llama), independent of the Rust code it checks.
 
 Parameters use tinylm's state_dict names: projections are [in][out] (``x @ W``),
 ``lm_head.weight`` is [V][C] (``x @ lm_head.T``), tied to the token embedding when absent.
+Every block option of ``Config`` is here: the activations, RMSNorm, biases of the
+feed-forward matrices, rotary positions (pairs of adjacent dimensions, rotated as complex
+numbers) and grouped-query attention.
 """
 
 from __future__ import annotations
@@ -18,8 +21,44 @@ def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.nd
     return (x - mean) / np.sqrt(var + eps) * w + b
 
 
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps) * w
+
+
 def gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def gelu_exact(x: np.ndarray) -> np.ndarray:
+    """x * Phi(x), Phi the standard normal distribution function."""
+    return x * 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+ELEMENTWISE = {
+    "gelu_tanh": gelu,
+    "gelu": gelu_exact,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "relu2": lambda x: np.maximum(x, 0.0) ** 2,
+    "silu": silu,
+}
+#: Gated activations: hidden = f(x W_gate) * (x W_up).
+GATED = {"swiglu": silu, "geglu": gelu_exact}
+
+
+def rope(x: np.ndarray, theta: float) -> np.ndarray:
+    """Rotary positions for x (B, T, heads, D): dimensions (2i, 2i + 1) as the complex number
+    x[2i] + j x[2i + 1], multiplied by exp(j t theta^(-2i / D)) at position t."""
+    _, t, _, d = x.shape
+    z = x[..., 0::2] + 1j * x[..., 1::2]
+    angles = np.arange(t)[:, None] * theta ** (-np.arange(0, d, 2) / d)  # (T, D / 2)
+    z = z * np.exp(1j * angles)[None, :, None, :]
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = z.real, z.imag
+    return out
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -27,18 +66,35 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _get(config, field: str, default):
+    """A config field, or its GPT-2 default for configs written before the options."""
+    return getattr(config, field, default)
+
+
 def forward(params: dict[str, np.ndarray], config, ids: np.ndarray) -> np.ndarray:
     """Logits (B, T, V) for ids (B, T)."""
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     ids = np.asarray(ids)
-    _, t = ids.shape
+    b, t = ids.shape
     c, h = config.d_model, config.n_heads
     d = c // h
-    x = p["token_embed.weight"][ids] + p["pos_embed.weight"][:t]
+    kv_heads = _get(config, "n_kv_heads", None) or h
+    activation = _get(config, "activation", "gelu_tanh")
+    rotary = _get(config, "position", "learned") == "rope"
+    mlp_bias = _get(config, "mlp_bias", True)
+
+    def norm(x: np.ndarray, name: str) -> np.ndarray:
+        if _get(config, "norm", "layernorm") == "rmsnorm":
+            return rms_norm(x, p[f"{name}.weight"], config.eps)
+        return layer_norm(x, p[f"{name}.weight"], p[f"{name}.bias"], config.eps)
+
+    x = p["token_embed.weight"][ids]
+    if not rotary:
+        x = x + p["pos_embed.weight"][:t]
     causal = np.tril(np.ones((t, t), dtype=bool))
     for layer in range(config.n_layers):
         pre = f"blocks.{layer}"
-        a = layer_norm(x, p[f"{pre}.norm1.weight"], p[f"{pre}.norm1.bias"], config.eps)
+        a = norm(x, f"{pre}.norm1")
 
         def proj(name: str, inp: np.ndarray, pre: str = pre) -> np.ndarray:
             out = inp @ p[f"{pre}.attn.{name}.weight"]
@@ -46,18 +102,30 @@ def forward(params: dict[str, np.ndarray], config, ids: np.ndarray) -> np.ndarra
                 out = out + p[f"{pre}.attn.{name}.bias"]
             return out
 
-        q, k, v = proj("W_q", a), proj("W_k", a), proj("W_v", a)
+        q = proj("W_q", a).reshape(b, t, h, d)
+        k = proj("W_k", a).reshape(b, t, kv_heads, d)
+        v = proj("W_v", a).reshape(b, t, kv_heads, d)
+        if rotary:
+            q, k = rope(q, config.rope_theta), rope(k, config.rope_theta)
         heads = []
         for hh in range(h):
-            sl = slice(hh * d, (hh + 1) * d)
-            scores = q[..., sl] @ np.swapaxes(k[..., sl], -1, -2) / math.sqrt(d)
+            kv = hh // (h // kv_heads)  # the key/value head this query head shares
+            scores = q[:, :, hh] @ np.swapaxes(k[:, :, kv], -1, -2) / math.sqrt(d)
             scores = np.where(causal, scores, -np.inf)
-            heads.append(softmax(scores) @ v[..., sl])
+            heads.append(softmax(scores) @ v[:, :, kv])
         x = x + proj("W_o", np.concatenate(heads, axis=-1))
-        f = layer_norm(x, p[f"{pre}.norm2.weight"], p[f"{pre}.norm2.bias"], config.eps)
-        f = gelu(f @ p[f"{pre}.ff.linear1.weight"] + p[f"{pre}.ff.linear1.bias"])
-        x = x + f @ p[f"{pre}.ff.linear2.weight"] + p[f"{pre}.ff.linear2.bias"]
-    x = layer_norm(x, p["ln_f.weight"], p["ln_f.bias"], config.eps)
+        m = norm(x, f"{pre}.norm2")
+
+        def ff(name: str, inp: np.ndarray, pre: str = pre) -> np.ndarray:
+            out = inp @ p[f"{pre}.ff.{name}.weight"]
+            return out + p[f"{pre}.ff.{name}.bias"] if mlp_bias else out
+
+        if activation in GATED:
+            hidden = GATED[activation](ff("gate", m)) * ff("linear1", m)
+        else:
+            hidden = ELEMENTWISE[activation](ff("linear1", m))
+        x = x + ff("linear2", hidden)
+    x = norm(x, "ln_f")
     head = p["token_embed.weight"] if config.tie_embeddings else p["lm_head.weight"]
     return x @ head.T
 

@@ -31,20 +31,24 @@ DEMO_SENTENCE = "the cat sat on mat END"
 DEMO_PROMPTS = ("the cat", "the dog")
 
 
+BACKENDS = ("fast", "reference")
+BACKEND_HELP = "fast kernels, or the plain reference implementation (slow, every option)"
+
+
 class CliError(Exception):
     """A user error the CLI reports in one line."""
 
 
-def _load_model(weights: str | None) -> Transformer:
+def _load_model(weights: str | None, backend: str = "fast") -> Transformer:
     path = Path(weights) if weights else bundled_weights("shakespeare")
-    return Transformer.load(path)
+    return Transformer.load(path, backend=backend)
 
 
 # ------------------------------------------------------------------------------ generate
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    model = _load_model(args.weights)
+    model = _load_model(args.weights, args.backend)
     tok = model.tokenizer
     if tok is None:
         raise CliError(
@@ -118,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not ckpt.exists():
             raise CliError(f"--resume: there is no checkpoint at {ckpt}")
-        model, _, state = load_checkpoint(ckpt)
+        model, _, state = load_checkpoint(ckpt, args.backend or "fast")
         config = TrainConfig(**state["train_config"])
         if state.get("data"):
             if state["data"]["sha256"] != sha256:
@@ -134,17 +138,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"resuming from {ckpt} at step {state['step']} of {config.steps}", file=sys.stderr)
     else:
         tok = Tokenizer.char_level(text) if args.tokenizer == "char" else _word_tokenizer(text)
-        model_config = Config(
-            vocab_size=tok.vocab_size,
-            d_model=args.d_model,
-            n_layers=args.n_layers,
-            n_heads=args.n_heads,
-            d_ff=args.d_ff,
-            max_seq_len=args.context,
-            attn_bias=not args.no_attn_bias,
-            tie_embeddings=not args.untied,
-        )
-        model = Transformer(model_config, seed=args.seed, tokenizer=tok)
+        sizes = {
+            "vocab_size": tok.vocab_size,
+            "d_model": args.d_model,
+            "n_layers": args.n_layers,
+            "n_heads": args.n_heads,
+            "max_seq_len": args.context,
+        }
+        if args.d_ff is not None:
+            sizes["d_ff"] = args.d_ff
+        if args.arch == "llama":
+            model_config = Config.llama(**sizes)
+        else:
+            model_config = Config(
+                **sizes, attn_bias=not args.no_attn_bias, tie_embeddings=not args.untied
+            )
+        # The fast backend runs GPT-2 style blocks only, for now.
+        backend = args.backend or ("reference" if args.arch == "llama" else "fast")
+        model = Transformer(model_config, seed=args.seed, tokenizer=tok, backend=backend)
         config = TrainConfig(
             steps=args.steps,
             batch_size=args.batch_size,
@@ -267,7 +278,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     path = Path(args.weights) if args.weights else bundled_weights("tiny")
-    model = Transformer.load(path)
+    model = Transformer.load(path, backend=args.backend)
     tok = model.tokenizer
     if tok is None or tok.kind != "word":
         raise CliError(f"{path}: the demo needs a word-level model (the Go TinyLM format)")
@@ -309,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--seed", type=int, default=None, help="for a reproducible sample")
+    g.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
     g.set_defaults(func=cmd_generate)
 
     t = sub.add_parser("train", help="train a model on a text file")
@@ -326,10 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="last fraction of the text used for validation (default 0.1)",
     )
+    t.add_argument(
+        "--arch",
+        choices=("gpt2", "llama"),
+        default="gpt2",
+        help="block style: gpt2 (default) or llama (RMSNorm, RoPE, SwiGLU, no biases, untied)",
+    )
+    t.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help=BACKEND_HELP + " (default: fast for gpt2, reference for llama)",
+    )
     t.add_argument("--d-model", type=int, default=128)
     t.add_argument("--n-layers", type=int, default=4)
     t.add_argument("--n-heads", type=int, default=4)
-    t.add_argument("--d-ff", type=int, default=None, help="default 4 * d_model")
+    t.add_argument(
+        "--d-ff", type=int, default=None, help="default 4 * d_model (llama: 8 / 3 * d_model)"
+    )
     t.add_argument("--context", type=int, default=64, help="sequence length (default 64)")
     t.add_argument("--no-attn-bias", action="store_true", help="no q/k/v/o biases")
     t.add_argument("--untied", action="store_true", help="separate output head")
@@ -356,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--weights", help=f"Go-format model (default: bundled {BUNDLED_MODELS['tiny']})")
     d.add_argument("--steps", type=int, default=50)
     d.add_argument("--lr", type=float, default=0.01)
+    d.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
     d.set_defaults(func=cmd_demo)
     return parser
 

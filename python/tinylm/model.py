@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -44,7 +44,9 @@ class Config:
 
     Defaults are nanoGPT's CPU Shakespeare model (GPT-2 style: attention biases, tied output
     head, ``d_ff = 4 * d_model``). The Go TinyLM format has ``attn_bias=False`` and
-    ``tie_embeddings=False``.
+    ``tie_embeddings=False``. :meth:`llama` gives Llama's block (RMSNorm, RoPE, SwiGLU, no
+    biases, untied head); the fast backend runs GPT-2 style blocks only, for now, so a model
+    with other options needs ``backend="reference"``.
     """
 
     vocab_size: int
@@ -58,6 +60,36 @@ class Config:
     eps: float = 1e-5
     attn_bias: bool = True
     tie_embeddings: bool = True
+    #: Feed-forward non-linearity: ``"gelu_tanh"`` (GPT-2), ``"gelu"`` (exact), ``"relu"``,
+    #: ``"relu2"`` (squared), ``"silu"``, or gated ``"swiglu"``, ``"geglu"`` (a third
+    #: matrix, the gate; ``d_ff`` is the hidden width).
+    activation: str = "gelu_tanh"
+    #: ``"layernorm"`` (GPT-2) or ``"rmsnorm"`` (Llama).
+    norm: str = "layernorm"
+    #: Whether the feed-forward matrices have biases.
+    mlp_bias: bool = True
+    #: ``"learned"`` (a position table of ``max_seq_len`` rows) or ``"rope"`` (rotary).
+    position: str = "learned"
+    #: Base of RoPE's frequencies.
+    rope_theta: float = 10000.0
+    #: Key/value heads for grouped-query attention; ``None`` means ``n_heads``.
+    n_kv_heads: int | None = None
+
+    @classmethod
+    def llama(cls, vocab_size: int, d_model: int = 128, **overrides: Any) -> Config:
+        """Llama's block: RMSNorm, rotary positions, SwiGLU with ``d_ff`` about
+        ``8 / 3 * d_model`` (as many weights as GPT-2's ``4 * d_model`` in two matrices),
+        no biases, untied head. Any field can be overridden."""
+        fields: dict[str, Any] = {
+            "d_ff": math.ceil(8 * d_model / 3 / 8) * 8,
+            "norm": "rmsnorm",
+            "position": "rope",
+            "activation": "swiglu",
+            "attn_bias": False,
+            "mlp_bias": False,
+            "tie_embeddings": False,
+        }
+        return cls(vocab_size=vocab_size, d_model=d_model, **{**fields, **overrides})
 
     def __post_init__(self) -> None:
         for field in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
@@ -68,9 +100,17 @@ class Config:
         if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool):
             raise TypeError(f"eps must be a number, got {type(self.eps).__name__}")
         object.__setattr__(self, "eps", float(self.eps))
-        for field in ("attn_bias", "tie_embeddings"):
+        for field in ("attn_bias", "tie_embeddings", "mlp_bias"):
             if not isinstance(getattr(self, field), bool):
                 raise TypeError(f"{field} must be a bool, got {getattr(self, field)!r}")
+        for field in ("activation", "norm", "position"):
+            if not isinstance(getattr(self, field), str):
+                raise TypeError(f"{field} must be a str, got {getattr(self, field)!r}")
+        if not isinstance(self.rope_theta, (int, float)) or isinstance(self.rope_theta, bool):
+            raise TypeError(f"rope_theta must be a number, got {type(self.rope_theta).__name__}")
+        object.__setattr__(self, "rope_theta", float(self.rope_theta))
+        if self.n_kv_heads is not None:
+            _check_positive_int("n_kv_heads", self.n_kv_heads)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -85,6 +125,12 @@ def _check_positive_int(name: str, value: object) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     if value < 1:
         raise _core.ConfigError(f"invalid config: {name} must be positive, got {value}")
+
+
+def _backend(backend: object) -> str:
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, got {type(backend).__name__}")
+    return backend
 
 
 def bundled_weights(name: str = "shakespeare") -> Path:
@@ -187,11 +233,19 @@ class Transformer:
     """
 
     def __init__(
-        self, config: Config, *, seed: int = 0, tokenizer: Tokenizer | None = None
+        self,
+        config: Config,
+        *,
+        seed: int = 0,
+        tokenizer: Tokenizer | None = None,
+        backend: str = "fast",
     ) -> None:
+        """``backend`` is ``"fast"`` (blocked, threaded kernels; GPT-2 style blocks only)
+        or ``"reference"`` (the plain implementation in ``rust/src/reference/``, every
+        option, slow)."""
         if not isinstance(config, Config):
             raise TypeError(f"config must be a tinylm.Config, got {type(config).__name__}")
-        self._core = _core.Model(config.to_json(), _seed(seed))
+        self._core = _core.Model(config.to_json(), _seed(seed), _backend(backend))
         self._config = config
         self.tokenizer = tokenizer
         #: The format the model was loaded from ("safetensors", "go-json"), or None.
@@ -211,10 +265,10 @@ class Transformer:
     # ----------------------------------------------------------------------------- files
 
     @classmethod
-    def load(cls, path: PathLike) -> Transformer:
+    def load(cls, path: PathLike, *, backend: str = "fast") -> Transformer:
         """Loads a model file; the format (tinylm safetensors or Go TinyLM JSON) is
-        detected from the file's contents."""
-        core, tok, fmt = _core.Model.load(os.fspath(path))
+        detected from the file's contents. ``backend`` as in :class:`Transformer`."""
+        core, tok, fmt = _core.Model.load(os.fspath(path), _backend(backend))
         return cls._from_core(core, Tokenizer(tok) if tok is not None else None, fmt)
 
     @classmethod
@@ -237,6 +291,11 @@ class Transformer:
     @property
     def config(self) -> Config:
         return self._config
+
+    @property
+    def backend(self) -> str:
+        """``"fast"`` or ``"reference"``: which implementation runs this model."""
+        return self._core.backend()
 
     @property
     def tokenizer(self) -> Tokenizer | None:
@@ -309,9 +368,10 @@ class Transformer:
         for name, value in state.items():
             try:
                 converted[name] = np.ascontiguousarray(value, dtype=np.float32)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"state_dict[{name!r}] must be an array of numbers, got {type(value).__name__}"
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(
+                    f"state_dict[{name!r}] must be an array of numbers, "
+                    f"got {type(value).__name__}: {exc}"
                 ) from None
         self._core.load_state_dict(converted)
 

@@ -238,7 +238,7 @@ def train(
     if resume:
         if ckpt_path is None or not ckpt_path.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
-        model, optimizer, state = load_checkpoint(ckpt_path)
+        model, optimizer, state = load_checkpoint(ckpt_path, model.backend)
         saved = TrainConfig(**state["train_config"])
         if dataclasses.asdict(saved) != dataclasses.asdict(config):
             changed = [
@@ -334,9 +334,11 @@ def train(
     return model, result
 
 
-def load_checkpoint(path: Path) -> tuple[Transformer, _core.AdamW, dict[str, Any]]:
-    """The model, optimizer and training state stored in a checkpoint."""
-    core, optimizer, tok, meta = _core.Model.load_checkpoint(str(path))
+def load_checkpoint(
+    path: Path, backend: str = "fast"
+) -> tuple[Transformer, _core.AdamW, dict[str, Any]]:
+    """The model (on ``backend``), optimizer and training state stored in a checkpoint."""
+    core, optimizer, tok, meta = _core.Model.load_checkpoint(str(path), backend)
     if "train_state" not in meta:
         raise _core.FormatError(f"{path}: not a training checkpoint (no train_state metadata)")
     try:

@@ -47,6 +47,7 @@ pub fn reference_from_args(default: &str) -> (String, Config, usize) {
         eps: 1e-5,
         attn_bias: true,
         tie_embeddings: true,
+        ..Config::default()
     };
     (which, config, b)
 }

@@ -1,7 +1,14 @@
 //! The model's hyper-parameters and the rules that make a configuration valid.
 //!
 //! Letters used for sizes throughout the crate: B batch, T sequence length, C d_model,
-//! H n_heads, D = C / H head size, F d_ff, V vocab_size, P max_seq_len (position rows), L layers.
+//! H n_heads, K n_kv_heads, D = C / H head size, F d_ff, V vocab_size, P max_seq_len
+//! (position rows), L layers.
+//!
+//! Fields added after the first release ([`Activation`], [`Norm`], `mlp_bias`,
+//! [`Position`], `rope_theta`, `n_kv_heads`) have serde defaults with today's meaning, so a
+//! file written before them still loads as the same GPT-2 style model.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +43,126 @@ pub struct Config {
     pub attn_bias: bool,
     /// Whether the output head reuses the token embedding (GPT-2: yes; Go TinyLM: no).
     pub tie_embeddings: bool,
+    /// The feed-forward block's non-linearity (GPT-2: the tanh GELU).
+    #[serde(default)]
+    pub activation: Activation,
+    /// Layer norm (GPT-2) or RMSNorm (Llama), for the two norms of a block and the last one.
+    #[serde(default)]
+    pub norm: Norm,
+    /// Whether the feed-forward matrices have biases (GPT-2: yes; Llama: no).
+    #[serde(default = "default_true")]
+    pub mlp_bias: bool,
+    /// Learned position rows (GPT-2) or rotary positions (Llama: no position table).
+    #[serde(default)]
+    pub position: Position,
+    /// Base of the rotary frequencies (used with `position = rope`).
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f32,
+    /// Key/value heads for grouped-query attention: K heads of keys and values, each
+    /// shared by H / K query heads. `None` means K = H (ordinary multi-head attention).
+    #[serde(default)]
+    pub n_kv_heads: Option<usize>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_rope_theta() -> f32 {
+    10000.0
+}
+
+/// Declares a config option: an enum with its names in files (snake case), a parser whose
+/// error names the field and the choices, and `Display`.
+macro_rules! config_option {
+    ($(#[$doc:meta])* $name:ident, $field:literal, default $default:ident = $default_text:literal,
+     $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)?) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub enum $name {
+            #[default]
+            $default,
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, the default first.
+            pub const ALL: &[$name] = &[$name::$default, $($name::$variant),+];
+
+            /// The value's name in files and on the command line.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $name::$default => $default_text,
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(text: String) -> std::result::Result<$name, String> {
+                $name::ALL.iter().copied().find(|v| v.name() == text).ok_or_else(|| {
+                    let names: Vec<&str> = $name::ALL.iter().map(|v| v.name()).collect();
+                    format!(
+                        "unknown {} {text:?}: expected one of {}",
+                        $field,
+                        names.join(", ")
+                    )
+                })
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.name().to_string()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+
+config_option! {
+    /// The feed-forward non-linearity. The gated ones (GLU variants) have a third matrix:
+    /// hidden = act(x W_gate) * (x W_up), with `d_ff` the hidden width.
+    Activation, "activation", default GeluTanh = "gelu_tanh",
+    /// Exact GELU: x * Phi(x), with the normal distribution's erf.
+    Gelu = "gelu",
+    Relu = "relu",
+    /// Squared ReLU: max(0, x)^2.
+    Relu2 = "relu2",
+    /// SiLU (swish): x * sigmoid(x).
+    Silu = "silu",
+    /// Gated SiLU (Llama).
+    SwiGlu = "swiglu",
+    /// Gated exact GELU.
+    GeGlu = "geglu",
+}
+
+config_option! {
+    /// The normalisation before attention, before the feed-forward block and before the head.
+    Norm, "norm", default LayerNorm = "layernorm",
+    /// x / rms(x) * weight, no mean and no bias (Llama).
+    RmsNorm = "rmsnorm",
+}
+
+config_option! {
+    /// How the model knows where a token is.
+    Position, "position", default Learned = "learned",
+    /// Rotary embedding of q and k (pairs of adjacent dimensions, as llama2.c).
+    Rope = "rope",
+}
+
+impl Activation {
+    /// Whether the feed-forward block has a gate matrix beside the up one.
+    pub fn is_gated(self) -> bool {
+        matches!(self, Activation::SwiGlu | Activation::GeGlu)
+    }
 }
 
 fn check_range(name: &str, value: usize, max: usize) -> Result<()> {
@@ -65,6 +192,28 @@ impl Config {
                 self.n_heads, self.d_model
             )));
         }
+        let kv_heads = self.kv_heads();
+        check_range("n_kv_heads", kv_heads, MAX_HEADS)?;
+        if !self.n_heads.is_multiple_of(kv_heads) {
+            return Err(Error::config(format!(
+                "n_kv_heads = {kv_heads} does not divide n_heads = {}",
+                self.n_heads
+            )));
+        }
+        if self.position == Position::Rope {
+            if !self.head_dim().is_multiple_of(2) {
+                return Err(Error::config(format!(
+                    "position = rope rotates pairs of dimensions, so the head size d_model / n_heads must be even, got {}",
+                    self.head_dim()
+                )));
+            }
+            if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+                return Err(Error::config(format!(
+                    "rope_theta must be a finite number above 1, got {}",
+                    self.rope_theta
+                )));
+            }
+        }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(Error::config(format!(
                 "eps must be a positive finite number, got {}",
@@ -85,7 +234,18 @@ impl Config {
         self.d_model / self.n_heads
     }
 
+    /// Key/value heads K (H unless grouped-query attention is asked for).
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_heads.unwrap_or(self.n_heads)
+    }
+
+    /// Width of the keys (and of the values): K * D.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads() * self.head_dim()
+    }
+
     /// Number of scalar parameters (computed in u128 so that absurd sizes cannot overflow).
+    /// Must agree with [`crate::params::ParamLayout`], which a test checks.
     fn parameter_count_u128(&self) -> u128 {
         let (v, c, f, p, l) = (
             self.vocab_size as u128,
@@ -94,10 +254,24 @@ impl Config {
             self.max_seq_len as u128,
             self.n_layers as u128,
         );
-        let attn_bias = if self.attn_bias { 4 * c } else { 0 };
-        let per_block = 2 * c + 4 * c * c + attn_bias + 2 * c + c * f + f + f * c + c;
+        // Before validation n_heads may be 0; the count only has to be an upper bound then.
+        let kv = (self.kv_heads() as u128 * (self.d_model / self.n_heads.max(1)) as u128).min(c);
+        let norm = if self.norm == Norm::LayerNorm {
+            2 * c
+        } else {
+            c
+        };
+        let attn = 2 * c * c + 2 * c * kv + if self.attn_bias { 2 * c + 2 * kv } else { 0 };
+        let ff_in = if self.activation.is_gated() { 2 } else { 1 };
+        let ff = ff_in * c * f + f * c + if self.mlp_bias { ff_in * f + c } else { 0 };
+        let per_block = 2 * norm + attn + ff;
+        let pos = if self.position == Position::Learned {
+            p * c
+        } else {
+            0
+        };
         let head = if self.tie_embeddings { 0 } else { v * c };
-        v * c + p * c + l * per_block + 2 * c + head
+        v * c + pos + l * per_block + norm + head
     }
 
     /// Number of scalar parameters. Only meaningful on a validated config.
@@ -124,11 +298,17 @@ impl Config {
             eps: 1e-5,
             attn_bias: false,
             tie_embeddings: false,
+            ..Config::default()
         }
     }
 
     /// Whether the Go TinyLM JSON format can hold this model; if not, why.
     pub fn go_format_obstacle(&self) -> Option<String> {
+        if let Some((field, value)) = self.non_default_options().first() {
+            return Some(format!(
+                "the Go TinyLM format holds only GPT-2 style blocks, this model has {field} = {value}"
+            ));
+        }
         if self.attn_bias {
             return Some("the Go TinyLM format has no attention biases (attn_bias = true)".into());
         }
@@ -144,5 +324,50 @@ impl Config {
             ));
         }
         None
+    }
+
+    /// The block options that differ from GPT-2's (field name, value), in field order.
+    pub fn non_default_options(&self) -> Vec<(&'static str, String)> {
+        let mut found = Vec::new();
+        if self.activation != Activation::default() {
+            found.push(("activation", self.activation.to_string()));
+        }
+        if self.norm != Norm::default() {
+            found.push(("norm", self.norm.to_string()));
+        }
+        if !self.mlp_bias {
+            found.push(("mlp_bias", "false".to_string()));
+        }
+        if self.position != Position::default() {
+            found.push(("position", self.position.to_string()));
+        }
+        if self.kv_heads() != self.n_heads {
+            found.push(("n_kv_heads", self.kv_heads().to_string()));
+        }
+        found
+    }
+}
+
+/// A small GPT-2 style model (the Python `Config`'s defaults with V = 65): a base for
+/// struct-update syntax, `Config { d_model: 32, ..Config::default() }`.
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            vocab_size: 65,
+            d_model: 128,
+            n_layers: 4,
+            n_heads: 4,
+            d_ff: 512,
+            max_seq_len: 64,
+            eps: 1e-5,
+            attn_bias: true,
+            tie_embeddings: true,
+            activation: Activation::default(),
+            norm: Norm::default(),
+            mlp_bias: true,
+            position: Position::default(),
+            rope_theta: default_rope_theta(),
+            n_kv_heads: None,
+        }
     }
 }

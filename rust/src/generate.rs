@@ -11,6 +11,8 @@
 //!   cache from them at positions 0..P/2, and go on decoding from the cache. The model
 //!   then sees between P/2 and P tokens; a token costs about two decode steps (one for it,
 //!   one to rebuild) instead of a forward pass over P tokens.
+//! The reference backend has no cache: every token costs a forward pass over what the
+//! window rule lets the model see.
 //!
 //! A [`Generation`] is resumable: it produces its ids a chunk at a time, keeping its cache
 //! between chunks, so a caller can stream them, check for interruption between chunks, and
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
-use crate::model::{Model, Workspace};
+use crate::model::{Backend, Model, Workspace};
 use crate::sample::{Sampler, SamplingParams};
 
 /// What to generate and how to choose each token.
@@ -74,7 +76,8 @@ enum Phase {
     Start,
     /// The sequence fits in the context: the cache holds every position so far.
     InContext(Box<DecodeState>),
-    /// Past the context: each token from a forward pass over the last P tokens.
+    /// Past the context (or on the reference backend): each token from a forward pass
+    /// over the last P tokens (all of them while there are fewer).
     PastContext(Box<Workspace>),
     Done,
 }
@@ -155,6 +158,9 @@ impl Generation {
             max_ids: max_ids.max(1),
             deadline: budget.map(|b| Instant::now() + b),
         };
+        if matches!(self.phase, Phase::Start) && model.backend() == Backend::Reference {
+            self.phase = Phase::PastContext(Box::new(Workspace::new()));
+        }
         if matches!(self.phase, Phase::Start | Phase::InContext(_)) {
             let cfg = &model.config;
             let use_team = cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1;
@@ -250,7 +256,8 @@ impl Generation {
         }
     }
 
-    /// Past the context: each new token from a forward pass over the last P tokens.
+    /// Each new token from a forward pass over the last P tokens (or fewer, on the
+    /// reference backend before the context is full).
     fn slide_past_context(&mut self, model: &Model, chunk: &mut Chunk) -> Result<()> {
         let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
         let Phase::PastContext(mut ws) = std::mem::replace(&mut self.phase, Phase::Done) else {
@@ -264,9 +271,14 @@ impl Generation {
             if self.tokens.len() > 2 * p {
                 self.tokens.drain(..self.tokens.len() - p);
             }
-            model.forward(&mut ws, &self.tokens[self.tokens.len() - p..], 1, p)?;
-            if !self.emit(&ws.logits(&model.config)[(p - 1) * v..], chunk)? {
+            let t = self.tokens.len().min(p);
+            model.forward(&mut ws, &self.tokens[self.tokens.len() - t..], 1, t)?;
+            if !self.emit(&ws.logits(&model.config)[(t - 1) * v..], chunk)? {
                 return Ok(());
+            }
+            if self.opts.window == Window::Shift && self.tokens.len() == p + 1 {
+                // The shift rule without a cache (the reference backend).
+                self.tokens.drain(..self.tokens.len() - (p / 2).max(1));
             }
         }
     }

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod reference;
 pub mod rng;
 pub mod sample;
 pub mod score;

@@ -9,28 +9,71 @@
 //! forward pass live in a [`Workspace`] that is allocated once and reused, so a training
 //! step allocates nothing of its own.
 
-use crate::config::Config;
+use crate::config::{Activation, Config};
 use crate::decode::{DecodeCache, PackedWeights};
 use crate::error::{Error, Result};
+use crate::kernels::activation::{activation_backward, activation_forward};
 use crate::kernels::attention::{attention_backward, attention_forward};
 use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward, gelu_from_tanh};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
 use crate::kernels::matmul::{linear_backward, linear_forward, matmul_in, MatMut, MatRef, Pieces};
-use crate::params::ParamLayout;
+use crate::params::{ParamLayout, Span};
+use crate::reference::model as reference;
 use crate::rng::Rng;
 
 /// The largest workspace a call may ask for, in f32 values (16 GiB): a batch that needs more
 /// is an error before anything is allocated.
 pub const MAX_WORKSPACE_FLOATS: u128 = 1 << 32;
 
-/// A model: its configuration, the layout of its parameters and the parameters themselves.
+/// Which implementation runs a model's arithmetic. Both read the same parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Blocked, threaded, vectorised kernels and a key/value cache for generation; GPT-2
+    /// style blocks only, for now (see [`check_fast_path`]).
+    #[default]
+    Fast,
+    /// The plain path a learner reads ([`crate::reference`]): every option, slowly, and
+    /// generation recomputes the whole window for each token.
+    Reference,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Fast => "fast",
+            Backend::Reference => "reference",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Backend> {
+        match name {
+            "fast" => Ok(Backend::Fast),
+            "reference" => Ok(Backend::Reference),
+            other => Err(Error::value(format!(
+                "unknown backend {other:?}: expected \"fast\" or \"reference\""
+            ))),
+        }
+    }
+
+    /// Whether this backend runs `config`; if not, a ConfigError that names the field.
+    pub fn check(self, config: &Config) -> Result<()> {
+        match self {
+            Backend::Fast => check_fast_path(config),
+            Backend::Reference => Ok(()),
+        }
+    }
+}
+
+/// A model: its configuration, the layout of its parameters, the parameters themselves
+/// and the backend that runs them.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: Config,
     pub layout: ParamLayout,
     params: Vec<f32>,
+    backend: Backend,
     /// The weights repacked for generation, built when first needed; every change to
     /// the parameters goes through [`Model::params_mut`], which drops it.
     decode_cache: DecodeCache,
@@ -75,6 +118,9 @@ pub struct Workspace {
     lnf_rstd: Vec<f32>,
     /// (N, V)
     pub logits: Vec<f32>,
+    /// Every activation of the last pass on the reference backend (the fields above then
+    /// hold only ids, targets and logits).
+    reference: Option<Box<reference::Activations>>,
     probs: Vec<f32>,
     losses: Vec<f32>,
     // Backward scratch.
@@ -87,9 +133,47 @@ pub struct Workspace {
     d_logits: Vec<f32>,
 }
 
+/// A tensor that a GPT-2 style block always has (biases of the norms and the feed-forward
+/// matrices, the position table); the fast path runs only such blocks, which
+/// [`check_fast_path`] makes sure of when a model is made.
+pub(crate) fn fast(span: Option<Span>) -> Span {
+    span.expect("the fast path runs GPT-2 style blocks only (checked when the model is made)")
+}
+
+/// The fast path's one check: it runs GPT-2 style blocks, with any ungated activation and
+/// with or without feed-forward biases; the other options only on the reference path.
+pub fn check_fast_path(config: &Config) -> Result<()> {
+    let not_yet = config
+        .non_default_options()
+        .into_iter()
+        .filter(|(field, _)| *field != "mlp_bias")
+        .find(|(field, _)| *field != "activation" || config.activation.is_gated());
+    match not_yet {
+        None => Ok(()),
+        Some((field, value)) => Err(Error::config(format!(
+            "{field} = {value} is not supported by the fast backend yet; use backend=\"reference\""
+        ))),
+    }
+}
+
+/// A weight's gradient and, if it has one, its bias's (stored after it).
+fn weight_and_bias_mut(
+    buf: &mut [f32],
+    w: Span,
+    b: Option<Span>,
+) -> (&mut [f32], Option<&mut [f32]>) {
+    match b {
+        Some(b) => {
+            let (dw, db) = two_mut(buf, w, b);
+            (dw, Some(db))
+        }
+        None => (w.of_mut(buf), None),
+    }
+}
+
 /// Two disjoint mutable slices of one buffer.
-fn two_mut(buf: &mut [f32], a: (usize, usize), b: (usize, usize)) -> (&mut [f32], &mut [f32]) {
-    let ((a0, al), (b0, bl)) = (a, b);
+fn two_mut(buf: &mut [f32], a: Span, b: Span) -> (&mut [f32], &mut [f32]) {
+    let ((a0, al), (b0, bl)) = ((a.offset, a.len), (b.offset, b.len));
     if a0 < b0 {
         assert!(a0 + al <= b0, "overlapping gradient slices");
         let (lo, hi) = buf.split_at_mut(b0);
@@ -194,6 +278,7 @@ impl Workspace {
             d_att_out: zeros(n * c),
             d_ff: zeros(n * f),
             d_logits: zeros(n * v),
+            reference: None,
         };
         Ok(())
     }
@@ -240,7 +325,13 @@ impl Model {
     /// that write into the residual stream (W_o, linear2) scaled by 1 / sqrt(2 L), biases
     /// zero, layer norms the identity. The same seed gives the same weights in every release.
     pub fn new(config: Config, seed: u64) -> Result<Model> {
+        Model::new_on(config, seed, Backend::Fast)
+    }
+
+    /// [`Model::new`] on the given backend.
+    pub fn new_on(config: Config, seed: u64, backend: Backend) -> Result<Model> {
         config.validate()?;
+        backend.check(&config)?;
         let layout = ParamLayout::new(&config);
         let mut params = crate::alloc::zeros(layout.total, "the parameters")?;
         let mut rng = Rng::new(seed);
@@ -268,13 +359,20 @@ impl Model {
             config,
             layout,
             params,
+            backend,
             decode_cache: DecodeCache::default(),
         })
     }
 
     /// A model from a configuration and a flat parameter buffer in [`ParamLayout`] order.
     pub fn from_params(config: Config, params: Vec<f32>) -> Result<Model> {
+        Model::from_params_on(config, params, Backend::Fast)
+    }
+
+    /// [`Model::from_params`] on the given backend.
+    pub fn from_params_on(config: Config, params: Vec<f32>, backend: Backend) -> Result<Model> {
         config.validate()?;
+        backend.check(&config)?;
         let layout = ParamLayout::new(&config);
         if params.len() != layout.total {
             return Err(Error::shape("parameters", &[layout.total], &[params.len()]));
@@ -283,8 +381,29 @@ impl Model {
             config,
             layout,
             params,
+            backend,
             decode_cache: DecodeCache::default(),
         })
+    }
+
+    /// The same parameters on another backend, if it runs this config.
+    pub fn on_backend(mut self, backend: Backend) -> Result<Model> {
+        backend.check(&self.config)?;
+        self.backend = backend;
+        Ok(self)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// What the reference path reads: the config, the layout and the parameters.
+    pub fn weights(&self) -> reference::Weights<'_> {
+        reference::Weights {
+            config: &self.config,
+            layout: &self.layout,
+            params: &self.params,
+        }
     }
 
     /// Every parameter, in [`ParamLayout`] order.
@@ -317,17 +436,37 @@ impl Model {
         Ok(self.decode_weights())
     }
 
-    fn p(&self, offset: usize, len: usize) -> &[f32] {
-        &self.params[offset..offset + len]
+    fn p(&self, span: Span) -> &[f32] {
+        span.of(&self.params)
     }
 
     /// Runs the forward pass on ids (B, T), leaving the logits (B, T, V) in the workspace.
     pub fn forward(&self, ws: &mut Workspace, ids: &[u32], b: usize, t: usize) -> Result<()> {
         check_ids(&self.config, ids, b, t, "input ids")?;
+        if self.backend == Backend::Reference {
+            return self.forward_reference(ws, ids, b, t);
+        }
         ws.prepare(&self.config, b, t)?;
         ws.ids.clear();
         ws.ids.extend_from_slice(ids);
         self.forward_prepared(ws);
+        Ok(())
+    }
+
+    /// The reference path's forward pass, its activations kept in the workspace.
+    fn forward_reference(&self, ws: &mut Workspace, ids: &[u32], b: usize, t: usize) -> Result<()> {
+        crate::alloc::check_available(
+            reference::floats_needed(&self.config, b, t) * 4,
+            "the reference path's activations",
+        )?;
+        let acts = reference::forward(self.weights(), ids, b, t);
+        ws.capacity_rows = 0; // the fast path's buffers are not sized for this shape
+        (ws.batch, ws.seq_len) = (b, t);
+        ws.ids.clear();
+        ws.ids.extend_from_slice(ids);
+        ws.targets.clear();
+        ws.logits.clone_from(&acts.logits);
+        ws.reference = Some(Box::new(acts));
         Ok(())
     }
 
@@ -343,12 +482,13 @@ impl Model {
         embedding_forward(
             &mut ws.residual[..nc],
             &ws.ids,
-            self.p(lay.token_embed, v * c),
-            self.p(lay.pos_embed, cfg.max_seq_len * c),
+            self.p(lay.token_embed),
+            self.p(fast(lay.pos_embed)),
             t,
             c,
         );
         for (l, blk) in lay.blocks.iter().enumerate() {
+            let qkv_weights = [blk.w_q, blk.w_k, blk.w_v];
             let (before, after) = ws.residual.split_at_mut((l + 1) * nc);
             let x = &before[l * nc..];
             let ln1 = &mut ws.ln_out[..nc];
@@ -357,8 +497,8 @@ impl Model {
                 &mut ws.ln1_mean[l * n..][..n],
                 &mut ws.ln1_rstd[l * n..][..n],
                 x,
-                self.p(blk.norm1_weight, c),
-                self.p(blk.norm1_bias, c),
+                self.p(blk.ln1.weight),
+                self.p(fast(blk.ln1.bias)),
                 c,
                 cfg.eps,
             );
@@ -369,14 +509,14 @@ impl Model {
                     pieces,
                     MatMut::strided(&mut qkv[i * c..], n, c, 3 * c, 1),
                     MatRef::new(ln1, n, c),
-                    MatRef::new(self.p(blk.attn_weight[i], c * c), c, c),
+                    MatRef::new(self.p(qkv_weights[i]), c, c),
                     false,
                 );
             }
-            if let Some(bias) = &blk.attn_bias {
+            if let [Some(b_q), Some(b_k), Some(b_v)] = [blk.b_q, blk.b_k, blk.b_v] {
                 for row in qkv.chunks_exact_mut(3 * c) {
-                    for i in 0..3 {
-                        for (o, bv) in row[i * c..(i + 1) * c].iter_mut().zip(self.p(bias[i], c)) {
+                    for (i, bias) in [b_q, b_k, b_v].into_iter().enumerate() {
+                        for (o, bv) in row[i * c..(i + 1) * c].iter_mut().zip(self.p(bias)) {
                             *o += bv;
                         }
                     }
@@ -396,8 +536,8 @@ impl Model {
             linear_forward(
                 resid_mid,
                 att_out,
-                MatRef::new(self.p(blk.attn_weight[3], c * c), c, c),
-                blk.attn_bias.as_ref().map(|bias| self.p(bias[3], c)),
+                MatRef::new(self.p(blk.w_o), c, c),
+                blk.b_o.map(|b_o| self.p(b_o)),
                 n,
                 pieces,
             );
@@ -408,8 +548,8 @@ impl Model {
                 &mut ws.ln2_mean[l * n..][..n],
                 &mut ws.ln2_rstd[l * n..][..n],
                 resid_mid,
-                self.p(blk.norm2_weight, c),
-                self.p(blk.norm2_bias, c),
+                self.p(blk.ln2.weight),
+                self.p(fast(blk.ln2.bias)),
                 c,
                 cfg.eps,
             );
@@ -417,20 +557,25 @@ impl Model {
             linear_forward(
                 ff_pre,
                 ln2,
-                MatRef::new(self.p(blk.ff1_weight, c * f), c, f),
-                Some(self.p(blk.ff1_bias, f)),
+                MatRef::new(self.p(blk.w_up), c, f),
+                blk.b_up.map(|b| self.p(b)),
                 n,
                 pieces,
             );
             let ff_act = &mut ws.ff_act[..nf];
-            gelu_forward(ff_act, &mut ws.ff_tanh[l * nf..][..nf], ff_pre);
+            match cfg.activation {
+                Activation::GeluTanh => {
+                    gelu_forward(ff_act, &mut ws.ff_tanh[l * nf..][..nf], ff_pre)
+                }
+                other => activation_forward(other, ff_act, ff_pre),
+            }
             // x_next = resid_mid + ff_act @ W2 + b2
             let x_next = &mut after[..nc];
             linear_forward(
                 x_next,
                 ff_act,
-                MatRef::new(self.p(blk.ff2_weight, f * c), f, c),
-                Some(self.p(blk.ff2_bias, c)),
+                MatRef::new(self.p(blk.w_down), f, c),
+                blk.b_down.map(|b| self.p(b)),
                 n,
                 pieces,
             );
@@ -442,8 +587,8 @@ impl Model {
             &mut ws.lnf_mean[..n],
             &mut ws.lnf_rstd[..n],
             &ws.residual[n_layers * nc..][..nc],
-            self.p(lay.ln_f_weight, c),
-            self.p(lay.ln_f_bias, c),
+            self.p(lay.ln_f.weight),
+            self.p(fast(lay.ln_f.bias)),
             c,
             cfg.eps,
         );
@@ -451,7 +596,7 @@ impl Model {
         linear_forward(
             &mut ws.logits[..n * v],
             &ws.lnf[..nc],
-            MatRef::new(self.p(lay.lm_head, v * c), v, c).t(),
+            MatRef::new(self.p(lay.lm_head), v, c).t(),
             None,
             n,
             pieces,
@@ -484,6 +629,13 @@ impl Model {
         self.forward(ws, ids, b, t)?;
         ws.targets.clear();
         ws.targets.extend_from_slice(targets);
+        if let Some(acts) = ws
+            .reference
+            .as_mut()
+            .filter(|_| self.backend == Backend::Reference)
+        {
+            return Ok(reference::loss(acts, targets));
+        }
         let (n, v) = (b * t, self.config.vocab_size);
         cross_entropy_forward(
             &mut ws.losses[..n],
@@ -518,6 +670,13 @@ impl Model {
                 &[grads.len()],
             ));
         }
+        if self.backend == Backend::Reference {
+            let acts = ws.reference.as_ref().ok_or_else(|| {
+                Error::value("backward needs a loss computed on this workspace first")
+            })?;
+            reference::backward(self.weights(), acts, dloss, grads);
+            return Ok(());
+        }
         let cfg = &self.config;
         let (b, t) = (ws.batch, ws.seq_len);
         let (n, c, f, v, h) = (b * t, cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_heads);
@@ -536,25 +695,25 @@ impl Model {
         d_ln.fill(0.0);
         linear_backward(
             Some(d_ln),
-            MatMut::strided(&mut grads[lay.lm_head..lay.lm_head + v * c], c, v, 1, c),
+            MatMut::strided(lay.lm_head.of_mut(grads), c, v, 1, c),
             None,
             d_logits,
             &ws.lnf[..nc],
-            MatRef::new(self.p(lay.lm_head, v * c), v, c).t(),
+            MatRef::new(self.p(lay.lm_head), v, c).t(),
             n,
             pieces,
         );
         let d_resid = &mut ws.d_resid[..nc];
         d_resid.fill(0.0);
         {
-            let (dw, db) = two_mut(grads, (lay.ln_f_weight, c), (lay.ln_f_bias, c));
+            let (dw, db) = two_mut(grads, lay.ln_f.weight, fast(lay.ln_f.bias));
             layernorm_backward(
                 d_resid,
                 dw,
                 db,
                 d_ln,
                 &ws.residual[cfg.n_layers * nc..][..nc],
-                self.p(lay.ln_f_weight, c),
+                self.p(lay.ln_f.weight),
                 &ws.lnf_mean[..n],
                 &ws.lnf_rstd[..n],
                 c,
@@ -562,6 +721,7 @@ impl Model {
         }
 
         for (l, blk) in lay.blocks.iter().enumerate().rev() {
+            let qkv_weights = [blk.w_q, blk.w_k, blk.w_v];
             let x = &ws.residual[l * nc..][..nc];
             let resid_mid = &ws.resid_mid[l * nc..][..nc];
             // x_next = resid_mid + ff_act @ W2 + b2: d_resid flows to resid_mid unchanged.
@@ -570,21 +730,27 @@ impl Model {
             let ff_pre = &ws.ff_pre[l * nf..][..nf];
             let ff_tanh = &ws.ff_tanh[l * nf..][..nf];
             let ff_act = &mut ws.ff_act[..nf];
-            gelu_from_tanh(ff_act, ff_pre, ff_tanh);
+            match cfg.activation {
+                Activation::GeluTanh => gelu_from_tanh(ff_act, ff_pre, ff_tanh),
+                other => activation_forward(other, ff_act, ff_pre),
+            }
             {
-                let (dw, db) = two_mut(grads, (blk.ff2_weight, f * c), (blk.ff2_bias, c));
+                let (dw, db) = weight_and_bias_mut(grads, blk.w_down, blk.b_down);
                 linear_backward(
                     Some(d_ff),
                     MatMut::new(dw, f, c),
-                    Some(db),
+                    db,
                     d_resid,
                     ff_act,
-                    MatRef::new(self.p(blk.ff2_weight, f * c), f, c),
+                    MatRef::new(self.p(blk.w_down), f, c),
                     n,
                     pieces,
                 );
             }
-            gelu_backward(d_ff, ff_pre, ff_tanh);
+            match cfg.activation {
+                Activation::GeluTanh => gelu_backward(d_ff, ff_pre, ff_tanh),
+                other => activation_backward(other, d_ff, ff_pre),
+            }
             d_ln.fill(0.0);
             let ln2 = &mut ws.ln_out[..nc];
             layernorm_recompute(
@@ -592,32 +758,32 @@ impl Model {
                 resid_mid,
                 &ws.ln2_mean[l * n..][..n],
                 &ws.ln2_rstd[l * n..][..n],
-                self.p(blk.norm2_weight, c),
-                self.p(blk.norm2_bias, c),
+                self.p(blk.ln2.weight),
+                self.p(fast(blk.ln2.bias)),
                 c,
             );
             {
-                let (dw, db) = two_mut(grads, (blk.ff1_weight, c * f), (blk.ff1_bias, f));
+                let (dw, db) = weight_and_bias_mut(grads, blk.w_up, blk.b_up);
                 linear_backward(
                     Some(d_ln),
                     MatMut::new(dw, c, f),
-                    Some(db),
+                    db,
                     d_ff,
                     ln2,
-                    MatRef::new(self.p(blk.ff1_weight, c * f), c, f),
+                    MatRef::new(self.p(blk.w_up), c, f),
                     n,
                     pieces,
                 );
             }
             {
-                let (dw, db) = two_mut(grads, (blk.norm2_weight, c), (blk.norm2_bias, c));
+                let (dw, db) = two_mut(grads, blk.ln2.weight, fast(blk.ln2.bias));
                 layernorm_backward(
                     d_resid,
                     dw,
                     db,
                     d_ln,
                     resid_mid,
-                    self.p(blk.norm2_weight, c),
+                    self.p(blk.ln2.weight),
                     &ws.ln2_mean[l * n..][..n],
                     &ws.ln2_rstd[l * n..][..n],
                     c,
@@ -627,11 +793,11 @@ impl Model {
             let d_att_out = &mut ws.d_att_out[..nc];
             d_att_out.fill(0.0);
             {
-                let w_o = MatRef::new(self.p(blk.attn_weight[3], c * c), c, c);
+                let w_o = MatRef::new(self.p(blk.w_o), c, c);
                 let att_out = &ws.att_out[l * nc..][..nc];
-                match &blk.attn_bias {
-                    Some(bias) => {
-                        let (dw, db) = two_mut(grads, (blk.attn_weight[3], c * c), (bias[3], c));
+                match blk.b_o {
+                    Some(b_o) => {
+                        let (dw, db) = two_mut(grads, blk.w_o, b_o);
                         linear_backward(
                             Some(d_att_out),
                             MatMut::new(dw, c, c),
@@ -644,7 +810,7 @@ impl Model {
                         );
                     }
                     None => {
-                        let dw = &mut grads[blk.attn_weight[3]..][..c * c];
+                        let dw = blk.w_o.of_mut(grads);
                         linear_backward(
                             Some(d_att_out),
                             MatMut::new(dw, c, c),
@@ -678,24 +844,24 @@ impl Model {
                 x,
                 &ws.ln1_mean[l * n..][..n],
                 &ws.ln1_rstd[l * n..][..n],
-                self.p(blk.norm1_weight, c),
-                self.p(blk.norm1_bias, c),
+                self.p(blk.ln1.weight),
+                self.p(fast(blk.ln1.bias)),
                 c,
             );
             let ln1 = &*ln1;
             for i in 0..3 {
                 let d_i = MatRef::strided(&d_qkv[i * c..], n, c, 3 * c, 1);
-                let w_i = MatRef::new(self.p(blk.attn_weight[i], c * c), c, c);
+                let w_i = MatRef::new(self.p(qkv_weights[i]), c, c);
                 matmul_in(pieces, MatMut::new(d_ln, n, c), d_i, w_i.t(), true);
                 matmul_in(
                     pieces,
-                    MatMut::new(&mut grads[blk.attn_weight[i]..][..c * c], c, c),
+                    MatMut::new(qkv_weights[i].of_mut(grads), c, c),
                     MatRef::new(ln1, n, c).t(),
                     d_i,
                     true,
                 );
-                if let Some(bias) = &blk.attn_bias {
-                    let db = &mut grads[bias[i]..][..c];
+                if let Some(bias) = [blk.b_q, blk.b_k, blk.b_v][i] {
+                    let db = bias.of_mut(grads);
                     for row in d_qkv.chunks_exact(3 * c) {
                         for (g, d) in db.iter_mut().zip(&row[i * c..(i + 1) * c]) {
                             *g += d;
@@ -704,25 +870,21 @@ impl Model {
                 }
             }
             {
-                let (dw, db) = two_mut(grads, (blk.norm1_weight, c), (blk.norm1_bias, c));
+                let (dw, db) = two_mut(grads, blk.ln1.weight, fast(blk.ln1.bias));
                 layernorm_backward(
                     d_resid,
                     dw,
                     db,
                     d_ln,
                     x,
-                    self.p(blk.norm1_weight, c),
+                    self.p(blk.ln1.weight),
                     &ws.ln1_mean[l * n..][..n],
                     &ws.ln1_rstd[l * n..][..n],
                     c,
                 );
             }
         }
-        let (dwte, dwpe) = two_mut(
-            grads,
-            (lay.token_embed, v * c),
-            (lay.pos_embed, cfg.max_seq_len * c),
-        );
+        let (dwte, dwpe) = two_mut(grads, lay.token_embed, fast(lay.pos_embed));
         embedding_backward(dwte, dwpe, d_resid, &ws.ids, t, c);
         Ok(())
     }

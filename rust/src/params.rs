@@ -1,13 +1,24 @@
-//! Where each named parameter lives in the one flat buffer that holds them all.
+//! Where each named parameter lives in the one flat buffer that holds them all: the one
+//! place that maps the buffer to named tensors ([`ParamSpec`], for files and the bindings)
+//! and to typed views ([`BlockParams`], for the model code).
 //!
 //! Parameters, gradients and the optimizer's moments all use this layout, so a training
-//! step walks plain slices. Matrices are row-major and stored the way the Go TinyLM format
-//! stores them: projections are [in][out] (used as `x @ W`), embeddings and the output
-//! head are [rows][C].
+//! step walks plain slices. Matrices are row-major; projections are [in][out] (used as
+//! `x @ W`), embeddings and the output head are [rows][C]. Names and order for a GPT-2
+//! style config are those of the first release (files written then still load); the
+//! options add or drop tensors:
+//!
+//! | option | tensors |
+//! |---|---|
+//! | `position = rope` | no `pos_embed.weight` |
+//! | `norm = rmsnorm` | no `.bias` of norm1, norm2, ln_f |
+//! | `n_kv_heads = K` | `W_k`, `W_v` are [C][K D], their biases [K D] |
+//! | gated `activation` | `ff.gate.weight` [C][F] (and bias) before `ff.linear1` |
+//! | `mlp_bias = false` | no `.bias` of ff.gate, ff.linear1, ff.linear2 |
 
 use std::ops::Range;
 
-use crate::config::Config;
+use crate::config::{Config, Norm, Position};
 
 /// One named tensor inside the flat buffer.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,39 +47,78 @@ impl ParamSpec {
     }
 }
 
-/// Offsets of the parameters of one block.
-#[derive(Debug, Clone)]
-pub struct BlockOffsets {
-    pub norm1_weight: usize,
-    pub norm1_bias: usize,
-    /// W_q, W_k, W_v, W_o: each [C][C].
-    pub attn_weight: [usize; 4],
-    /// b_q, b_k, b_v, b_o: each [C], present only with attn_bias.
-    pub attn_bias: Option<[usize; 4]>,
-    pub norm2_weight: usize,
-    pub norm2_bias: usize,
-    /// [C][F]
-    pub ff1_weight: usize,
-    /// [F]
-    pub ff1_bias: usize,
-    /// [F][C]
-    pub ff2_weight: usize,
-    /// [C]
-    pub ff2_bias: usize,
+/// Where one tensor lives in the flat buffer (of parameters, or of gradients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub offset: usize,
+    pub len: usize,
 }
 
-/// The full layout: the list of named tensors and direct offsets for the model code.
+impl Span {
+    pub fn range(self) -> Range<usize> {
+        self.offset..self.offset + self.len
+    }
+
+    /// This tensor's values in `buf`.
+    pub fn of(self, buf: &[f32]) -> &[f32] {
+        &buf[self.range()]
+    }
+
+    /// This tensor's values in `buf`, to change (a gradient, say).
+    pub fn of_mut(self, buf: &mut [f32]) -> &mut [f32] {
+        &mut buf[self.range()]
+    }
+}
+
+/// A norm's scale (C), and its shift (C) for a layer norm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormParams {
+    pub weight: Span,
+    pub bias: Option<Span>,
+}
+
+/// The parameters of one block. K D is the key width (C without grouped-query attention).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockParams {
+    pub ln1: NormParams,
+    /// (C, C)
+    pub w_q: Span,
+    /// (C, K D)
+    pub w_k: Span,
+    /// (C, K D)
+    pub w_v: Span,
+    /// (C, C)
+    pub w_o: Span,
+    /// b_q, b_k, b_v, b_o, with attn_bias.
+    pub b_q: Option<Span>,
+    pub b_k: Option<Span>,
+    pub b_v: Option<Span>,
+    pub b_o: Option<Span>,
+    pub ln2: NormParams,
+    /// (C, F), with a gated activation.
+    pub w_gate: Option<Span>,
+    pub b_gate: Option<Span>,
+    /// (C, F): `ff.linear1`.
+    pub w_up: Span,
+    pub b_up: Option<Span>,
+    /// (F, C): `ff.linear2`.
+    pub w_down: Span,
+    pub b_down: Option<Span>,
+}
+
+/// The full layout: the list of named tensors and typed views for the model code.
 #[derive(Debug, Clone)]
 pub struct ParamLayout {
     pub specs: Vec<ParamSpec>,
     pub total: usize,
-    pub token_embed: usize,
-    pub pos_embed: usize,
-    pub blocks: Vec<BlockOffsets>,
-    pub ln_f_weight: usize,
-    pub ln_f_bias: usize,
-    /// Offset of the [V][C] output head: the token embedding when tied.
-    pub lm_head: usize,
+    /// (V, C)
+    pub token_embed: Span,
+    /// (P, C), with learned positions.
+    pub pos_embed: Option<Span>,
+    pub blocks: Vec<BlockParams>,
+    pub ln_f: NormParams,
+    /// (V, C): the token embedding when tied.
+    pub lm_head: Span,
 }
 
 struct Builder {
@@ -77,20 +127,38 @@ struct Builder {
 }
 
 impl Builder {
-    fn add(&mut self, name: String, shape: &[usize]) -> usize {
+    fn add(&mut self, name: String, shape: &[usize]) -> Span {
         let offset = self.total;
         let spec = ParamSpec {
             name,
             shape: shape.to_vec(),
             offset,
         };
-        self.total += spec.len();
+        let span = Span {
+            offset,
+            len: spec.len(),
+        };
+        self.total += span.len;
         self.specs.push(spec);
-        offset
+        span
+    }
+
+    /// A tensor that only some configs have.
+    fn add_if(&mut self, present: bool, name: String, shape: &[usize]) -> Option<Span> {
+        present.then(|| self.add(name, shape))
+    }
+
+    fn norm(&mut self, config: &Config, prefix: &str, c: usize) -> NormParams {
+        NormParams {
+            weight: self.add(format!("{prefix}.weight"), &[c]),
+            bias: self.add_if(
+                config.norm == Norm::LayerNorm,
+                format!("{prefix}.bias"),
+                &[c],
+            ),
+        }
     }
 }
-
-const ATTN_NAMES: [&str; 4] = ["W_q", "W_k", "W_v", "W_o"];
 
 impl ParamLayout {
     pub fn new(config: &Config) -> ParamLayout {
@@ -100,46 +168,58 @@ impl ParamLayout {
             config.d_ff,
             config.max_seq_len,
         );
+        let kd = config.kv_dim();
+        let (attn_bias, mlp_bias) = (config.attn_bias, config.mlp_bias);
+        let gated = config.activation.is_gated();
         let mut b = Builder {
             specs: Vec::new(),
             total: 0,
         };
         let token_embed = b.add("token_embed.weight".into(), &[v, c]);
-        let pos_embed = b.add("pos_embed.weight".into(), &[p, c]);
+        let pos_embed = b.add_if(
+            config.position == Position::Learned,
+            "pos_embed.weight".into(),
+            &[p, c],
+        );
         let mut blocks = Vec::with_capacity(config.n_layers);
         for l in 0..config.n_layers {
             let pre = format!("blocks.{l}");
-            let norm1_weight = b.add(format!("{pre}.norm1.weight"), &[c]);
-            let norm1_bias = b.add(format!("{pre}.norm1.bias"), &[c]);
-            let mut attn_weight = [0; 4];
-            let mut attn_bias = [0; 4];
-            for (i, name) in ATTN_NAMES.iter().enumerate() {
-                attn_weight[i] = b.add(format!("{pre}.attn.{name}.weight"), &[c, c]);
-                if config.attn_bias {
-                    attn_bias[i] = b.add(format!("{pre}.attn.{name}.bias"), &[c]);
-                }
-            }
-            let norm2_weight = b.add(format!("{pre}.norm2.weight"), &[c]);
-            let norm2_bias = b.add(format!("{pre}.norm2.bias"), &[c]);
-            let ff1_weight = b.add(format!("{pre}.ff.linear1.weight"), &[c, f]);
-            let ff1_bias = b.add(format!("{pre}.ff.linear1.bias"), &[f]);
-            let ff2_weight = b.add(format!("{pre}.ff.linear2.weight"), &[f, c]);
-            let ff2_bias = b.add(format!("{pre}.ff.linear2.bias"), &[c]);
-            blocks.push(BlockOffsets {
-                norm1_weight,
-                norm1_bias,
-                attn_weight,
-                attn_bias: config.attn_bias.then_some(attn_bias),
-                norm2_weight,
-                norm2_bias,
-                ff1_weight,
-                ff1_bias,
-                ff2_weight,
-                ff2_bias,
+            let ln1 = b.norm(config, &format!("{pre}.norm1"), c);
+            let w_q = b.add(format!("{pre}.attn.W_q.weight"), &[c, c]);
+            let b_q = b.add_if(attn_bias, format!("{pre}.attn.W_q.bias"), &[c]);
+            let w_k = b.add(format!("{pre}.attn.W_k.weight"), &[c, kd]);
+            let b_k = b.add_if(attn_bias, format!("{pre}.attn.W_k.bias"), &[kd]);
+            let w_v = b.add(format!("{pre}.attn.W_v.weight"), &[c, kd]);
+            let b_v = b.add_if(attn_bias, format!("{pre}.attn.W_v.bias"), &[kd]);
+            let w_o = b.add(format!("{pre}.attn.W_o.weight"), &[c, c]);
+            let b_o = b.add_if(attn_bias, format!("{pre}.attn.W_o.bias"), &[c]);
+            let ln2 = b.norm(config, &format!("{pre}.norm2"), c);
+            let w_gate = b.add_if(gated, format!("{pre}.ff.gate.weight"), &[c, f]);
+            let b_gate = b.add_if(gated && mlp_bias, format!("{pre}.ff.gate.bias"), &[f]);
+            let w_up = b.add(format!("{pre}.ff.linear1.weight"), &[c, f]);
+            let b_up = b.add_if(mlp_bias, format!("{pre}.ff.linear1.bias"), &[f]);
+            let w_down = b.add(format!("{pre}.ff.linear2.weight"), &[f, c]);
+            let b_down = b.add_if(mlp_bias, format!("{pre}.ff.linear2.bias"), &[c]);
+            blocks.push(BlockParams {
+                ln1,
+                w_q,
+                w_k,
+                w_v,
+                w_o,
+                b_q,
+                b_k,
+                b_v,
+                b_o,
+                ln2,
+                w_gate,
+                b_gate,
+                w_up,
+                b_up,
+                w_down,
+                b_down,
             });
         }
-        let ln_f_weight = b.add("ln_f.weight".into(), &[c]);
-        let ln_f_bias = b.add("ln_f.bias".into(), &[c]);
+        let ln_f = b.norm(config, "ln_f", c);
         let lm_head = if config.tie_embeddings {
             token_embed
         } else {
@@ -151,8 +231,7 @@ impl ParamLayout {
             token_embed,
             pos_embed,
             blocks,
-            ln_f_weight,
-            ln_f_bias,
+            ln_f,
             lm_head,
         }
     }

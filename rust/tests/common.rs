@@ -28,6 +28,7 @@ pub fn small_config(attn_bias: bool, tie_embeddings: bool) -> Config {
         eps: 1e-5,
         attn_bias,
         tie_embeddings,
+        ..Config::default()
     }
 }
 

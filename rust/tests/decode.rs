@@ -22,6 +22,7 @@ fn wide_config() -> Config {
         eps: 1e-5,
         attn_bias: true,
         tie_embeddings: false,
+        ..Config::default()
     }
 }
 

@@ -177,6 +177,7 @@ fn results_do_not_depend_on_the_thread_count() {
         eps: 1e-5,
         attn_bias: true,
         tie_embeddings: true,
+        ..Config::default()
     };
     let model = Model::new(config, 5).unwrap();
     let (b, t) = (8, 32);
@@ -294,6 +295,7 @@ fn training_steps_are_bit_identical_for_one_and_two_threads() {
         eps: 1e-5,
         attn_bias: true,
         tie_embeddings: true,
+        ..Config::default()
     };
     let (b, t) = (8, 32);
     let run = |threads: usize| {

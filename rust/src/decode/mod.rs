@@ -21,12 +21,14 @@ pub mod team;
 pub use panels::{DecodeCache, LaneShape, PackedWeights, TWO_LANES_MIN_D_MODEL};
 pub use team::{with_team, Team};
 
+use crate::config::Activation;
+use crate::kernels::activation::activation_forward_chunk;
 use crate::kernels::gelu::gelu_forward_chunk;
 use crate::kernels::layernorm::layernorm_row;
 use crate::kernels::simd::simd_fn;
 use crate::kernels::softmax::softmax_in_place;
 use crate::kernels::vecmath::{axpy, dot};
-use crate::model::Model;
+use crate::model::{fast, Model};
 use panels::LaneWeights;
 use team::both;
 
@@ -153,12 +155,17 @@ impl Lane {
     }
 
     /// The feed-forward half of a block for the lane's slice, from h = LN2(x):
-    /// partial = gelu(h @ W1[:, slice] + b1[slice]) @ W2[slice, :].
-    fn feed_forward(&mut self, w: &LaneWeights, h: &[f32]) {
+    /// partial = act(h @ W1[:, slice] + b1[slice]) @ W2[slice, :].
+    fn feed_forward(&mut self, w: &LaneWeights, h: &[f32], act: Activation) {
         let c = h.len();
         w.ff1.matvec(&mut self.ff, h);
-        add_bias(&mut self.ff, Some(&w.ff1_bias));
-        gelu_forward_chunk(&mut self.ff_act, &mut self.ff_tanh, &self.ff);
+        add_bias(&mut self.ff, w.ff1_bias.as_deref());
+        match act {
+            Activation::GeluTanh => {
+                gelu_forward_chunk(&mut self.ff_act, &mut self.ff_tanh, &self.ff)
+            }
+            other => activation_forward_chunk(other, &mut self.ff_act, &self.ff),
+        }
         w.ff2.matvec(&mut self.partial[..c], &self.ff_act);
     }
 }
@@ -238,14 +245,14 @@ impl DecodeState {
         let d = c / cfg.n_heads;
         let pos = self.len;
         assert!(pos < p, "decode cache is full");
-        let tok = &prm[lay.token_embed + token as usize * c..][..c];
-        let pe = &prm[lay.pos_embed + pos * c..][..c];
+        let tok = &lay.token_embed.of(prm)[token as usize * c..][..c];
+        let pe = &fast(lay.pos_embed).of(prm)[pos * c..][..c];
         for ((x, a), b) in self.x.iter_mut().zip(tok).zip(pe) {
             *x = a + b;
         }
         let (first, second) = (&mut self.first, &mut self.second);
         for (l, (blk, [w_first, w_second])) in lay.blocks.iter().zip(&packed.blocks).enumerate() {
-            let norm1 = (&prm[blk.norm1_weight..][..c], &prm[blk.norm1_bias..][..c]);
+            let norm1 = (blk.ln1.weight.of(prm), fast(blk.ln1.bias).of(prm));
             layernorm_row(&mut self.h, &self.x, norm1.0, norm1.1, cfg.eps);
             let h = &self.h;
             both(
@@ -253,26 +260,26 @@ impl DecodeState {
                 || second.attention(w_second, h, l, pos, p, d),
                 || first.attention(w_first, h, l, pos, p, d),
             );
-            let bias_o = blk.attn_bias.as_ref().map(|b| &prm[b[3]..][..c]);
+            let bias_o = blk.b_o.map(|b| b.of(prm));
             add_partials(&mut self.x, &first.partial, &second.partial, bias_o);
-            let norm2 = (&prm[blk.norm2_weight..][..c], &prm[blk.norm2_bias..][..c]);
+            let norm2 = (blk.ln2.weight.of(prm), fast(blk.ln2.bias).of(prm));
             layernorm_row(&mut self.h, &self.x, norm2.0, norm2.1, cfg.eps);
             let h = &self.h;
             both(
                 team,
-                || second.feed_forward(w_second, h),
-                || first.feed_forward(w_first, h),
+                || second.feed_forward(w_second, h, cfg.activation),
+                || first.feed_forward(w_first, h, cfg.activation),
             );
-            let bias2 = &prm[blk.ff2_bias..][..c];
-            add_partials(&mut self.x, &first.partial, &second.partial, Some(bias2));
+            let bias2 = blk.b_down.map(|b| b.of(prm));
+            add_partials(&mut self.x, &first.partial, &second.partial, bias2);
         }
         self.len += 1;
         if want_logits {
-            let norm_f = (&prm[lay.ln_f_weight..][..c], &prm[lay.ln_f_bias..][..c]);
+            let norm_f = (lay.ln_f.weight.of(prm), fast(lay.ln_f.bias).of(prm));
             layernorm_row(&mut self.h, &self.x, norm_f.0, norm_f.1, cfg.eps);
             // logits = h @ lm_head^T, lm_head (V, C) stored [out][in]: one dot product per
             // row, each computed by one thread, so any cut gives the same numbers.
-            let head = &prm[lay.lm_head..][..v * c];
+            let head = lay.lm_head.of(prm);
             let cut = if v >= 16 && v * c >= SPLIT_HEAD {
                 v / 2
             } else {

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use crate::config::Config;
 use crate::kernels::simd::simd_fn;
 use crate::kernels::vecmath::axpy;
-use crate::model::Model;
+use crate::model::{fast, Model};
 
 /// Columns per panel: 8 AVX registers of accumulators.
 pub const PANEL: usize = 64;
@@ -177,7 +177,7 @@ pub struct LaneWeights {
     pub proj: Panels,
     /// linear1's columns for the lane's slice: (C, F_lane), and their biases.
     pub ff1: Panels,
-    pub ff1_bias: Vec<f32>,
+    pub ff1_bias: Option<Vec<f32>>,
     /// linear2's rows for the lane's slice: (F_lane, C).
     pub ff2: Panels,
 }
@@ -200,12 +200,9 @@ impl PackedWeights {
             .blocks
             .iter()
             .map(|blk| {
-                let w = |i: usize| &prm[blk.attn_weight[i]..][..c * c];
-                let (w1, w2) = (
-                    &prm[blk.ff1_weight..][..c * f],
-                    &prm[blk.ff2_weight..][..f * c],
-                );
-                let b1 = &prm[blk.ff1_bias..][..f];
+                let w = |i: usize| [blk.w_q, blk.w_k, blk.w_v, blk.w_o][i].of(prm);
+                let (w1, w2) = (blk.w_up.of(prm), blk.w_down.of(prm));
+                let b1 = blk.b_up.map(|b| b.of(prm));
                 let pack_lane = |lane: &LaneShape| {
                     let dims = lane.dims.clone();
                     LaneWeights {
@@ -213,14 +210,15 @@ impl PackedWeights {
                             c,
                             &[0, 1, 2].map(|i| Columns::range(w(i), c, dims.clone())),
                         ),
-                        qkv_bias: blk.attn_bias.as_ref().map(|bias| {
-                            (0..3)
-                                .flat_map(|i| prm[bias[i]..][dims.clone()].iter().copied())
+                        qkv_bias: blk.b_q.map(|_| {
+                            [blk.b_q, blk.b_k, blk.b_v]
+                                .iter()
+                                .flat_map(|bias| fast(*bias).of(prm)[dims.clone()].iter().copied())
                                 .collect()
                         }),
                         proj: Panels::pack(dims.len(), &[Columns::all(&w(3)[dims.start * c..], c)]),
                         ff1: Panels::pack(c, &[Columns::range(w1, f, lane.ff.clone())]),
-                        ff1_bias: b1[lane.ff.clone()].to_vec(),
+                        ff1_bias: b1.map(|b1| b1[lane.ff.clone()].to_vec()),
                         ff2: Panels::pack(
                             lane.ff.len(),
                             &[Columns::all(&w2[lane.ff.start * c..], c)],

@@ -4,6 +4,7 @@
 //! Letters: B batch, T time, C channels (d_model), H heads, D head size, F d_ff,
 //! V vocabulary, N = B * T rows.
 
+pub mod activation;
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;

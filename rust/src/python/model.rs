@@ -18,7 +18,7 @@ use crate::beam::{beam_search, BeamOptions, EarlyStopping};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
-use crate::model::{Model, Workspace};
+use crate::model::{Backend, Model, Workspace};
 use crate::sample::SamplingParams;
 use crate::weights::{self, checkpoint, WeightsFormat};
 
@@ -152,18 +152,27 @@ fn check_finite_loss(loss: f32) -> Result<f32> {
 
 #[pymethods]
 impl PyModel {
-    /// A new model from a config (JSON text) with GPT-2 initialisation.
+    /// A new model from a config (JSON text) with GPT-2 initialisation, on a backend
+    /// ("fast" or "reference").
     #[new]
-    fn new(py: Python<'_>, config_json: &str, seed: u64) -> PyResult<Self> {
+    #[pyo3(signature = (config_json, seed, backend = "fast"))]
+    fn new(py: Python<'_>, config_json: &str, seed: u64, backend: &str) -> PyResult<Self> {
         let config = config_from_json(config_json).map_err(to_py_err)?;
-        let model = run(py, || Model::new(config, seed))?;
+        let backend = Backend::from_name(backend).map_err(to_py_err)?;
+        let model = run(py, || Model::new_on(config, seed, backend))?;
         Ok(PyModel::wrap(model))
     }
 
     /// Loads a model file in either format: (model, tokenizer or None, format name).
     #[staticmethod]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<(Self, Option<PyTokenizer>, &'static str)> {
-        let loaded = run(py, || weights::load(&path))?;
+    #[pyo3(signature = (path, backend = "fast"))]
+    fn load(
+        py: Python<'_>,
+        path: PathBuf,
+        backend: &str,
+    ) -> PyResult<(Self, Option<PyTokenizer>, &'static str)> {
+        let backend = Backend::from_name(backend).map_err(to_py_err)?;
+        let loaded = run(py, || weights::load_on(&path, backend))?;
         Ok((
             PyModel::wrap(loaded.model),
             loaded.tokenizer.map(|inner| PyTokenizer { inner }),
@@ -210,11 +219,14 @@ impl PyModel {
     /// (model, optimizer, tokenizer or None, metadata) from a checkpoint.
     #[staticmethod]
     #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (path, backend = "fast"))]
     fn load_checkpoint(
         py: Python<'_>,
         path: PathBuf,
+        backend: &str,
     ) -> PyResult<(Self, PyAdamW, Option<PyTokenizer>, BTreeMap<String, String>)> {
-        let (loaded, opt, meta) = run(py, || checkpoint::load_checkpoint(&path))?;
+        let backend = Backend::from_name(backend).map_err(to_py_err)?;
+        let (loaded, opt, meta) = run(py, || checkpoint::load_checkpoint_on(&path, backend))?;
         Ok((
             PyModel::wrap(loaded.model),
             PyAdamW {
@@ -229,6 +241,13 @@ impl PyModel {
         detached(py, || {
             let model = self.model.read().map_err(lock_err)?;
             Ok(serde_json::to_string(&model.config).expect("a config always serialises"))
+        })
+    }
+
+    /// "fast" or "reference".
+    fn backend(&self, py: Python<'_>) -> PyResult<&'static str> {
+        detached(py, || {
+            Ok(self.model.read().map_err(lock_err)?.backend().name())
         })
     }
 

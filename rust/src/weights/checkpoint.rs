@@ -13,7 +13,7 @@ use super::safetensors_file::{
 };
 use super::{check_tokenizer_fits, read_file, write_atomic, LoadedModel, WeightsFormat};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Backend, Model};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::tokenizer::Tokenizer;
 
@@ -80,9 +80,18 @@ pub fn save_checkpoint(
 
 /// Reads a checkpoint: the model, its optimizer and the caller's metadata entries.
 pub fn load_checkpoint(path: &Path) -> Result<(LoadedModel, AdamW, BTreeMap<String, String>)> {
+    load_checkpoint_on(path, Backend::Fast)
+}
+
+/// [`load_checkpoint`], the model on the given backend.
+pub fn load_checkpoint_on(
+    path: &Path,
+    backend: Backend,
+) -> Result<(LoadedModel, AdamW, BTreeMap<String, String>)> {
     let bytes = read_file(path)?;
     let file = TensorFile::from_bytes(path, &bytes)?;
     let (model, tokenizer) = model_from_file(path, &file)?;
+    let model = super::onto_backend(model, backend, path)?;
     let meta_json = file.metadata.get("optimizer").ok_or_else(|| {
         Error::format(
             path,

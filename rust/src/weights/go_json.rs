@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 use crate::config::{Config, MAX_D_MODEL, MAX_HEADS, MAX_LAYERS};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Backend, Model};
 use crate::params::ParamLayout;
 use crate::tokenizer::{Tokenizer, WordTokenizer};
 
@@ -392,7 +392,8 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Model, Tokenizer)> {
         }
         params[spec.range()].copy_from_slice(&tensor.data);
     }
-    let model = Model::from_params(config, params).map_err(|e| e.in_file(path))?;
+    let model =
+        Model::from_params_on(config, params, Backend::Reference).map_err(|e| e.in_file(path))?;
     Ok((model, Tokenizer::Word(tokenizer)))
 }
 

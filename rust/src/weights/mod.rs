@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Backend, Model};
 use crate::tokenizer::Tokenizer;
 
 /// Largest file tinylm reads, in bytes (the parameter limit in JSON text, with room).
@@ -205,8 +205,29 @@ pub fn detect_format(bytes: &[u8]) -> WeightsFormat {
     detect_format_of_prefix(bytes, bytes.len() as u64)
 }
 
-/// Loads a model from a file in either format.
+/// Loads a model from a file in either format, on the fast backend.
 pub fn load(path: &Path) -> Result<LoadedModel> {
+    load_on(path, Backend::Fast)
+}
+
+/// Loads a model from a file in either format, on the given backend: an error (naming the
+/// file and the field) if the backend cannot run the stored config.
+pub fn load_on(path: &Path, backend: Backend) -> Result<LoadedModel> {
+    let mut loaded = load_stored(path)?;
+    loaded.model = onto_backend(loaded.model, backend, path)?;
+    Ok(loaded)
+}
+
+/// A loaded model on `backend`; a backend that cannot run the file's config is a
+/// ConfigError (the file itself is fine) that names the file and the field.
+pub fn onto_backend(model: Model, backend: Backend, path: &Path) -> Result<Model> {
+    model.on_backend(backend).map_err(|e| match e {
+        Error::Config(msg) => Error::config(format!("{}: {msg}", path.display())),
+        other => other.in_file(path),
+    })
+}
+
+fn load_stored(path: &Path) -> Result<LoadedModel> {
     let bytes = read_file(path)?;
     match detect_format(&bytes) {
         WeightsFormat::GoJson => {

@@ -15,7 +15,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Backend, Model};
 use crate::params::ParamLayout;
 use crate::tokenizer::Tokenizer;
 
@@ -143,7 +143,8 @@ impl TensorFile {
     }
 }
 
-/// The model (and tokenizer, if stored) held by a tinylm safetensors file.
+/// The model (and tokenizer, if stored) held by a tinylm safetensors file, on the
+/// reference backend, which runs every config ([`crate::weights::load_on`] moves it).
 pub fn model_from_file(path: &Path, file: &TensorFile) -> Result<(Model, Option<Tokenizer>)> {
     match file.metadata.get("format").map(String::as_str) {
         Some(FORMAT_NAME) => {}
@@ -193,7 +194,8 @@ pub fn model_from_file(path: &Path, file: &TensorFile) -> Result<(Model, Option<
     }
     let layout = ParamLayout::new(&config);
     let params = params_from_tensors(path, file, &layout, "")?;
-    let model = Model::from_params(config, params).map_err(|e| e.in_file(path))?;
+    let model =
+        Model::from_params_on(config, params, Backend::Reference).map_err(|e| e.in_file(path))?;
     Ok((model, tokenizer))
 }
 

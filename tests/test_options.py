@@ -1,0 +1,262 @@
+"""Block options (activation, norm, mlp_bias, position, n_kv_heads) on the reference
+backend: logits against the float64 NumPy reference (tests/reference.py), every gradient
+against central differences of that reference, generation, files, and clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import reference
+import tinylm
+from conftest import randomize
+
+BASE = {"vocab_size": 7, "d_model": 8, "n_layers": 2, "n_heads": 2, "d_ff": 6, "max_seq_len": 5}
+
+OPTIONS = {
+    **{f"activation_{a}": {"activation": a} for a in ("gelu", "relu", "relu2", "silu")},
+    "swiglu": {"activation": "swiglu"},
+    "geglu": {"activation": "geglu"},
+    "rmsnorm": {"norm": "rmsnorm"},
+    "no_mlp_bias": {"mlp_bias": False},
+    "rope": {"position": "rope", "rope_theta": 100.0},
+    "grouped_query": {"n_heads": 4, "n_kv_heads": 2},
+    "multi_query_rope": {"n_heads": 4, "n_kv_heads": 1, "position": "rope"},
+    "gelu_tanh_default": {},
+}
+
+
+def config_for(name: str) -> tinylm.Config:
+    return tinylm.Config(**{**BASE, **OPTIONS[name]})
+
+
+def reference_model(config: tinylm.Config, seed: int = 0, scale: float = 0.4) -> tinylm.Transformer:
+    model = tinylm.Transformer(config, seed=seed, backend="reference")
+    randomize(model, seed, scale)
+    return model
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+def llama() -> tinylm.Config:
+    return tinylm.Config.llama(11, d_model=16, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=6)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_reference_logits_match_the_float64_numpy_reference(name: str) -> None:
+    config = config_for(name)
+    model = reference_model(config, seed=3)
+    ids = np.random.default_rng(1).integers(0, config.vocab_size, size=(3, config.max_seq_len))
+    ours = model.logits(ids)
+    assert ours.shape == (3, config.max_seq_len, config.vocab_size)
+    assert rel_err(ours, reference.forward(model.state_dict(), config, ids)) <= 1e-4
+
+
+def test_llama_preset_logits_match_the_float64_numpy_reference() -> None:
+    config = llama()
+    model = reference_model(config, seed=4)
+    ids = np.random.default_rng(2).integers(0, config.vocab_size, size=(2, config.max_seq_len))
+    assert rel_err(model.logits(ids), reference.forward(model.state_dict(), config, ids)) <= 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_every_reference_gradient_matches_central_differences(name: str) -> None:
+    config = dataclasses.replace(config_for(name), n_layers=1, max_seq_len=4)
+    model = reference_model(config, seed=11)
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, config.vocab_size, size=(2, 4))
+    targets = rng.integers(0, config.vocab_size, size=(2, 4))
+    loss, grads = model.gradients(ids, targets)
+    params = {k: v.astype(np.float64) for k, v in model.state_dict().items()}
+    assert set(grads) == set(params)
+    assert abs(loss - reference.loss(params, config, ids, targets)) < 1e-5
+    h = 1e-5
+    for tensor, value in params.items():
+        numeric = np.zeros_like(value)
+        flat = value.reshape(-1)
+        for i in range(flat.size):
+            orig = flat[i]
+            flat[i] = orig + h
+            up = reference.loss(params, config, ids, targets)
+            flat[i] = orig - h
+            down = reference.loss(params, config, ids, targets)
+            flat[i] = orig
+            numeric.reshape(-1)[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grads[tensor], numeric, rtol=1e-3, atol=2e-6, err_msg=tensor)
+
+
+def test_the_fast_and_reference_backends_agree_on_a_gpt2_model() -> None:
+    config = tinylm.Config(**BASE)
+    fast = tinylm.Transformer(config, seed=1)
+    state = randomize(fast, 1, 0.4)
+    ref = tinylm.Transformer(config, seed=1, backend="reference")
+    ref.load_state_dict(state)
+    assert (fast.backend, ref.backend) == ("fast", "reference")
+    ids = [[1, 2, 3, 4, 5], [0, 6, 6, 2, 1]]
+    assert rel_err(fast.logits(ids), ref.logits(ids)) <= 1e-5
+    _, g_fast = fast.gradients(ids, ids)
+    _, g_ref = ref.gradients(ids, ids)
+    for name, g in g_ref.items():
+        np.testing.assert_allclose(g_fast[name], g, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_reference_greedy_generation_follows_the_argmax_past_the_context() -> None:
+    config = llama()
+    model = reference_model(config, seed=6, scale=1.0)
+    out = model.generate([3, 1, 4], max_new_tokens=6, temperature=0, window="sliding")
+    for i in range(3, len(out)):
+        window = out[max(0, i - config.max_seq_len) : i]
+        logits = reference.forward(model.state_dict(), config, np.array([window]))
+        assert out[i] == int(np.argmax(logits[0, -1]))
+
+
+def test_reference_training_lowers_the_loss() -> None:
+    model = tinylm.Transformer(llama(), seed=0, backend="reference")
+    optimizer = tinylm._core.AdamW(model._core, 0.9, 0.99, 1e-8, 0.0)
+    ids = np.array([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 1, 2]])
+    targets = np.roll(ids, -1, axis=1)
+    first = model.loss(ids, targets)
+    for _ in range(60):
+        model._core.train_step(optimizer, ids, targets, 1e-2, 1.0)
+    assert model.loss(ids, targets) < 0.3 * first
+
+
+def test_options_survive_safetensors_and_the_fast_loader_names_them(tmp_path) -> None:
+    model = reference_model(llama(), seed=7)
+    path = tmp_path / "llama.safetensors"
+    model.save(path)
+    again = tinylm.Transformer.load(path, backend="reference")
+    assert again.config == model.config
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(again.state_dict()[name], value)
+    with pytest.raises(tinylm.ConfigError, match=r"activation = swiglu.*backend=\"reference\""):
+        tinylm.Transformer.load(path)
+
+
+def test_the_go_format_refuses_options_naming_the_field(tmp_path) -> None:
+    model = tinylm.Transformer(
+        tinylm.Config(**BASE, norm="rmsnorm", attn_bias=False, tie_embeddings=False),
+        backend="reference",
+    )
+    with pytest.raises(ValueError, match=r"Go TinyLM format .* norm = rmsnorm"):
+        model.save(tmp_path / "model.json")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"activation": "swiglu"}, "activation = swiglu"),
+        ({"activation": "geglu", "mlp_bias": False}, "activation = geglu"),
+        ({"norm": "rmsnorm"}, "norm = rmsnorm"),
+        ({"position": "rope"}, "position = rope"),
+        ({"n_kv_heads": 1}, "n_kv_heads = 1"),
+    ],
+)
+def test_the_fast_backend_refuses_options_it_does_not_run(options: dict, message: str) -> None:
+    with pytest.raises(tinylm.ConfigError, match=f"{message} is not supported by the fast"):
+        tinylm.Transformer(tinylm.Config(**BASE, **options))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"activation": "tanh"}, 'unknown activation "tanh": expected one of gelu_tanh'),
+        ({"norm": "batch"}, 'unknown norm "batch"'),
+        ({"n_kv_heads": 3, "n_heads": 2}, "n_kv_heads = 3 does not divide n_heads = 2"),
+        ({"position": "rope", "d_model": 6, "n_heads": 2}, r"head size .* must be even, got 3"),
+    ],
+)
+def test_invalid_options_are_config_errors(options: dict, message: str) -> None:
+    with pytest.raises(tinylm.ConfigError, match=message):
+        tinylm.Transformer(tinylm.Config(**{**BASE, **options}), backend="reference")
+
+
+def test_an_unknown_backend_is_an_error() -> None:
+    with pytest.raises(ValueError, match='unknown backend "gpu"'):
+        tinylm.Transformer(tinylm.Config(**BASE), backend="gpu")
+
+
+def test_a_config_written_before_the_options_means_gpt2() -> None:
+    old = json.dumps({**BASE, "eps": 1e-5, "attn_bias": True, "tie_embeddings": True})
+    config = tinylm.Config.from_json(old)
+    options = (config.activation, config.norm, config.position)
+    assert options == ("gelu_tanh", "layernorm", "learned")
+    assert config.mlp_bias and config.n_kv_heads is None
+    assert tinylm.Transformer(config).backend == "fast"
+
+
+def test_the_llama_preset() -> None:
+    config = tinylm.Config.llama(65, d_model=96)
+    assert (config.norm, config.position, config.activation) == ("rmsnorm", "rope", "swiglu")
+    assert not (config.attn_bias or config.mlp_bias or config.tie_embeddings)
+    assert config.d_ff == 256  # 8 / 3 * 96, a multiple of 8
+    model = tinylm.Transformer(config, backend="reference")
+    names = set(model.state_dict())
+    assert "pos_embed.weight" not in names and "lm_head.weight" in names
+    assert "blocks.0.ff.gate.weight" in names
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinylm", *args], cwd=cwd, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_cli_trains_a_llama_model_on_the_reference_backend_and_generates(tmp_path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question.\n" * 20, encoding="utf-8")
+    out = tmp_path / "run"
+    size = ["--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--context", "8"]
+    steps = ["--batch-size", "2", "--eval-interval", "5", "--eval-batches", "1", "--quiet"]
+    common = ["train", "--data", str(corpus), "--out", str(out), "--arch", "llama"]
+    _cli(*common, *size, *steps, "--steps", "6", "--warmup", "2", cwd=tmp_path)
+    model = tinylm.Transformer.load(out / "model.safetensors", backend="reference")
+    assert (model.config.activation, model.config.position) == ("swiglu", "rope")
+    sample = _cli(
+        "generate", "--weights", str(out / "model.safetensors"), "--backend", "reference",
+        "--prompt", "to", "--max-new-tokens", "5", "--seed", "1", cwd=tmp_path,
+    ).stdout  # fmt: skip
+    assert sample.startswith("to")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinylm", "generate", "--weights", str(out / "model.safetensors")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "backend" in proc.stderr
+
+
+def test_cli_demo_runs_on_the_reference_backend(tmp_path) -> None:
+    out = _cli("demo", "--backend", "reference", "--steps", "3", cwd=tmp_path).stdout
+    assert "step   2" in out
+
+
+FAST_OPTIONS = ["activation_gelu", "activation_relu", "activation_relu2", "activation_silu"]
+
+
+@pytest.mark.parametrize("name", [*FAST_OPTIONS, "no_mlp_bias"])
+def test_fast_backend_options_match_the_numpy_reference_and_the_reference_backend(
+    name: str,
+) -> None:
+    config = config_for(name)
+    fast = tinylm.Transformer(config, seed=2)
+    state = randomize(fast, 2, 0.4)
+    ref = tinylm.Transformer(config, seed=2, backend="reference")
+    ref.load_state_dict(state)
+    ids = np.random.default_rng(3).integers(0, config.vocab_size, size=(3, config.max_seq_len))
+    assert rel_err(fast.logits(ids), reference.forward(state, config, ids)) <= 1e-4
+    _, g_fast = fast.gradients(ids, ids)
+    _, g_ref = ref.gradients(ids, ids)
+    for tensor, g in g_ref.items():
+        np.testing.assert_allclose(g_fast[tensor], g, rtol=1e-4, atol=1e-6, err_msg=tensor)
+    out = fast.generate([1, 2], max_new_tokens=6, temperature=0)
+    assert out == ref.generate([1, 2], max_new_tokens=6, temperature=0)
