@@ -462,6 +462,40 @@ class Transformer:
         )
         return prompt + self._core.generate(prompt, options)
 
+    def generate_many(
+        self,
+        prompts: Sequence[Sequence[int]] | Sequence[int] | np.ndarray,
+        max_new_tokens: int = 100,
+        num_samples: int = 1,
+        **options: object,
+    ) -> list[list[int]]:
+        """Many continuations side by side: ``num_samples`` for each prompt (one prompt of
+        ids, or a list of them), decoded as a batch that reads the weights once per step for
+        all sequences. Returns prompt + new ids per sequence, prompt by prompt; sample j of
+        prompt i uses the seed ``seed + i * num_samples + j``, so it is what
+        :meth:`generate` gives with that seed. Other keyword arguments are
+        :meth:`generate`'s.
+        """
+        if isinstance(prompts, np.ndarray) and prompts.ndim == 2:
+            prompt_list = [ids_arg(f"prompts[{i}]", row) for i, row in enumerate(prompts)]
+        elif (
+            isinstance(prompts, (list, tuple))
+            and prompts
+            and all(isinstance(p, (list, tuple, np.ndarray, range)) for p in prompts)
+        ):
+            prompt_list = [ids_arg(f"prompts[{i}]", p) for i, p in enumerate(prompts)]
+        else:
+            prompt_list = [ids_arg("prompts", prompts)]
+        samples = int_arg("num_samples", num_samples, 1, 4096)
+        if len(prompt_list) * samples > 4096:
+            raise ValueError(
+                f"{len(prompt_list)} prompts x {samples} samples is more than 4096 sequences"
+            )
+        expanded = [p for p in prompt_list for _ in range(samples)]
+        checked = self._generation_options(expanded[0], max_new_tokens, **options)
+        new = self._core.generate_many(expanded, checked)
+        return [p + list(n) for p, n in zip(expanded, new)]
+
     def beam_search(
         self,
         ids: Sequence[int] | np.ndarray,

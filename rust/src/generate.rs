@@ -11,6 +11,7 @@
 //!   cache from them at positions 0..P/2, and go on decoding from the cache. The model
 //!   then sees between P/2 and P tokens; a token costs about two decode steps (one for it,
 //!   one to rebuild) instead of a forward pass over P tokens.
+//!
 //! The reference backend has no cache: every token costs a forward pass over what the
 //! window rule lets the model see.
 //!

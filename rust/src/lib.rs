@@ -12,6 +12,7 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod generate;
+pub mod generate_many;
 pub mod kernels;
 pub mod model;
 pub mod optim;

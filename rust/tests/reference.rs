@@ -8,7 +8,7 @@ mod common;
 use common::{random_model, small_config};
 use tinylm::batch::BatchRunner;
 use tinylm::config::{Activation, Norm, Position};
-use tinylm::generate::{generate, GenerateOptions};
+use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::model::Backend;
 use tinylm::optim::{AdamW, AdamWConfig};
 use tinylm::params::ParamLayout;
@@ -687,6 +687,7 @@ fn fast_greedy_generation_follows_the_reference_logits() {
         sampling: SamplingParams::default(),
         seed: 0,
         stop: vec![],
+        window: Window::Sliding,
     };
     let generated = generate(&model, &prompt, &opts).unwrap();
     let (mut seq, v, p) = (
@@ -775,6 +776,7 @@ fn reference_greedy_generation_follows_the_argmax_past_the_context() {
         sampling: SamplingParams::default(),
         seed: 0,
         stop: vec![],
+        window: Window::Sliding,
     };
     let generated = generate(&model, &prompt, &opts).unwrap();
     assert_eq!(generated.len(), 8);
@@ -888,6 +890,7 @@ fn fast_generation_follows_the_reference_for_every_ungated_activation() {
             sampling: SamplingParams::default(),
             seed: 0,
             stop: vec![],
+            window: Window::Sliding,
         };
         let prompt = [5u32, 17, 40];
         let generated = generate(&model, &prompt, &opts).unwrap();

@@ -15,6 +15,7 @@
 //! Without a helper the calling thread runs both lanes, in the same way: the results are
 //! the same.
 
+pub mod batched;
 pub mod panels;
 pub mod team;
 

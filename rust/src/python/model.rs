@@ -18,6 +18,7 @@ use crate::beam::{beam_search, BeamOptions, EarlyStopping};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
+use crate::generate_many::BatchGeneration;
 use crate::model::{Backend, Model, Workspace};
 use crate::sample::SamplingParams;
 use crate::weights::{self, checkpoint, WeightsFormat};
@@ -420,6 +421,36 @@ impl PyModel {
             version,
             run: Mutex::new(run),
         })
+    }
+
+    /// New ids after each prompt, generated side by side (sequence i with seed + i), in
+    /// one call that holds the read lock and checks for signals every 50 ms.
+    fn generate_many(
+        &self,
+        py: Python<'_>,
+        prompts: Vec<Vec<i64>>,
+        options: &Bound<'_, PyDict>,
+    ) -> PyResult<Vec<Vec<u32>>> {
+        let prompts = prompts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| ids_from_list(p, &format!("prompt {i}")))
+            .collect::<PyResult<Vec<_>>>()?;
+        let opts = generate_options(options)?;
+        let outcome = py.detach(|| {
+            catch_unwind(AssertUnwindSafe(|| -> PyResult<Vec<Vec<u32>>> {
+                let model = self.model.read().map_err(|e| to_py_err(lock_err(e)))?;
+                let model = &*model;
+                let mut run = BatchGeneration::new(model, &prompts, opts).map_err(to_py_err)?;
+                while !run.is_done() {
+                    let deadline = std::time::Instant::now() + SIGNAL_CHECK;
+                    in_pool(|| run.run_until(model, deadline)).map_err(to_py_err)?;
+                    Python::attach(|py| py.check_signals())?;
+                }
+                Ok(run.into_ids())
+            }))
+        });
+        outcome.unwrap_or_else(|panic| Err(panic_to_py_err(panic)))
     }
 
     /// The best continuations by beam search: [(new ids, sum of log-probabilities,

@@ -1,0 +1,227 @@
+//! Many sequences generated side by side: one step feeds one token to every sequence
+//! still going, reading each weight matrix once for all of them ([`BatchState`]).
+//!
+//! Sequence i samples with the seed `seed + i` (wrapping) and follows every rule of a
+//! single [`crate::generate::Generation`] (sampler chain, stop ids, the shifted window
+//! past the context), so it gives the ids that generating it alone with that seed gives,
+//! up to the rounding of the batched products. Identical prompts are fed once and their
+//! caches copied. One sequence alone, the reference backend and the sliding window (which
+//! have no batched step) generate the sequences one after the other instead.
+
+use std::time::Instant;
+
+use crate::decode::batched::BatchState;
+use crate::error::{Error, Result};
+use crate::generate::{GenerateOptions, Generation, Window};
+use crate::model::{Backend, Model};
+use crate::sample::Sampler;
+
+/// One sequence of a batch.
+struct Sequence {
+    sampler: Sampler,
+    /// The tokens in its cache, then the one to feed next.
+    window: Vec<u32>,
+    recent: Vec<u32>,
+    new: Vec<u32>,
+    logits: Vec<f32>,
+    done: bool,
+}
+
+/// A batch generation under way, run a chunk at a time like a [`Generation`].
+pub struct BatchGeneration {
+    opts: GenerateOptions,
+    state: Option<BatchState>,
+    sequences: Vec<Sequence>,
+    /// Without a batched step: one generation per sequence.
+    alone: Option<Vec<(Generation, Vec<u32>)>>,
+    started: bool,
+}
+
+impl BatchGeneration {
+    pub fn new(model: &Model, prompts: &[Vec<u32>], opts: GenerateOptions) -> Result<Self> {
+        if prompts.is_empty() {
+            return Err(Error::value("no prompts: give at least one"));
+        }
+        // Each prompt checked as a single generation checks it.
+        let mut singles = Vec::with_capacity(prompts.len());
+        for (i, prompt) in prompts.iter().enumerate() {
+            let seeded = GenerateOptions {
+                seed: opts.seed.wrapping_add(i as u64),
+                ..opts.clone()
+            };
+            let run = Generation::new(model, prompt, seeded)
+                .map_err(|e| Error::value(format!("prompt {i}: {e}")))?;
+            singles.push((run, Vec::new()));
+        }
+        if prompts.len() == 1
+            || model.backend() == Backend::Reference
+            || opts.window == Window::Sliding
+        {
+            return Ok(BatchGeneration {
+                opts,
+                state: None,
+                sequences: Vec::new(),
+                alone: Some(singles),
+                started: false,
+            });
+        }
+        let p = model.config.max_seq_len;
+        let mut sequences = Vec::with_capacity(prompts.len());
+        for (i, prompt) in prompts.iter().enumerate() {
+            let sampler = Sampler::new(opts.sampling.clone(), opts.seed.wrapping_add(i as u64))?;
+            let history = sampler.history_len();
+            sequences.push(Sequence {
+                window: prompt[prompt.len().saturating_sub(p)..].to_vec(),
+                recent: prompt[prompt.len().saturating_sub(history)..].to_vec(),
+                sampler,
+                new: Vec::new(),
+                logits: Vec::new(),
+                done: opts.max_new_tokens == 0,
+            });
+        }
+        model.try_decode_weights()?;
+        Ok(BatchGeneration {
+            state: Some(BatchState::new(model, prompts.len())?),
+            opts,
+            sequences,
+            alone: None,
+            started: false,
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        match &self.alone {
+            Some(singles) => singles.iter().all(|(run, _)| run.is_done()),
+            None => self.sequences.iter().all(|s| s.done),
+        }
+    }
+
+    /// Runs until every sequence is done or `deadline` has passed.
+    pub fn run_until(&mut self, model: &Model, deadline: Instant) -> Result<()> {
+        if let Some(singles) = &mut self.alone {
+            for (run, ids) in singles.iter_mut() {
+                while !run.is_done() {
+                    ids.extend(run.next_chunk(
+                        model,
+                        usize::MAX,
+                        Some(deadline.saturating_duration_since(Instant::now())),
+                    )?);
+                    if Instant::now() >= deadline {
+                        return Ok(());
+                    }
+                }
+            }
+            return Ok(());
+        }
+        if !self.started {
+            self.prefill(model);
+            self.started = true;
+        }
+        while !self.is_done() && Instant::now() < deadline {
+            self.step(model)?;
+        }
+        Ok(())
+    }
+
+    /// The new ids of every sequence.
+    pub fn into_ids(self) -> Vec<Vec<u32>> {
+        match self.alone {
+            Some(singles) => singles.into_iter().map(|(_, ids)| ids).collect(),
+            None => self.sequences.into_iter().map(|s| s.new).collect(),
+        }
+    }
+
+    /// Feeds every prompt, position by position; a prompt equal to an earlier one gets a
+    /// copy of that one's cache instead.
+    fn prefill(&mut self, model: &Model) {
+        let state = self.state.as_mut().expect("batched");
+        let v = model.config.vocab_size;
+        let b = self.sequences.len();
+        let first_of: Vec<usize> = (0..b)
+            .map(|i| {
+                (0..i)
+                    .find(|&j| self.sequences[j].window == self.sequences[i].window)
+                    .unwrap_or(i)
+            })
+            .collect();
+        let longest = self
+            .sequences
+            .iter()
+            .map(|s| s.window.len())
+            .max()
+            .unwrap_or(0);
+        for t in 0..longest {
+            let rows: Vec<usize> = (0..b)
+                .filter(|&i| first_of[i] == i && self.sequences[i].window.len() > t)
+                .collect();
+            let tokens: Vec<u32> = rows.iter().map(|&i| self.sequences[i].window[t]).collect();
+            state.step(model, &rows, &tokens);
+            for (k, &i) in rows.iter().enumerate() {
+                if self.sequences[i].window.len() == t + 1 {
+                    self.sequences[i].logits = state.logits[k * v..][..v].to_vec();
+                }
+            }
+        }
+        for (i, &first) in first_of.iter().enumerate() {
+            if first != i {
+                state.copy_sequence(model, first, i);
+                self.sequences[i].logits = self.sequences[first].logits.clone();
+            }
+        }
+    }
+
+    /// Chooses a token for every sequence still going and feeds them all in one step.
+    fn step(&mut self, model: &Model) -> Result<()> {
+        let state = self.state.as_mut().expect("batched");
+        let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
+        let mut rows = Vec::new();
+        let mut tokens = Vec::new();
+        for (i, seq) in self.sequences.iter_mut().enumerate() {
+            if seq.done {
+                continue;
+            }
+            if let Some(bad) = seq.logits.iter().find(|x| !x.is_finite()) {
+                return Err(Error::NonFinite(format!(
+                    "sequence {i}: the model's logits hold a non-finite value ({bad}) at \
+                     generated token {}: its weights are too large or not finite",
+                    seq.new.len()
+                )));
+            }
+            let next = seq.sampler.sample(&seq.logits, &seq.recent);
+            let history = seq.sampler.history_len();
+            if history > 0 {
+                seq.recent.push(next);
+                if seq.recent.len() > 2 * history {
+                    seq.recent.drain(..seq.recent.len() - history);
+                }
+            }
+            seq.new.push(next);
+            seq.window.push(next);
+            if seq.new.len() >= self.opts.max_new_tokens || self.opts.stop.contains(&next) {
+                seq.done = true;
+                continue;
+            }
+            if state.len(i) == p {
+                // Shift: the last P/2 tokens (the new one included) at positions 0..
+                let keep = (p / 2).max(1);
+                seq.window.drain(..seq.window.len() - keep);
+                state.clear(i);
+                for &tok in &seq.window[..keep - 1] {
+                    state.step(model, &[i], &[tok]);
+                }
+            }
+            rows.push(i);
+            tokens.push(next);
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        state.step(model, &rows, &tokens);
+        for (k, &i) in rows.iter().enumerate() {
+            self.sequences[i]
+                .logits
+                .copy_from_slice(&state.logits[k * v..][..v]);
+        }
+        Ok(())
+    }
+}
