@@ -310,14 +310,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     tok = model.tokenizer
     assert tok is not None
     text = run.text
-    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    if run.data_info is not None and run.data_info.get("sha256", sha256) != sha256:
-        raise CliError(
-            f"--resume: the training data differs from the checkpoint's ({run.data} has "
-            f"sha256 {sha256[:12]}..., the run was trained on {run.data_info['sha256'][:12]}...)"
-        )
     data_info = run.data_info or {
-        "sha256": sha256,
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
         "val_fraction": run.val_fraction,
         "path": str(run.data.resolve()),
     }
@@ -470,6 +464,23 @@ def _resumed_run(args: argparse.Namespace, out: Path) -> _Run:
             "--resume continues a run with the settings it started with, and these options "
             f"differ: {', '.join(conflicts)}; drop them, or start a new run in another --out"
         )
+    if args.data is not None:
+        data = Path(args.data)
+    elif data_info.get("path"):
+        data = Path(data_info["path"])
+        if not data.exists():
+            raise CliError(
+                f"--resume: the run's training text {data} is gone; give its new place with --data"
+            )
+    else:
+        raise CliError(f"--resume: {ckpt} does not record its training text; give --data")
+    text = _read_training_text(data)
+    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if data_info.get("sha256", sha256) != sha256:
+        raise CliError(
+            f"--resume: the training data differs from the checkpoint's ({data} has "
+            f"sha256 {sha256[:12]}..., the run was trained on {data_info['sha256'][:12]}...)"
+        )
     done = int(state["step"])
     config = saved
     if "steps" in explicit and args.steps != saved.steps:
@@ -492,19 +503,8 @@ def _resumed_run(args: argparse.Namespace, out: Path) -> _Run:
             f"the run in {out} is finished ({done} of {saved.steps} steps); to train further, "
             f"give --steps N with N > {done}"
         )
-    if args.data is not None:
-        data = Path(args.data)
-    elif data_info.get("path"):
-        data = Path(data_info["path"])
-        if not data.exists():
-            raise CliError(
-                f"--resume: the run's training text {data} is gone; give its new place with --data"
-            )
-    else:
-        raise CliError(f"--resume: {ckpt} does not record its training text; give --data")
     check_step_memory(model.config, config.batch_size, model.config.max_seq_len)
     print(f"resuming from {ckpt} at step {done} of {config.steps}", file=sys.stderr)
-    text = _read_training_text(data)
     val_fraction = float(data_info.get("val_fraction", 0.1))
     return _Run(model, config, data, text, val_fraction, data_info or None)
 
@@ -746,11 +746,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tinylm {_core.__version__}")
     threads_help = "threads for the Rust kernels (default: TINYLM_NUM_THREADS or all CPUs)"
-    parser.add_argument("--threads", type=_int_in(1, MAX_THREADS), default=None, help=threads_help)
+    parser.add_argument(
+        "--threads", type=_int_in(1, MAX_THREADS), default=None, metavar="N", help=threads_help
+    )
     # --threads also after the command; SUPPRESS keeps a value given before it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--threads", type=_int_in(1, MAX_THREADS), default=argparse.SUPPRESS, help=threads_help
+        "--threads",
+        type=_int_in(1, MAX_THREADS),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help=threads_help,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -765,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", help=f"model file or bundled model ({bundled}); default: shakespeare"
     )
     g.add_argument("--prompt", help="text to continue (default: a newline for character models)")
-    g.add_argument("--prompt-file", help="read the prompt from this UTF-8 file instead")
+    g.add_argument("--prompt-file", help="read the prompt from this UTF-8 file (default: --prompt)")
     g.add_argument(
         "--unknown",
         choices=("error", "skip"),
@@ -773,7 +779,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompt words or characters the vocabulary lacks: an error, or skip them",
     )
     g.add_argument(
-        "--max-new-tokens", type=_int_in(0, MAX_NEW_TOKENS), default=DEFAULT_MAX_NEW_TOKENS
+        "--max-new-tokens",
+        type=_int_in(0, MAX_NEW_TOKENS),
+        default=DEFAULT_MAX_NEW_TOKENS,
+        help="tokens to sample",
     )
     g.add_argument(
         "--temperature", type=_float_in(0.0, 100.0), default=DEFAULT_TEMPERATURE, help="0 = greedy"
@@ -808,7 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--force", action="store_true", help="start over in OUT, deleting an earlier run there"
     )
-    t.add_argument("--tokenizer", choices=("char", "word"), default="char")
+    t.add_argument("--tokenizer", choices=("char", "word"), default="char", help="token kind")
     t.add_argument(
         "--val-fraction",
         type=_float_in(0.0, 1.0, low_open=True),
@@ -827,9 +836,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=BACKEND_HELP + " (default: fast for gpt2, reference for llama)",
     )
-    t.add_argument("--d-model", type=_int_in(1, MAX_D_MODEL), default=128)
-    t.add_argument("--n-layers", type=_int_in(1, MAX_LAYERS), default=4)
-    t.add_argument("--n-heads", type=_int_in(1, MAX_HEADS), default=4)
+    t.add_argument("--d-model", type=_int_in(1, MAX_D_MODEL), default=128, help="model width")
+    t.add_argument("--n-layers", type=_int_in(1, MAX_LAYERS), default=4, help="blocks")
+    t.add_argument("--n-heads", type=_int_in(1, MAX_HEADS), default=4, help="attention heads")
     t.add_argument(
         "--d-ff",
         type=_int_in(1, MAX_D_FF),
@@ -840,7 +849,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-attn-bias", action="store_true", help="no q/k/v/o biases")
     t.add_argument("--untied", action="store_true", help="separate output head")
     t.add_argument("--steps", type=STEPS, default=2000, help="optimizer steps in all")
-    t.add_argument("--batch-size", type=_int_in(1, MAX_BATCH), default=12)
+    t.add_argument(
+        "--batch-size", type=_int_in(1, MAX_BATCH), default=12, help="sequences per step"
+    )
     t.add_argument("--lr", type=NON_NEGATIVE, default=1e-3, help="peak learning rate")
     t.add_argument("--min-lr", type=NON_NEGATIVE, default=1e-4, help="learning rate at the end")
     t.add_argument("--warmup", type=_int_in(0, MAX_STEPS), default=100, help="warmup steps")
@@ -850,7 +861,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="steps of the cosine decay to --min-lr (default: --steps)",
     )
-    t.add_argument("--weight-decay", type=NON_NEGATIVE, default=0.1)
+    t.add_argument(
+        "--weight-decay", type=NON_NEGATIVE, default=0.1, help="AdamW decay of the matrices"
+    )
     t.add_argument("--beta1", type=_float_in(0.0, 1.0), default=0.9, help="AdamW beta1")
     t.add_argument("--beta2", type=_float_in(0.0, 1.0), default=0.99, help="AdamW beta2")
     t.add_argument("--grad-clip", type=NON_NEGATIVE, default=1.0, help="0 disables clipping")
@@ -884,8 +897,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = command("demo", "the Go TinyLM's program: train on one sentence, generate")
     d.add_argument("--weights", help="Go-format model file or bundled model (default: tiny)")
-    d.add_argument("--steps", type=_int_in(0, 10**6), default=50)
-    d.add_argument("--lr", type=NON_NEGATIVE, default=0.01)
+    d.add_argument("--steps", type=_int_in(0, 10**6), default=50, help="SGD steps")
+    d.add_argument("--lr", type=NON_NEGATIVE, default=0.01, help="SGD learning rate")
     d.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
     d.set_defaults(func=cmd_demo)
     return parser

@@ -389,7 +389,7 @@ def train(
                 else:
                     kept = f"the last good checkpoint (step {saved_step}) is kept at {ckpt_path}"
                 raise _core.NonFiniteError(
-                    f"training diverged at step {step + 1}: {exc}; {kept}"
+                    f"training diverged at step {step}: {exc}; {kept}"
                 ) from None
             result.train_losses.append(float(loss))
             step += 1
