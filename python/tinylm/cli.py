@@ -105,12 +105,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"{args.weights}: this model file holds no tokenizer, so it cannot read text"
         )
     prompt = _prompt(args, tok)
-    out = sys.stdout
-    out.write(prompt)
-    out.flush()
-    ends_line = prompt.endswith("\n")
-    pieces = _stream(
-        model,
+    shown = tok.decode(tok.encode(prompt))  # the prompt as the model reads it
+    pieces = model.stream(  # checks its arguments before the first token
         prompt,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -118,6 +114,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
+    out = sys.stdout
+    out.write(shown)
+    out.flush()
+    ends_line = shown.endswith("\n")
     try:
         for piece in pieces:
             out.write(piece)
@@ -130,37 +130,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not ends_line:
         out.write("\n")
     return 0
-
-
-def _stream(model: Transformer, prompt: str, **kwargs: Any) -> Iterator[str]:
-    """The new text, piece by piece (``Transformer.stream``)."""
-    if hasattr(model, "stream"):
-        return model.stream(prompt, **kwargs)  # type: ignore[no-any-return]
-    return _stream_by_generate(model, prompt, **kwargs)
-
-
-def _stream_by_generate(
-    model: Transformer, prompt: str, max_new_tokens: int, seed: int | None, **kwargs: Any
-) -> Iterator[str]:
-    """Stand-in for ``Transformer.stream`` until the core streams: one ``generate`` call
-    per token (so its samples differ from one ``generate`` call's)."""
-    tok = model.tokenizer
-    assert tok is not None
-    ids = tok.encode(prompt)
-    text = tok.decode(ids)
-    context = model.config.max_seq_len
-    stop = model._stop_ids(kwargs.pop("stop", None))
-    for i in range(max_new_tokens):
-        step_seed = None if seed is None else (seed + i) % (1 << 64)
-        new = model.generate(ids[-context:], 1, seed=step_seed, stop=[], **kwargs)[-1]
-        ids.append(new)
-        whole = tok.decode(ids)
-        if whole.endswith("\ufffd"):
-            continue
-        yield whole[len(text) :]
-        text = whole
-        if new in stop:
-            return
 
 
 def _prompt(args: argparse.Namespace, tok: Tokenizer) -> str:

@@ -5,16 +5,10 @@ use std::path::PathBuf;
 
 use tinylm::{Config, Model};
 
-/// ../shared/seed/tiny_gpt_weights.json, if the shared folder is beside the repository.
-pub fn seed_weights() -> Option<PathBuf> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/tiny_gpt_weights.json");
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is absent", path.display());
-        None
-    }
+/// ../shared/seed/tiny_gpt_weights.json: the Go seed weights, when the shared folder is
+/// beside the repository (see rust/tests/go_seed.rs).
+pub fn seed_weights_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/tiny_gpt_weights.json")
 }
 
 pub fn small_config(attn_bias: bool, tie_embeddings: bool) -> Config {
