@@ -5,10 +5,13 @@ use std::path::PathBuf;
 
 use tinylm::{Config, Model};
 
-/// ../shared/seed/tiny_gpt_weights.json: the Go seed weights, when the shared folder is
-/// beside the repository (see rust/tests/go_seed.rs).
+/// The Go seed weights, `seed/tiny_gpt_weights.json` in the shared folder: `../shared`
+/// beside the repository, or `$TINYLM_SHARED` as for pytest (see rust/tests/go_seed.rs).
 pub fn seed_weights_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/tiny_gpt_weights.json")
+    let shared = std::env::var_os("TINYLM_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    shared.join("seed/tiny_gpt_weights.json")
 }
 
 pub fn small_config(attn_bias: bool, tie_embeddings: bool) -> Config {

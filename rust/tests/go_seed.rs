@@ -28,7 +28,7 @@ fn needs_seed(name: &str, test: fn(&Path)) -> Trial {
         let path = seed_weights_path();
         if !path.exists() {
             return Ok(Completion::ignored_with(format!(
-                "{} is absent (../shared beside the repository)",
+                "{} is absent (../shared beside the repository, or TINYLM_SHARED)",
                 path.display()
             )));
         }
