@@ -230,6 +230,7 @@ RESUME_SETTINGS: dict[str, Callable[[Config, Tokenizer, TrainConfig, dict], obje
     "no_attn_bias": lambda c, tok, t, d: not c.attn_bias,
     "untied": lambda c, tok, t, d: not c.tie_embeddings,
     "batch_size": lambda c, tok, t, d: t.batch_size,
+    "grad_accum": lambda c, tok, t, d: t.grad_accum,
     "lr": lambda c, tok, t, d: t.lr,
     "min_lr": lambda c, tok, t, d: t.min_lr,
     "warmup": lambda c, tok, t, d: t.warmup_steps,
@@ -361,6 +362,7 @@ def _new_run(args: argparse.Namespace, out: Path) -> _Run:
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
         lr=args.lr,
         min_lr=args.min_lr,
         warmup_steps=args.warmup,
@@ -819,7 +821,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--untied", action="store_true", help="separate output head")
     t.add_argument("--steps", type=STEPS, default=2000, help="optimizer steps in all")
     t.add_argument(
-        "--batch-size", type=_int_in(1, MAX_BATCH), default=12, help="sequences per step"
+        "--batch-size", type=_int_in(1, MAX_BATCH), default=12, help="sequences per micro-batch"
+    )
+    t.add_argument(
+        "--grad-accum",
+        type=_int_in(1, 1 << 16),
+        default=1,
+        help="micro-batches of --batch-size per optimizer step (gradient accumulation)",
     )
     t.add_argument("--lr", type=NON_NEGATIVE, default=1e-3, help="peak learning rate")
     t.add_argument("--min-lr", type=NON_NEGATIVE, default=1e-4, help="learning rate at the end")

@@ -46,7 +46,11 @@ class TrainConfig:
     """Training settings. Defaults are nanoGPT's CPU Shakespeare run."""
 
     steps: int = 2000
+    #: Sequences per micro-batch: what one forward and backward pass holds in memory.
     batch_size: int = 12
+    #: Micro-batches whose gradients add up to one optimizer step (nanoGPT's
+    #: ``gradient_accumulation_steps``): a step sees ``batch_size * grad_accum`` sequences.
+    grad_accum: int = 1
     #: Tokens per training sequence; ``None`` means the model's context.
     seq_len: int | None = None
     lr: float = 1e-3
@@ -66,7 +70,7 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_interval", "eval_batches"):
+        for name in ("steps", "batch_size", "grad_accum", "eval_interval", "eval_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -367,7 +371,8 @@ def train(
 
     ckpt_every = config.checkpoint_interval or config.eval_interval
     clip = config.grad_clip or None
-    tokens_per_step = config.batch_size * seq_len
+    step_batch = config.batch_size * config.grad_accum
+    tokens_per_step = step_batch * seq_len
     flag = _StopFlag()
     bar = Progress(config.steps, enabled=progress, initial=result.steps_done)
     start_step = result.steps_done
@@ -377,9 +382,11 @@ def train(
         step = start_step
         while step < config.steps:
             t0 = time.perf_counter()
-            x, y = get_batch(train_data, config.batch_size, seq_len, config.seed, step)
+            x, y = get_batch(train_data, step_batch, seq_len, config.seed, step)
             try:
-                loss, _ = model._core.train_step(optimizer, x, y, config.lr_at(step), clip)
+                loss, _ = model._core.train_step(
+                    optimizer, x, y, config.lr_at(step), clip, config.grad_accum
+                )
             except _core.NonFiniteError as exc:
                 bar.close()
                 if ckpt_path is None:

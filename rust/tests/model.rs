@@ -7,7 +7,7 @@ use tinylm::batch::BatchRunner;
 use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::optim::{AdamW, AdamWConfig};
 use tinylm::sample::{argmax, SamplingParams};
-use tinylm::{weights, Config, Model, Workspace};
+use tinylm::{Config, Model, Workspace};
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-3)
@@ -294,4 +294,41 @@ fn training_steps_are_bit_identical_for_one_and_two_threads() {
         })
     };
     assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn accumulated_micro_batches_give_the_big_batchs_loss_and_gradient() {
+    let model = random_model(small_config(true, false), 31);
+    let (b, t) = (6, 5);
+    let ids: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 5 + 1) % 7).collect();
+    let targets: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 3 + 2) % 7).collect();
+    let total = model.layout.total;
+    let mut runner = BatchRunner::new();
+    let mut big = vec![0.0f32; total];
+    let big_loss = runner
+        .loss_and_grads(&model, &ids, &targets, b, t, &mut big)
+        .unwrap();
+    for micro in [2, 3, 6] {
+        let mut acc = vec![f32::NAN; total];
+        let loss = runner
+            .accumulate(&model, &ids, &targets, b, t, micro, &mut acc)
+            .unwrap();
+        assert!(
+            close(loss as f64, big_loss as f64, 1e-6),
+            "{micro}: {loss} vs {big_loss}"
+        );
+        let scale = big.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        for (i, (a, g)) in acc.iter().zip(&big).enumerate() {
+            assert!(
+                (a - g).abs() <= 1e-5 * scale,
+                "{micro} micro-batches, grad {i}: {a} vs {g}"
+            );
+        }
+    }
+    let mut opt = AdamW::new(AdamWConfig::default(), &model.layout).unwrap();
+    let mut m = model.clone();
+    let err = runner
+        .train_step_accumulated(&mut m, &mut opt, &ids, &targets, b, t, 4, 1e-3, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("does not split into 4"), "{err}");
 }
