@@ -180,7 +180,7 @@ impl BatchRunner {
         lr: f32,
         grad_clip: Option<f32>,
     ) -> Result<(f32, f32)> {
-        if micro_batches == 0 || b % micro_batches != 0 {
+        if micro_batches == 0 || !b.is_multiple_of(micro_batches) {
             return Err(Error::value(format!(
                 "a batch of {b} sequences does not split into {micro_batches} equal micro-batches"
             )));
