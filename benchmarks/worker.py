@@ -92,7 +92,7 @@ def tinylm_generate(cfg: ModelConfig, seconds: float, threads: int) -> dict:
     new = cfg.context - 1
 
     def step() -> None:
-        model.generate([1], max_new_tokens=new, stop=[])
+        model.generate([1], max_new_tokens=new, stop=[], temperature=0.0)
 
     elapsed, n = timed(step, seconds, warmup=2)
     return {"tokens_per_second": n * new / elapsed, "params": model.num_parameters}

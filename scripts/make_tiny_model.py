@@ -40,7 +40,10 @@ def demo_outputs(model: tinylm.Transformer, steps: int = 50, lr: float = 0.01) -
     ids = tok.encode(DEMO_SENTENCE)
     for _ in range(steps):
         copy._core.sgd_step(np.array([ids[:-1]]), np.array([ids[1:]]), lr)
-    return [tok.decode(copy.generate(tok.encode(p), max_new_tokens=5)) for p in DEMO_PROMPTS]
+    return [
+        tok.decode(copy.generate(tok.encode(p), max_new_tokens=5, temperature=0.0))
+        for p in DEMO_PROMPTS
+    ]
 
 
 def main() -> int:
@@ -77,7 +80,9 @@ def main() -> int:
             print(f"step {step:4d}  loss {loss:.4f}")
     for s in CORPUS:
         ids = tok.encode(s)
-        out = tok.decode(model.generate(ids[:2], max_new_tokens=5, stop=[VOCAB.index("END")]))
+        out = tok.decode(
+            model.generate(ids[:2], max_new_tokens=5, stop=[VOCAB.index("END")], temperature=0.0)
+        )
         print(f"{s!r:32} -> {out!r}")
     got = demo_outputs(model)
     print("demo prints:", got)

@@ -22,14 +22,20 @@ SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
 @pytest.fixture
 def seed_path() -> Path:
     if not SEED_WEIGHTS.exists():
-        pytest.skip(f"the Go seed weights are not at {SEED_WEIGHTS} (../shared is absent)")
+        pytest.skip(
+            f"the Go TinyLM's seed weights are not at {SEED_WEIGHTS}: ../shared is absent "
+            "(see the README, 'Test data')"
+        )
     return SEED_WEIGHTS
 
 
 @pytest.fixture
 def shakespeare_path() -> Path:
     if not SHAKESPEARE.exists():
-        pytest.skip(f"the Shakespeare corpus is not at {SHAKESPEARE} (../shared is absent)")
+        pytest.skip(
+            f"the Tiny Shakespeare corpus is not at {SHAKESPEARE}: ../shared is absent (see the "
+            "README, 'Test data', for its URL)"
+        )
     return SHAKESPEARE
 
 

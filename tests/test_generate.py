@@ -33,14 +33,16 @@ def seen_windows(out: list[int], prompt_len: int, p: int, window: str):
 
 @pytest.mark.parametrize("window", ["shift", "sliding"])
 def test_greedy_generation_is_the_argmax_of_the_logits(model, window) -> None:
-    out = model.generate([1, 2], max_new_tokens=30, window=window)  # past the context of 8
+    out = model.generate(
+        [1, 2], max_new_tokens=30, window=window, temperature=0.0
+    )  # past the context of 8
     assert out[:2] == [1, 2] and len(out) == 32
     for i, seen in seen_windows(out, 2, CONFIG.max_seq_len, window):
         assert out[i] == int(np.argmax(model.logits(seen)[-1])), f"token {i}"
 
 
 def test_top_k_one_equals_greedy(model) -> None:
-    greedy = model.generate([4], max_new_tokens=15)
+    greedy = model.generate([4], max_new_tokens=15, temperature=0.0)
     for seed in range(3):
         assert model.generate([4], 15, temperature=1.3, top_k=1, seed=seed) == greedy
 
@@ -79,10 +81,10 @@ def test_top_k_and_top_p_restrict_the_choices(model) -> None:
 
 
 def test_stop_ends_generation_right_after_the_stop_id(model) -> None:
-    free = model.generate([1], max_new_tokens=20)
+    free = model.generate([1], max_new_tokens=20, temperature=0.0)
     stop_at = free[5]
     first = free.index(stop_at, 1)
-    out = model.generate([1], max_new_tokens=20, stop=stop_at)
+    out = model.generate([1], max_new_tokens=20, stop=stop_at, temperature=0.0)
     assert out == free[: first + 1]
 
 
@@ -92,7 +94,7 @@ def test_zero_new_tokens_returns_the_prompt(model) -> None:
 
 def test_long_prompt_keeps_the_last_context_tokens(model) -> None:
     prompt = list(range(1, 13))  # longer than the context of 8
-    out = model.generate(prompt, max_new_tokens=1)
+    out = model.generate(prompt, max_new_tokens=1, temperature=0.0)
     assert out[-1] == int(np.argmax(model.logits(prompt[-8:])[-1]))
 
 
@@ -130,18 +132,20 @@ def test_wide_model_greedy_generation_is_the_argmax_of_the_logits() -> None:
     columns that do not divide the widths (144, 432, 200)."""
     model = random_model(WIDE, seed=4, scale=0.1)
     for window in ("shift", "sliding"):
-        out = model.generate([1, 2], max_new_tokens=40, window=window)  # past the context
+        out = model.generate(
+            [1, 2], max_new_tokens=40, window=window, temperature=0.0
+        )  # past the context
         for i, seen in seen_windows(out, 2, WIDE.max_seq_len, window):
             assert out[i] == int(np.argmax(model.logits(seen)[-1])), f"token {i} ({window})"
 
 
 def test_generation_follows_load_state_dict() -> None:
     model = random_model(WIDE, seed=5, scale=0.1)
-    before = model.generate([3], max_new_tokens=20)
+    before = model.generate([3], max_new_tokens=20, temperature=0.0)
     other = random_model(WIDE, seed=6, scale=0.1)
     model.load_state_dict(other.state_dict())
-    after = model.generate([3], max_new_tokens=20)
-    assert after == other.generate([3], max_new_tokens=20)
+    after = model.generate([3], max_new_tokens=20, temperature=0.0)
+    assert after == other.generate([3], max_new_tokens=20, temperature=0.0)
     assert after != before
 
 
@@ -158,4 +162,6 @@ def test_generation_follows_training_steps() -> None:
     assert trained is model  # trained in place: the packed weights must follow
     fresh = tinylm.Transformer(WIDE)
     fresh.load_state_dict(model.state_dict())
-    assert model.generate([3], max_new_tokens=20) == fresh.generate([3], max_new_tokens=20)
+    assert model.generate([3], max_new_tokens=20, temperature=0.0) == fresh.generate(
+        [3], max_new_tokens=20, temperature=0.0
+    )

@@ -153,8 +153,8 @@ def test_go_format_needs_a_word_vocabulary(tmp_path: Path) -> None:
 def test_go_model_generation_stops_after_end(seed_path: Path) -> None:
     model = tinylm.Transformer.load(seed_path)
     end = GO_VOCAB.index("END")
-    out = model.generate([0], max_new_tokens=20)
+    out = model.generate([0], max_new_tokens=20, temperature=0.0)
     assert end not in out[1:-1]
     assert out[-1] == end or len(out) == 21
     # Without the Go default, an explicit empty stop list runs to max_new_tokens.
-    assert len(model.generate([0], max_new_tokens=20, stop=[])) == 21
+    assert len(model.generate([0], max_new_tokens=20, stop=[], temperature=0.0)) == 21

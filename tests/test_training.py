@@ -68,15 +68,18 @@ def test_resume_continues_with_the_uninterrupted_losses(tmp_path: Path) -> None:
             os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would
 
     model_b, _, _ = _setup()
-    _, first = tinylm.train(
-        model_b,
-        train_ids,
-        val_ids,
-        _train_config(),
-        out_dir=tmp_path / "b",
-        progress=False,
-        on_eval=interrupt_at_20,
-    )
+    with pytest.raises(tinylm.TrainingInterrupted) as stopped:  # a KeyboardInterrupt
+        tinylm.train(
+            model_b,
+            train_ids,
+            val_ids,
+            _train_config(),
+            out_dir=tmp_path / "b",
+            progress=False,
+            on_eval=interrupt_at_20,
+        )
+    first = stopped.value.result
+    assert isinstance(stopped.value, KeyboardInterrupt)
     assert first.interrupted and first.steps_done == 20
     assert (tmp_path / "b" / CHECKPOINT_NAME).exists()
     resumed, second = tinylm.train(

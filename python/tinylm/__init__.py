@@ -21,7 +21,7 @@ from tinylm._core import (
 )
 from tinylm.model import Beam, Config, Score, Transformer, bundled_weights
 from tinylm.tokenizer import Tokenizer
-from tinylm.train import TrainConfig, TrainResult, evaluate, train
+from tinylm.train import TrainConfig, TrainingInterrupted, TrainResult, evaluate, train
 
 __all__ = [
     "Beam",
@@ -36,6 +36,7 @@ __all__ = [
     "TokenizerError",
     "TrainConfig",
     "TrainResult",
+    "TrainingInterrupted",
     "Transformer",
     "__version__",
     "bundled_weights",

@@ -1,24 +1,50 @@
-"""The command line: ``python -m tinylm {generate,train,info,demo}`` (also ``tinylm ...``)."""
+"""The command line: ``python -m tinylm {generate,train,info,models,demo}`` (also
+``tinylm ...``).
+
+Every numeric option is range-checked while the arguments are parsed, so a bad value is
+a one-line error naming the option before any work starts; other user errors are one line
+too (exit code 2), Ctrl-C is exit code 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import difflib
 import hashlib
+import math
 import os
+import re
+import shlex
+import shutil
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from tinylm import _core
-from tinylm.model import BUNDLED_MODELS, Config, Transformer, bundled_weights
+from tinylm._progress import PipeSafe
+from tinylm.model import (
+    BUNDLED_MODELS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_K,
+    Config,
+    Transformer,
+    bundled_weights,
+)
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import (
     CHECKPOINT_NAME,
     TrainConfig,
+    TrainingInterrupted,
+    check_step_memory,
     evaluate,
     load_checkpoint,
     plot_history,
@@ -39,37 +65,107 @@ class CliError(Exception):
     """A user error the CLI reports in one line."""
 
 
+def _weights_path(weights: str | None, default: str = "shakespeare") -> Path:
+    """A model file, or a bundled model's name (``shakespeare``, ``tiny``) when no file of
+    that name exists here."""
+    if weights is None:
+        return bundled_weights(default)
+    path = Path(weights)
+    if weights in BUNDLED_MODELS and not path.exists():
+        return bundled_weights(weights)
+    return path
+
+
 def _load_model(weights: str | None, backend: str = "fast") -> Transformer:
-    path = Path(weights) if weights else bundled_weights("shakespeare")
-    return Transformer.load(path, backend=backend)
+    return Transformer.load(_weights_path(weights), backend=backend)
+
+
+def _program() -> str:
+    """How this program was started, for hints that must work when pasted: ``tinylm`` if
+    that name finds this script, else its path, else ``<python> -m tinylm``."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is None or argv0.name in ("__main__.py", "-c") or argv0.suffix == ".py":
+        return f"{shlex.quote(sys.executable)} -m tinylm"
+    found = shutil.which(argv0.name)
+    if found and Path(found).resolve() == argv0.resolve():
+        return argv0.name
+    return shlex.quote(str(argv0))
 
 
 # ------------------------------------------------------------------------------ generate
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """Prints the prompt, then each piece of text as it is sampled: Ctrl-C stops between
+    two tokens and keeps what was printed."""
     model = _load_model(args.weights, args.backend)
     tok = model.tokenizer
     if tok is None:
         raise CliError(
             f"{args.weights}: this model file holds no tokenizer, so it cannot read text"
         )
-    prompt = args.prompt
-    if prompt is None:
-        prompt = _default_prompt(tok)
-    if prompt == "":
-        raise CliError("the prompt is empty: give at least one word or character with --prompt")
-    ids = model.generate(
-        tok.encode(prompt),
+    prompt = _prompt(args, tok)
+    shown = tok.decode(tok.encode(prompt))  # the prompt as the model reads it
+    pieces = model.stream(  # checks its arguments before the first token
+        prompt,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
-        top_k=args.top_k,
+        top_k=args.top_k or None,
         top_p=args.top_p,
         seed=args.seed,
     )
-    text = tok.decode(ids)
-    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    out = sys.stdout
+    out.write(shown)
+    out.flush()
+    ends_line = shown.endswith("\n")
+    try:
+        for piece in pieces:
+            out.write(piece)
+            out.flush()
+            ends_line = piece.endswith("\n") if piece else ends_line
+    except KeyboardInterrupt:
+        out.flush()
+        sys.stderr.write("\n")
+        raise
+    if not ends_line:
+        out.write("\n")
     return 0
+
+
+def _prompt(args: argparse.Namespace, tok: Tokenizer) -> str:
+    """The prompt of ``--prompt`` or ``--prompt-file`` (default: :func:`_default_prompt`),
+    with the words or characters the vocabulary lacks dropped under ``--unknown skip``."""
+    if args.prompt_file is not None:
+        prompt = _read_text(Path(args.prompt_file))
+    elif args.prompt is not None:
+        prompt = args.prompt
+    else:
+        prompt = _default_prompt(tok)
+    if prompt == "":
+        raise CliError("the prompt is empty: give at least one word or character with --prompt")
+    if args.unknown == "skip":
+        prompt, dropped = _drop_unknown(prompt, tok)
+        if dropped:
+            shown = " ".join(repr(t) for t in sorted(set(dropped))[:10])
+            print(
+                f"skipped {len(dropped)} prompt {'words' if tok.kind == 'word' else 'characters'}"
+                f" the vocabulary lacks: {shown}",
+                file=sys.stderr,
+            )
+        if not prompt:
+            raise CliError("the prompt is empty once the unknown characters are skipped")
+    return prompt
+
+
+def _drop_unknown(prompt: str, tok: Tokenizer) -> tuple[str, list[str]]:
+    """The prompt without the tokens a word or character vocabulary lacks, and those."""
+    known = set(tok.vocab)
+    if tok.kind == "word":
+        words = prompt.split()
+        return " ".join(w for w in words if w in known), [w for w in words if w not in known]
+    if tok.kind == "char":
+        return "".join(ch for ch in prompt if ch in known), [ch for ch in prompt if ch not in known]
+    return prompt, []  # other tokenizers encode any text
 
 
 # ------------------------------------------------------------------------------ train
@@ -106,80 +202,96 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+def _read_training_text(path: Path) -> str:
+    text = _read_text(path)
+    if len(text) < 2:
+        raise CliError(f"{path}: the training text must hold at least 2 characters")
+    return text
+
+
 def _split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     n_train = int(len(ids) * (1.0 - val_fraction))
     return ids[:n_train], ids[n_train:]
 
 
+#: What a run writes into ``--out``.
+MODEL_NAME = "model.safetensors"
+RUN_FILES = (MODEL_NAME, CHECKPOINT_NAME, "losses.json", "loss.png")
+
+#: Options a checkpoint fixes, each with the checkpoint's value: (model config, tokenizer,
+#: training config, data info) -> the value the option would have had.
+RESUME_SETTINGS: dict[str, Callable[[Config, Tokenizer, TrainConfig, dict], object]] = {
+    "tokenizer": lambda c, tok, t, d: tok.kind,
+    "d_model": lambda c, tok, t, d: c.d_model,
+    "n_layers": lambda c, tok, t, d: c.n_layers,
+    "n_heads": lambda c, tok, t, d: c.n_heads,
+    "d_ff": lambda c, tok, t, d: c.d_ff,
+    "context": lambda c, tok, t, d: c.max_seq_len,
+    "no_attn_bias": lambda c, tok, t, d: not c.attn_bias,
+    "untied": lambda c, tok, t, d: not c.tie_embeddings,
+    "batch_size": lambda c, tok, t, d: t.batch_size,
+    "grad_accum": lambda c, tok, t, d: t.grad_accum,
+    "lr": lambda c, tok, t, d: t.lr,
+    "min_lr": lambda c, tok, t, d: t.min_lr,
+    "warmup": lambda c, tok, t, d: t.warmup_steps,
+    "lr_decay_steps": lambda c, tok, t, d: t.lr_decay_steps,
+    "weight_decay": lambda c, tok, t, d: t.weight_decay,
+    "beta1": lambda c, tok, t, d: t.beta1,
+    "beta2": lambda c, tok, t, d: t.beta2,
+    "grad_clip": lambda c, tok, t, d: t.grad_clip or 0.0,
+    "eval_interval": lambda c, tok, t, d: t.eval_interval,
+    "eval_batches": lambda c, tok, t, d: t.eval_batches,
+    "checkpoint_interval": lambda c, tok, t, d: t.checkpoint_interval,
+    "seed": lambda c, tok, t, d: t.seed,
+    "val_fraction": lambda c, tok, t, d: d.get("val_fraction"),
+}
+#: Options that say how to run, not what is trained: free when resuming (``--steps`` and
+#: ``--data`` are checked on their own).
+RUN_OPTIONS = {
+    "data",
+    "out",
+    "resume",
+    "force",
+    "quiet",
+    "final_eval",
+    "threads",
+    "steps",
+    "backend",
+}
+
+
+@dataclass
+class _Run:
+    """What ``train`` starts from: a new model or a checkpoint's, and its settings."""
+
+    model: Transformer
+    config: TrainConfig
+    data: Path
+    text: str
+    val_fraction: float
+    #: The checkpoint's data facts (sha256, ...) when resuming.
+    data_info: dict[str, Any] | None = None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    text = _read_text(Path(args.data))
-    if len(text) < 2:
-        raise CliError(f"{args.data}: the training text must hold at least 2 characters")
-    ckpt = out / CHECKPOINT_NAME
-    val_fraction = args.val_fraction
-    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    if args.resume:
-        if not ckpt.exists():
-            raise CliError(f"--resume: there is no checkpoint at {ckpt}")
-        model, _, state = load_checkpoint(ckpt, args.backend or "fast")
-        config = TrainConfig(**state["train_config"])
-        if state.get("data"):
-            if state["data"]["sha256"] != sha256:
-                raise CliError(
-                    f"--resume: the training data differs from the checkpoint's ({args.data} "
-                    f"has sha256 {sha256[:12]}..., the run was trained on "
-                    f"{state['data']['sha256'][:12]}...)"
-                )
-            val_fraction = state["data"]["val_fraction"]
-        tok = model.tokenizer
-        if tok is None:
-            raise CliError(f"{ckpt}: the checkpoint holds no tokenizer")
-        print(f"resuming from {ckpt} at step {state['step']} of {config.steps}", file=sys.stderr)
-    else:
-        tok = Tokenizer.char_level(text) if args.tokenizer == "char" else _word_tokenizer(text)
-        sizes = {
-            "vocab_size": tok.vocab_size,
-            "d_model": args.d_model,
-            "n_layers": args.n_layers,
-            "n_heads": args.n_heads,
-            "max_seq_len": args.context,
-        }
-        if args.d_ff is not None:
-            sizes["d_ff"] = args.d_ff
-        if args.arch == "llama":
-            model_config = Config.llama(**sizes)
-        else:
-            model_config = Config(
-                **sizes, attn_bias=not args.no_attn_bias, tie_embeddings=not args.untied
-            )
-        # The fast backend runs GPT-2 style blocks only, for now.
-        backend = args.backend or ("reference" if args.arch == "llama" else "fast")
-        model = Transformer(model_config, seed=args.seed, tokenizer=tok, backend=backend)
-        config = TrainConfig(
-            steps=args.steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            min_lr=args.min_lr,
-            warmup_steps=args.warmup,
-            weight_decay=args.weight_decay,
-            beta1=args.beta1,
-            beta2=args.beta2,
-            grad_clip=args.grad_clip,
-            eval_interval=args.eval_interval,
-            eval_batches=args.eval_batches,
-            seed=args.seed,
-        )
-    if not 0.0 < val_fraction < 1.0:
-        raise CliError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
-    data_info = {"sha256": sha256, "val_fraction": val_fraction}
+    run = _resumed_run(args, out) if args.resume else _new_run(args, out)
+    model, config = run.model, run.config
+    tok = model.tokenizer
+    assert tok is not None
+    text = run.text
+    data_info = run.data_info or {
+        "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "val_fraction": run.val_fraction,
+        "path": str(run.data.resolve()),
+    }
     ids = np.asarray(tok.encode(text), dtype=np.int64)
-    train_ids, val_ids = _split(ids, val_fraction)
+    train_ids, val_ids = _split(ids, run.val_fraction)
     context = model.config.max_seq_len
     for name, part in (("training split", train_ids), ("validation split", val_ids)):
         if len(part) <= context:
             raise CliError(
-                f"{args.data}: the {name} has {len(part)} tokens, too few for a context of "
+                f"{run.data}: the {name} has {len(part)} tokens, too few for a context of "
                 f"{context}; use more text, a shorter --context or another --val-fraction"
             )
     out.mkdir(parents=True, exist_ok=True)
@@ -190,17 +302,191 @@ def cmd_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     started = time.perf_counter()
-    model, result = train(
-        model,
-        train_ids,
-        val_ids,
-        config,
-        out_dir=out,
-        resume=args.resume,
-        progress=not args.quiet,
-        data_info=data_info,
-    )
+    try:
+        model, result = train(
+            model,
+            train_ids,
+            val_ids,
+            config,
+            out_dir=out,
+            resume=args.resume,
+            progress=not args.quiet,
+            data_info=data_info,
+        )
+    except TrainingInterrupted as stop:
+        _save_curves(out, stop.result)
+        print(
+            f"interrupted at step {stop.result.steps_done} of {config.steps}; continue with: "
+            f"{_program()} train --resume --out {shlex.quote(str(out))}",
+            file=sys.stderr,
+        )
+        return 130
     wall = time.perf_counter() - started
+    _save_curves(out, result)
+    model_path = out / MODEL_NAME
+    model.save(model_path)
+    print(
+        f"trained {result.steps_done} steps in {wall:.1f}s "
+        f"({result.tokens_per_second:,.0f} tokens/s); {_final_eval(args, model, val_ids, result)}"
+    )
+    print(f"model: {model_path}")
+    sample = model.generate(tok.encode(_default_prompt(tok)), seed=config.seed)
+    print("sample:")
+    print(tok.decode(sample))
+    return 0
+
+
+def _new_run(args: argparse.Namespace, out: Path) -> _Run:
+    if args.data is None:
+        raise CliError("--data FILE is required (the text to train on), unless --resume")
+    _claim_out_dir(out, args.force)
+    data = Path(args.data)
+    text = _read_training_text(data)
+    tok = Tokenizer.char_level(text) if args.tokenizer == "char" else _word_tokenizer(text)
+    sizes = {
+        "vocab_size": tok.vocab_size,
+        "d_model": args.d_model,
+        "n_layers": args.n_layers,
+        "n_heads": args.n_heads,
+        "max_seq_len": args.context,
+    }
+    if args.d_ff is not None:
+        sizes["d_ff"] = args.d_ff
+    if args.arch == "llama":
+        model_config = Config.llama(**sizes)
+    else:
+        model_config = Config(
+            **sizes, attn_bias=not args.no_attn_bias, tie_embeddings=not args.untied
+        )
+    check_step_memory(model_config, args.batch_size, args.context, ("--batch-size", "--context"))
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        min_lr=args.min_lr,
+        warmup_steps=args.warmup,
+        lr_decay_steps=args.lr_decay_steps,
+        weight_decay=args.weight_decay,
+        beta1=args.beta1,
+        beta2=args.beta2,
+        grad_clip=args.grad_clip,
+        eval_interval=args.eval_interval,
+        eval_batches=args.eval_batches,
+        checkpoint_interval=args.checkpoint_interval,
+        seed=args.seed,
+    )
+    # The fast backend runs GPT-2 style blocks only, for now.
+    backend = args.backend or ("reference" if args.arch == "llama" else "fast")
+    model = Transformer(model_config, seed=args.seed, tokenizer=tok, backend=backend)
+    return _Run(model, config, data, text, args.val_fraction)
+
+
+def _claim_out_dir(out: Path, force: bool) -> None:
+    """Refuses to start a new run over an earlier one unless ``--force``, which deletes
+    the earlier run's files (so no message can point at its checkpoint)."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found:
+        return
+    if not force:
+        what = (
+            "a finished model"
+            if MODEL_NAME in found
+            else "an unfinished run"
+            if CHECKPOINT_NAME in found
+            else "an earlier run's files"
+        )
+        raise CliError(
+            f"{out} already holds {what} ({', '.join(found)}): continue it with --resume, "
+            "train into another --out, or start over with --force (deletes those files)"
+        )
+    for name in found:
+        (out / name).unlink()
+    print(f"--force: deleted {', '.join(found)} from {out}", file=sys.stderr)
+
+
+def _resumed_run(args: argparse.Namespace, out: Path) -> _Run:
+    """The checkpoint's model and settings; options that contradict them are an error, and
+    ``--steps`` may move the end of the run (the learning-rate schedule stays)."""
+    ckpt = out / CHECKPOINT_NAME
+    if not ckpt.exists():
+        raise CliError(f"--resume: there is no checkpoint at {ckpt}")
+    model, _, state = load_checkpoint(ckpt, args.backend or "fast")
+    tok = model.tokenizer
+    if tok is None:
+        raise CliError(f"{ckpt}: the checkpoint holds no tokenizer")
+    saved = TrainConfig(**state["train_config"])
+    data_info: dict[str, Any] = state.get("data") or {}
+    explicit: set[str] = getattr(args, "explicit", set())
+    conflicts = []
+    for dest in sorted(explicit - RUN_OPTIONS):
+        flag = "--" + dest.replace("_", "-")
+        if dest not in RESUME_SETTINGS:
+            conflicts.append(f"{flag} (the checkpoint fixes it)")
+            continue
+        theirs = RESUME_SETTINGS[dest](model.config, tok, saved, data_info)
+        mine = getattr(args, dest)
+        if dest == "grad_clip":
+            mine = mine or 0.0
+        if mine != theirs:
+            conflicts.append(f"{flag} {_show(mine)} (the checkpoint's: {_show(theirs)})")
+    if conflicts:
+        raise CliError(
+            "--resume continues a run with the settings it started with, and these options "
+            f"differ: {', '.join(conflicts)}; drop them, or start a new run in another --out"
+        )
+    if args.data is not None:
+        data = Path(args.data)
+    elif data_info.get("path"):
+        data = Path(data_info["path"])
+        if not data.exists():
+            raise CliError(
+                f"--resume: the run's training text {data} is gone; give its new place with --data"
+            )
+    else:
+        raise CliError(f"--resume: {ckpt} does not record its training text; give --data")
+    text = _read_training_text(data)
+    sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if data_info.get("sha256", sha256) != sha256:
+        raise CliError(
+            f"--resume: the training data differs from the checkpoint's ({data} has "
+            f"sha256 {sha256[:12]}..., the run was trained on {data_info['sha256'][:12]}...)"
+        )
+    done = int(state["step"])
+    config = saved
+    if "steps" in explicit and args.steps != saved.steps:
+        if args.steps <= done:
+            raise CliError(
+                f"--steps {args.steps}: the run in {out} has already done {done} steps; "
+                f"give more than {done} to train further"
+            )
+        config = dataclasses.replace(
+            saved, steps=args.steps, lr_decay_steps=saved.lr_decay_steps or saved.steps
+        )
+        print(
+            f"--steps {args.steps}: the run ends at step {args.steps} instead of {saved.steps}; "
+            f"the learning rate keeps its schedule (cosine to --min-lr {saved.min_lr:g} by step "
+            f"{config.lr_decay_steps}, then flat)",
+            file=sys.stderr,
+        )
+    elif done >= saved.steps:
+        raise CliError(
+            f"the run in {out} is finished ({done} of {saved.steps} steps); to train further, "
+            f"give --steps N with N > {done}"
+        )
+    check_step_memory(model.config, config.batch_size, model.config.max_seq_len)
+    print(f"resuming from {ckpt} at step {done} of {config.steps}", file=sys.stderr)
+    val_fraction = float(data_info.get("val_fraction", 0.1))
+    return _Run(model, config, data, text, val_fraction, data_info or None)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _save_curves(out: Path, result: Any) -> None:
     save_history(out / "losses.json", result)
     if plot_history(out / "loss.png", result):
         print(f"loss curve: {out / 'loss.png'}", file=sys.stderr)
@@ -209,27 +495,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             "matplotlib is not installed: no loss-curve PNG (pip install 'tinylm[plot]')",
             file=sys.stderr,
         )
-    if result.interrupted:
-        print(
-            f"interrupted at step {result.steps_done}; continue with --resume --out {out}",
-            file=sys.stderr,
-        )
-        return 130
-    model_path = out / "model.safetensors"
-    model.save(model_path)
-    val_loss = evaluate(model, val_ids)
-    print(
-        f"trained {result.steps_done} steps in {wall:.1f}s "
-        f"({result.tokens_per_second:,.0f} tokens/s); full validation loss {val_loss:.4f}"
-    )
-    print(f"model: {model_path}")
-    prompt = _default_prompt(tok)
-    sample = model.generate(
-        tok.encode(prompt), max_new_tokens=200, temperature=0.8, top_k=40, seed=config.seed
-    )
-    print("sample:")
-    print(tok.decode(sample))
-    return 0
+
+
+def _final_eval(
+    args: argparse.Namespace, model: Transformer, val_ids: np.ndarray, result: Any
+) -> str:
+    """The validation loss ``--final-eval`` asks for, as words."""
+    if args.final_eval == "full":
+        return f"full validation loss {evaluate(model, val_ids, progress=not args.quiet):.4f}"
+    if args.final_eval == "sample" and result.val_losses:
+        step, loss = result.val_losses[-1]
+        return f"validation loss {loss:.4f} (estimate at step {step})"
+    return "no final validation"
 
 
 def _default_prompt(tok: Tokenizer) -> str:
@@ -248,7 +525,9 @@ def _word_tokenizer(text: str) -> Tokenizer:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    path = Path(args.weights) if args.weights else bundled_weights("shakespeare")
+    if args.weights is None:
+        return cmd_models(args)
+    path = _weights_path(args.weights)
     model = Transformer.load(path)
     c = model.config
     tok = model.tokenizer
@@ -270,6 +549,45 @@ def cmd_info(args: argparse.Namespace) -> int:
         preview = " ".join(repr(t) for t in tok.vocab[:12])
         more = " ..." if tok.vocab_size > 12 else ""
         print(f"tokenizer:   {tok.kind} level, {tok.vocab_size} tokens: {preview}{more}")
+    if model.source_format == "safetensors":
+        _print_training_state(path)
+    return 0
+
+
+def _print_training_state(path: Path) -> None:
+    """A checkpoint's step, losses and training settings (nothing for a plain model)."""
+    try:
+        _, _, state = load_checkpoint(path)
+    except _core.TinyLMError:
+        return
+    config = state["train_config"]
+    print(f"checkpoint:  step {state['step']} of {config['steps']}, {state['elapsed']:.1f}s")
+    if state["train_losses"]:
+        print(f"train loss:  {state['train_losses'][-1]:.4f} at step {len(state['train_losses'])}")
+    if state["val_losses"]:
+        step, loss = state["val_losses"][-1]
+        print(f"val loss:    {loss:.4f} at step {step}")
+    settings = ", ".join(f"{k} {v}" for k, v in config.items() if k != "steps")
+    print(f"training:    {settings}")
+    data = state.get("data") or {}
+    if data:
+        where = data.get("path", "(path not recorded)")
+        print(
+            f"data:        {where} (sha256 {str(data.get('sha256'))[:12]}..., "
+            f"val_fraction {data.get('val_fraction')})"
+        )
+
+
+def cmd_models(_args: argparse.Namespace) -> int:
+    """The bundled models, by the names ``--weights`` accepts."""
+    for name in BUNDLED_MODELS:
+        path = bundled_weights(name)
+        model = Transformer.load(path)
+        kind = model.tokenizer.kind if model.tokenizer is not None else "no"
+        print(
+            f"{name:<12} {kind} level, {model.num_parameters:,} parameters, context "
+            f"{model.config.max_seq_len}, {model.source_format}: {path}"
+        )
     return 0
 
 
@@ -277,7 +595,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    path = Path(args.weights) if args.weights else bundled_weights("tiny")
+    path = _weights_path(args.weights, default="tiny")
     model = Transformer.load(path, backend=args.backend)
     tok = model.tokenizer
     if tok is None or tok.kind != "word":
@@ -291,7 +609,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"step {step:3d}  loss {loss:.6f}")
     end = [tok.vocab.index("END")] if "END" in tok.vocab else []
     for prompt in DEMO_PROMPTS:
-        out = model.generate(tok.encode(prompt), max_new_tokens=5, stop=end)
+        out = model.generate(tok.encode(prompt), max_new_tokens=5, temperature=0.0, stop=end)
         print(tok.decode(out))
     return 0
 
@@ -299,44 +617,183 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ main
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default, unless the help already says it or the
+    option is a flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = action.default in (None, False, argparse.SUPPRESS) or not action.option_strings
+        if quiet or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped option or choice (Python 3.14's
+    ``suggest_on_error``, for every Python), shown with the command's own usage."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        #: The subcommands' parsers, by name.
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            owner = self.commands.get(getattr(parsed, "command", None) or "", self)
+            owner.error(_unrecognized(extras, owner))
+        return parsed
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        bad = re.search(r"invalid choice: '([^']*)'", message)
+        if bad:
+            choices = [c for a in self._actions if a.choices for c in a.choices]
+            close = difflib.get_close_matches(bad.group(1), [str(c) for c in choices], n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+        super().error(message)
+
+
+def _unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    parts = []
+    for arg in extras:
+        close = difflib.get_close_matches(arg.split("=", 1)[0], options, n=1, cutoff=0.6)
+        parts.append(f"{arg} (did you mean {close[0]}?)" if arg.startswith("-") and close else arg)
+    return f"unrecognized arguments: {' '.join(parts)}"
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (so the message names the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (or (low, high])."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number in {bracket}{low:g}, {high:g}], got {text}"
+            )
+        return value
+
+    return parse
+
+
+#: Limits of the Rust core (rust/src/config.rs, rust/src/threads.rs): checked here too, so
+#: that a value out of range is an error naming its option before any work.
+MAX_THREADS = 1024
+MAX_D_MODEL, MAX_D_FF, MAX_LAYERS, MAX_HEADS = 1 << 16, 1 << 18, 1 << 10, 1 << 10
+MAX_VOCAB, MAX_SEQ_LEN = 1 << 22, 1 << 20
+#: Limits of the command line: large enough for any run this library can do on a CPU.
+MAX_STEPS, MAX_BATCH, MAX_NEW_TOKENS = 10**9, 1 << 20, 10**9
+SEEDS = _int_in(0, (1 << 64) - 1)
+STEPS = _int_in(1, MAX_STEPS)
+NON_NEGATIVE = _float_in(0.0, math.inf)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tinylm",
         description="A tiny GPT-style language model: generate, train, inspect.",
     )
+    parser.add_argument("--version", action="version", version=f"tinylm {_core.__version__}")
+    threads_help = "threads for the Rust kernels (default: TINYLM_NUM_THREADS or all CPUs)"
     parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="threads for the Rust kernels (default: TINYLM_NUM_THREADS or all CPUs)",
+        "--threads", type=_int_in(1, MAX_THREADS), default=None, metavar="N", help=threads_help
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    # --threads also after the command; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--threads",
+        type=_int_in(1, MAX_THREADS),
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help=threads_help,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="print a sample (default: the bundled Shakespeare model)")
-    g.add_argument("--weights", help="model file (.safetensors or Go .json); default: bundled")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
+        parser.commands[name] = p
+        return p
+
+    bundled = ", ".join(BUNDLED_MODELS)
+    g = command("generate", "print a sample (default: the bundled Shakespeare model)")
+    g.add_argument(
+        "--weights", help=f"model file or bundled model ({bundled}); default: shakespeare"
+    )
     g.add_argument("--prompt", help="text to continue (default: a newline for character models)")
-    g.add_argument("--max-new-tokens", type=int, default=500)
-    g.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--seed", type=int, default=None, help="for a reproducible sample")
+    g.add_argument("--prompt-file", help="read the prompt from this UTF-8 file (default: --prompt)")
+    g.add_argument(
+        "--unknown",
+        choices=("error", "skip"),
+        default="error",
+        help="prompt words or characters the vocabulary lacks: an error, or skip them",
+    )
+    g.add_argument(
+        "--max-new-tokens",
+        type=_int_in(0, MAX_NEW_TOKENS),
+        default=DEFAULT_MAX_NEW_TOKENS,
+        help="tokens to sample",
+    )
+    g.add_argument(
+        "--temperature", type=_float_in(0.0, 100.0), default=DEFAULT_TEMPERATURE, help="0 = greedy"
+    )
+    g.add_argument(
+        "--top-k",
+        type=_int_in(0, MAX_VOCAB),
+        default=DEFAULT_TOP_K,
+        help="sample among the k likeliest tokens; 0 = all",
+    )
+    g.add_argument(
+        "--top-p",
+        type=_float_in(0.0, 1.0, low_open=True),
+        default=None,
+        help="sample among the likeliest tokens reaching this probability (default: off)",
+    )
+    g.add_argument(
+        "--seed", type=SEEDS, default=None, help="for a reproducible sample (default: random)"
+    )
     g.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
     g.set_defaults(func=cmd_generate)
 
-    t = sub.add_parser("train", help="train a model on a text file")
-    t.add_argument("--data", required=True, help="UTF-8 text file")
-    t.add_argument("--out", default="runs/tinylm", help="output folder (default runs/tinylm)")
+    t = command("train", "train a model on a text file")
+    t.add_argument("--data", help="UTF-8 text file (default when resuming: the run's own)")
+    t.add_argument("--out", default="runs/tinylm", help="output folder")
     t.add_argument(
         "--resume",
         action="store_true",
-        help="continue from OUT/ckpt.safetensors with its saved settings",
+        help="continue from OUT/ckpt.safetensors with its saved data and settings; "
+        "--steps N extends it",
     )
-    t.add_argument("--tokenizer", choices=("char", "word"), default="char")
+    t.add_argument(
+        "--force", action="store_true", help="start over in OUT, deleting an earlier run there"
+    )
+    t.add_argument("--tokenizer", choices=("char", "word"), default="char", help="token kind")
     t.add_argument(
         "--val-fraction",
-        type=float,
+        type=_float_in(0.0, 1.0, low_open=True),
         default=0.1,
-        help="last fraction of the text used for validation (default 0.1)",
+        help="last fraction of the text used for validation",
     )
     t.add_argument(
         "--arch",
@@ -350,49 +807,114 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=BACKEND_HELP + " (default: fast for gpt2, reference for llama)",
     )
-    t.add_argument("--d-model", type=int, default=128)
-    t.add_argument("--n-layers", type=int, default=4)
-    t.add_argument("--n-heads", type=int, default=4)
+    t.add_argument("--d-model", type=_int_in(1, MAX_D_MODEL), default=128, help="model width")
+    t.add_argument("--n-layers", type=_int_in(1, MAX_LAYERS), default=4, help="blocks")
+    t.add_argument("--n-heads", type=_int_in(1, MAX_HEADS), default=4, help="attention heads")
     t.add_argument(
-        "--d-ff", type=int, default=None, help="default 4 * d_model (llama: 8 / 3 * d_model)"
+        "--d-ff",
+        type=_int_in(1, MAX_D_FF),
+        default=None,
+        help="default 4 * d_model (llama: 8 / 3 * d_model)",
     )
-    t.add_argument("--context", type=int, default=64, help="sequence length (default 64)")
+    t.add_argument("--context", type=_int_in(1, MAX_SEQ_LEN), default=64, help="sequence length")
     t.add_argument("--no-attn-bias", action="store_true", help="no q/k/v/o biases")
     t.add_argument("--untied", action="store_true", help="separate output head")
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--batch-size", type=int, default=12)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--min-lr", type=float, default=1e-4)
-    t.add_argument("--warmup", type=int, default=100)
-    t.add_argument("--weight-decay", type=float, default=0.1)
-    t.add_argument("--beta1", type=float, default=0.9)
-    t.add_argument("--beta2", type=float, default=0.99)
-    t.add_argument("--grad-clip", type=float, default=1.0, help="0 disables clipping")
-    t.add_argument("--eval-interval", type=int, default=250)
-    t.add_argument("--eval-batches", type=int, default=20)
-    t.add_argument("--seed", type=int, default=1337)
+    t.add_argument("--steps", type=STEPS, default=2000, help="optimizer steps in all")
+    t.add_argument(
+        "--batch-size", type=_int_in(1, MAX_BATCH), default=12, help="sequences per micro-batch"
+    )
+    t.add_argument(
+        "--grad-accum",
+        type=_int_in(1, 1 << 16),
+        default=1,
+        help="micro-batches of --batch-size per optimizer step (gradient accumulation)",
+    )
+    t.add_argument("--lr", type=NON_NEGATIVE, default=1e-3, help="peak learning rate")
+    t.add_argument("--min-lr", type=NON_NEGATIVE, default=1e-4, help="learning rate at the end")
+    t.add_argument("--warmup", type=_int_in(0, MAX_STEPS), default=100, help="warmup steps")
+    t.add_argument(
+        "--lr-decay-steps",
+        type=STEPS,
+        default=None,
+        help="steps of the cosine decay to --min-lr (default: --steps)",
+    )
+    t.add_argument(
+        "--weight-decay", type=NON_NEGATIVE, default=0.1, help="AdamW decay of the matrices"
+    )
+    t.add_argument("--beta1", type=_float_in(0.0, 1.0), default=0.9, help="AdamW beta1")
+    t.add_argument("--beta2", type=_float_in(0.0, 1.0), default=0.99, help="AdamW beta2")
+    t.add_argument("--grad-clip", type=NON_NEGATIVE, default=1.0, help="0 disables clipping")
+    t.add_argument("--eval-interval", type=STEPS, default=250, help="steps between evaluations")
+    t.add_argument(
+        "--eval-batches", type=_int_in(1, 10**6), default=20, help="batches per evaluation"
+    )
+    t.add_argument(
+        "--checkpoint-interval",
+        type=STEPS,
+        default=None,
+        help="steps between checkpoints (default: --eval-interval)",
+    )
+    t.add_argument(
+        "--final-eval",
+        choices=("full", "sample", "none"),
+        default="full",
+        help="validation loss after training: the whole split (with a progress bar), the "
+        "last --eval-batches estimate, or none",
+    )
+    t.add_argument("--seed", type=SEEDS, default=1337, help="initialisation and batches")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    i = sub.add_parser("info", help="describe a model file")
-    i.add_argument("weights", nargs="?", help="model file; default: the bundled Shakespeare model")
+    i = command("info", "describe a model file or checkpoint (no file: list the bundled models)")
+    i.add_argument("weights", nargs="?", help=f"model file or bundled model ({bundled})")
     i.set_defaults(func=cmd_info)
 
-    d = sub.add_parser("demo", help="the Go TinyLM's program: train on one sentence, generate")
-    d.add_argument("--weights", help=f"Go-format model (default: bundled {BUNDLED_MODELS['tiny']})")
-    d.add_argument("--steps", type=int, default=50)
-    d.add_argument("--lr", type=float, default=0.01)
+    m = command("models", "list the bundled models")
+    m.set_defaults(func=cmd_models)
+
+    d = command("demo", "the Go TinyLM's program: train on one sentence, generate")
+    d.add_argument("--weights", help="Go-format model file or bundled model (default: tiny)")
+    d.add_argument("--steps", type=_int_in(0, 10**6), default=50, help="SGD steps")
+    d.add_argument("--lr", type=NON_NEGATIVE, default=0.01, help="SGD learning rate")
     d.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
     d.set_defaults(func=cmd_demo)
     return parser
 
 
+def _explicit_options(argv: Sequence[str]) -> set[str]:
+    """The destinations of the options given on the command line (not left at defaults)."""
+    parser = build_parser()
+    assert isinstance(parser, _Parser)
+    for p in (parser, *parser.commands.values()):
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+    parsed, _ = parser.parse_known_args(list(argv))
+    return set(vars(parsed)) - {"command", "func"}
+
+
+@contextlib.contextmanager
+def _pipe_safe_stdio() -> Iterator[None]:
+    """Training outlives its readers: a closed stdout or stderr (``train ... | head``)
+    silences that stream and the run goes on (see :class:`tinylm._progress.PipeSafe`)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PipeSafe(sys.stdout), PipeSafe(sys.stderr)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.explicit = _explicit_options(argv)
     try:
         if args.threads is not None:
             _core.set_num_threads(args.threads)
+        if args.command == "train":
+            with _pipe_safe_stdio():
+                return int(args.func(args))
         return int(args.func(args))
     except BrokenPipeError:  # e.g. `tinylm generate | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

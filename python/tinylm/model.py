@@ -34,6 +34,14 @@ BUNDLED_MODELS = {
     "tiny": "tiny_gpt_weights.json",
 }
 
+#: The one default sampling rule, shared by :meth:`Transformer.generate`, ``stream_ids``,
+#: ``stream``, ``generate_text`` and the command line: nanoGPT's temperature 0.8 with
+#: GPT-2's top-k of 40, 200 new tokens (a paragraph of the Shakespeare model).
+#: ``temperature=0`` is greedy.
+DEFAULT_MAX_NEW_TOKENS = 200
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_K: int | None = 40
+
 #: The Go TinyLM's end-of-sentence word: generation from a Go-format model stops after it.
 GO_END_TOKEN = "END"
 
@@ -406,9 +414,9 @@ class Transformer:
     def generate(
         self,
         ids: Sequence[int] | np.ndarray,
-        max_new_tokens: int = 100,
-        temperature: float = 0.0,
-        top_k: int | None = None,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+        top_k: int | None = DEFAULT_TOP_K,
         top_p: float | None = None,
         seed: int | None = None,
         stop: int | Iterable[int] | None = None,
@@ -422,6 +430,11 @@ class Transformer:
         window: str = "shift",
     ) -> list[int]:
         """Continues a sequence; returns the prompt followed by the new ids.
+
+        The defaults are tinylm's one sampling rule (:data:`DEFAULT_TEMPERATURE`,
+        :data:`DEFAULT_TOP_K`, :data:`DEFAULT_MAX_NEW_TOKENS`, the command line's too): a
+        fresh sample each call unless ``seed`` is given; ``temperature=0`` is greedy and
+        ``top_k=None`` keeps every id.
 
         Each id comes from the sampler chain, in this order: penalties over the last
         ``penalty_last_n`` ids (prompt included): ``repetition_penalty`` (CTRL's: a positive
@@ -538,7 +551,10 @@ class Transformer:
         return [Beam(prompt + list(t), lp, score) for t, lp, score in found]
 
     def stream_ids(
-        self, ids: Sequence[int] | np.ndarray, max_new_tokens: int = 100, **options: object
+        self,
+        ids: Sequence[int] | np.ndarray,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        **options: object,
     ) -> Iterator[int]:
         """:meth:`generate`, yielding each new id as soon as it is decoded (the prompt is
         not repeated); the keyword arguments are :meth:`generate`'s. They are checked at
@@ -550,7 +566,7 @@ class Transformer:
     def stream(
         self,
         prompt: str,
-        max_new_tokens: int = 100,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         *,
         stop: str | int | Iterable[str | int] | None = None,
         **options: object,
@@ -571,7 +587,9 @@ class Transformer:
         run = self._core.start_generation(prompt_ids, checked)
         return _text_of(tok, prompt_ids, run, stop_texts)
 
-    def generate_text(self, prompt: str, max_new_tokens: int = 100, **kwargs: object) -> str:
+    def generate_text(
+        self, prompt: str, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **kwargs: object
+    ) -> str:
         """:meth:`generate` on text, through :attr:`tokenizer`: the prompt followed by its
         continuation. ``stop`` may hold strings (see :meth:`stream`)."""
         tok = self._require_tokenizer()
@@ -585,8 +603,8 @@ class Transformer:
         prompt: list[int],
         max_new_tokens: object,
         *,
-        temperature: object = 0.0,
-        top_k: object = None,
+        temperature: object = DEFAULT_TEMPERATURE,
+        top_k: object = DEFAULT_TOP_K,
         top_p: object = None,
         seed: object = None,
         stop: object = None,

@@ -7,8 +7,12 @@ Everything a step depends on is a function of the step number (the batch comes f
 generator seeded with ``(seed, step)``, the learning rate from the schedule) or lives in
 the checkpoint (parameters, AdamW moments), so a resumed run continues with exactly the
 losses an uninterrupted run would have had. Ctrl-C or SIGTERM finishes the current step,
-writes a checkpoint and returns; a NaN or infinite loss stops training and keeps the last
-good checkpoint.
+writes a checkpoint and raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``); a
+NaN or infinite loss stops training and names the last good checkpoint of this run.
+
+A resumed run may be given more ``steps`` than it started with: the learning-rate
+schedule stays the one the run started with (``lr_decay_steps`` is kept at the first
+``steps``), so the extra steps run at ``min_lr``, where the cosine had already arrived.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -30,7 +35,7 @@ import numpy as np
 from tinylm import _core
 from tinylm._io import write_text_atomic
 from tinylm._progress import Progress
-from tinylm.model import Transformer
+from tinylm.model import Config, Transformer
 from tinylm.tokenizer import Tokenizer
 
 CHECKPOINT_NAME = "ckpt.safetensors"
@@ -41,7 +46,11 @@ class TrainConfig:
     """Training settings. Defaults are nanoGPT's CPU Shakespeare run."""
 
     steps: int = 2000
+    #: Sequences per micro-batch: what one forward and backward pass holds in memory.
     batch_size: int = 12
+    #: Micro-batches whose gradients add up to one optimizer step (nanoGPT's
+    #: ``gradient_accumulation_steps``): a step sees ``batch_size * grad_accum`` sequences.
+    grad_accum: int = 1
     #: Tokens per training sequence; ``None`` means the model's context.
     seq_len: int | None = None
     lr: float = 1e-3
@@ -61,7 +70,7 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_interval", "eval_batches"):
+        for name in ("steps", "batch_size", "grad_accum", "eval_interval", "eval_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -145,13 +154,19 @@ def estimate_loss(
 
 
 def evaluate(
-    model: Transformer, data: np.ndarray, seq_len: int | None = None, batch_size: int = 64
+    model: Transformer,
+    data: np.ndarray,
+    seq_len: int | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
 ) -> float:
-    """Mean next-token loss over all of ``data``, in consecutive windows of ``seq_len``."""
+    """Mean next-token loss over all of ``data``, in consecutive windows of ``seq_len``;
+    with ``progress``, a bar on stderr."""
     seq_len = seq_len or model.config.max_seq_len
     n_windows = (len(data) - 1) // seq_len
     if n_windows < 1:
         raise ValueError(f"evaluation needs more than {seq_len} tokens, the data has {len(data)}")
+    bar = Progress(n_windows, enabled=progress, label="validation")
     total, count = 0.0, 0
     for first in range(0, n_windows, batch_size):
         idx = np.arange(first, min(first + batch_size, n_windows))[:, None] * seq_len
@@ -160,7 +175,73 @@ def evaluate(
         y = data[idx + offsets + 1].astype(np.int64)
         total += model._core.loss(x, y) * len(idx)
         count += len(idx)
+        bar.update(count)
+    bar.close()
     return total / count
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped :func:`train` after a step; the checkpoint is saved.
+
+    A ``KeyboardInterrupt``, so a script stops as it would on Ctrl-C (after the checkpoint
+    is written); ``model`` and ``result`` are what training had reached."""
+
+    def __init__(self, message: str, model: Transformer, result: TrainResult, signum: int):
+        super().__init__(message)
+        self.model = model
+        self.result = result
+        self.signal = signum
+
+
+def _schedule(config: TrainConfig) -> dict[str, Any]:
+    """The settings that decide every step's batch and learning rate: all but ``steps``
+    (where the run stops), with the decay horizon made explicit."""
+    settings = dataclasses.asdict(config)
+    settings["lr_decay_steps"] = config.lr_decay_steps or config.steps
+    del settings["steps"]
+    return settings
+
+
+#: Bytes per float32 / int64.
+_F32, _I64 = 4, 8
+
+
+def step_memory_bytes(config: Config, batch_size: int, seq_len: int) -> int:
+    """A rough count of the bytes one training step holds beyond the parameters: the
+    activations kept for the backward pass (per layer and row: about ten C-wide vectors,
+    two F-wide ones and H attention statistics), the logits and their gradient (2 V per
+    row) and the int64 batch."""
+    c = config
+    rows = batch_size * seq_len
+    per_row = c.n_layers * (10 * c.d_model + 2 * (c.d_ff or 4 * c.d_model) + c.n_heads)
+    per_row += 2 * c.vocab_size + 4 * c.d_model
+    return rows * (per_row * _F32 + 2 * _I64)
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_step_memory(
+    config: Config,
+    batch_size: int,
+    seq_len: int,
+    names: tuple[str, str] = ("batch_size", "seq_len"),
+) -> None:
+    """Refuses a batch whose training step would not fit in half of this machine's RAM,
+    before anything is allocated."""
+    need = step_memory_bytes(config, batch_size, seq_len)
+    have = physical_memory_bytes()
+    if have is not None and need > have // 2:
+        raise ValueError(
+            f"{names[0]} {batch_size} with {names[1]} {seq_len} needs about "
+            f"{need / 2**30:,.1f} GiB for one training step, more than half of this "
+            f"machine's {have / 2**30:,.1f} GiB; use a smaller {names[0]}"
+        )
 
 
 class _StopFlag:
@@ -219,6 +300,9 @@ def train(
     Checkpoints go to ``out_dir / "ckpt.safetensors"`` when ``out_dir`` is given.
     ``data_info`` (JSON-able, e.g. a hash of the data) is kept in the checkpoint; resuming
     with different ``data_info`` is refused, since the run could not continue as it was.
+    Resuming needs the checkpoint's settings, except that ``steps`` may grow (see the
+    module's notes on the schedule). Ctrl-C or SIGTERM saves a checkpoint and raises
+    :class:`TrainingInterrupted`.
     """
     seq_len = config.seq_len or model.config.max_seq_len
     if seq_len > model.config.max_seq_len:
@@ -230,6 +314,7 @@ def train(
     if val_data is not None:
         val_data = np.asarray(val_data)
         _check_data("validation data", val_data, seq_len)
+    check_step_memory(model.config, config.batch_size, seq_len)
     ckpt_path = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,16 +324,18 @@ def train(
         if ckpt_path is None or not ckpt_path.exists():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {ckpt_path}")
         model, optimizer, state = load_checkpoint(ckpt_path, model.backend)
-        saved = TrainConfig(**state["train_config"])
-        if dataclasses.asdict(saved) != dataclasses.asdict(config):
-            changed = [
-                k
-                for k, v in dataclasses.asdict(config).items()
-                if dataclasses.asdict(saved)[k] != v
-            ]
+        saved, wanted = _schedule(TrainConfig(**state["train_config"])), _schedule(config)
+        if saved != wanted:
+            changed = [k for k, v in wanted.items() if saved[k] != v]
             raise ValueError(
                 f"cannot resume with different training settings ({', '.join(changed)}); "
-                "the checkpoint's settings must be used to reproduce the run"
+                "the checkpoint's settings must be used to reproduce the run (only steps "
+                "may grow, with lr_decay_steps kept)"
+            )
+        if config.steps < state["step"]:
+            raise ValueError(
+                f"cannot resume with steps={config.steps}: the checkpoint has already done "
+                f"{state['step']} steps"
             )
         if data_info is not None and state.get("data", data_info) != data_info:
             raise ValueError(
@@ -259,10 +346,13 @@ def train(
         result.train_losses = list(state["train_losses"])
         result.val_losses = [tuple(p) for p in state["val_losses"]]  # type: ignore[misc]
         result.elapsed = state["elapsed"]
+        saved_step: int | None = result.steps_done
     else:
+        saved_step = None
         optimizer = _core.AdamW(model._core, config.beta1, config.beta2, 1e-8, config.weight_decay)
 
     def save(step: int) -> None:
+        nonlocal saved_step
         if ckpt_path is None:
             return
         state = {
@@ -277,10 +367,12 @@ def train(
         model._core.save_checkpoint(
             str(ckpt_path), optimizer, tok, {"train_state": json.dumps(state)}
         )
+        saved_step = step
 
     ckpt_every = config.checkpoint_interval or config.eval_interval
     clip = config.grad_clip or None
-    tokens_per_step = config.batch_size * seq_len
+    step_batch = config.batch_size * config.grad_accum
+    tokens_per_step = step_batch * seq_len
     flag = _StopFlag()
     bar = Progress(config.steps, enabled=progress, initial=result.steps_done)
     start_step = result.steps_done
@@ -290,14 +382,21 @@ def train(
         step = start_step
         while step < config.steps:
             t0 = time.perf_counter()
-            x, y = get_batch(train_data, config.batch_size, seq_len, config.seed, step)
+            x, y = get_batch(train_data, step_batch, seq_len, config.seed, step)
             try:
-                loss, _ = model._core.train_step(optimizer, x, y, config.lr_at(step), clip)
+                loss, _ = model._core.train_step(
+                    optimizer, x, y, config.lr_at(step), clip, config.grad_accum
+                )
             except _core.NonFiniteError as exc:
                 bar.close()
-                kept = f"the last good checkpoint is kept at {ckpt_path}" if ckpt_path else ""
+                if ckpt_path is None:
+                    kept = "no out_dir was given, so there is no checkpoint"
+                elif saved_step is None:
+                    kept = f"no checkpoint was written (the first was due at step {ckpt_every})"
+                else:
+                    kept = f"the last good checkpoint (step {saved_step}) is kept at {ckpt_path}"
                 raise _core.NonFiniteError(
-                    f"training diverged at step {step}: {exc}. {kept}".strip()
+                    f"training diverged at step {step}: {exc}; {kept}"
                 ) from None
             result.train_losses.append(float(loss))
             step += 1
@@ -320,17 +419,17 @@ def train(
             if flag.signal is not None and not is_last:
                 save(step)
                 result.interrupted = True
-                name = "Ctrl-C" if flag.signal == signal.SIGINT else "SIGTERM"
-                bar.note(
-                    f"{name}: stopped after step {step}; checkpoint saved"
-                    + (f" to {ckpt_path}" if ckpt_path else " (no out_dir: nothing saved)"),
-                    always=True,
-                )
                 break
     bar.close()
     run_time = time.perf_counter() - run_start
     done = result.steps_done - start_step
     result.tokens_per_second = done * tokens_per_step / run_time if run_time > 0 else 0.0
+    if flag.signal is not None and result.interrupted:
+        name = "Ctrl-C" if flag.signal == signal.SIGINT else "SIGTERM"
+        saved = f"checkpoint saved to {ckpt_path}" if ckpt_path else "no out_dir: nothing saved"
+        message = f"{name}: stopped after step {result.steps_done}; {saved}"
+        bar.note(message, always=True)
+        raise TrainingInterrupted(message, model, result, flag.signal)
     return model, result
 
 

@@ -29,6 +29,8 @@ pub struct BatchRunner {
     shard_grads: Vec<Vec<f32>>,
     /// The summed gradient of a training step.
     grads: Vec<f32>,
+    /// One micro-batch's gradient, when a step accumulates several.
+    micro_grads: Vec<f32>,
 }
 
 /// Sequence ranges of the shards of a batch of b sequences.
@@ -157,6 +159,32 @@ impl BatchRunner {
         lr: f32,
         grad_clip: Option<f32>,
     ) -> Result<(f32, f32)> {
+        self.train_step_accumulated(model, optimizer, ids, targets, b, t, 1, lr, grad_clip)
+    }
+
+    /// [`Self::train_step`] with gradient accumulation: the b sequences run as
+    /// `micro_batches` equal micro-batches, one after the other (so the workspaces hold one
+    /// micro-batch's activations), and their mean gradient makes one AdamW step. That is
+    /// the gradient of the whole batch's mean loss, as one big batch computes it; only the
+    /// order of the sums differs. One micro-batch is exactly [`Self::train_step`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step_accumulated(
+        &mut self,
+        model: &mut Model,
+        optimizer: &mut AdamW,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+        micro_batches: usize,
+        lr: f32,
+        grad_clip: Option<f32>,
+    ) -> Result<(f32, f32)> {
+        if micro_batches == 0 || !b.is_multiple_of(micro_batches) {
+            return Err(Error::value(format!(
+                "a batch of {b} sequences does not split into {micro_batches} equal micro-batches"
+            )));
+        }
         if optimizer.m.len() != model.layout.total {
             return Err(Error::value(
                 "this optimizer belongs to a model of another size",
@@ -164,7 +192,11 @@ impl BatchRunner {
         }
         let mut grads = std::mem::take(&mut self.grads);
         alloc::resize_zeroed(&mut grads, model.layout.total, "the gradients")?;
-        let result = self.loss_and_grads(model, ids, targets, b, t, &mut grads);
+        let result = if micro_batches == 1 {
+            self.loss_and_grads(model, ids, targets, b, t, &mut grads)
+        } else {
+            self.accumulate(model, ids, targets, b, t, micro_batches, &mut grads)
+        };
         let outcome = result.and_then(|loss| {
             let norm = match grad_clip {
                 Some(c) => clip_grad_norm(&mut grads, c),
@@ -175,6 +207,39 @@ impl BatchRunner {
             Ok((loss, norm))
         });
         self.grads = grads;
+        outcome
+    }
+
+    /// Mean loss and mean gradient (overwriting `grads`) of `micro_batches` equal
+    /// micro-batches of the batch (B, T), run one after the other.
+    #[allow(clippy::too_many_arguments)]
+    pub fn accumulate(
+        &mut self,
+        model: &Model,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+        micro_batches: usize,
+        grads: &mut [f32],
+    ) -> Result<f32> {
+        check_len(ids, targets, b, t)?;
+        let mut part = std::mem::take(&mut self.micro_grads);
+        let outcome = alloc::resize_zeroed(&mut part, grads.len(), "a micro-batch's gradients")
+            .and_then(|()| {
+                let (bm, scale) = (b / micro_batches, 1.0 / micro_batches as f32);
+                let mut loss_sum = 0.0f64;
+                for k in 0..micro_batches {
+                    let rows = k * bm * t..(k + 1) * bm * t;
+                    let (ids, targets) = (&ids[rows.clone()], &targets[rows]);
+                    loss_sum += self.loss_and_grads(model, ids, targets, bm, t, &mut part)? as f64;
+                    for (g, p) in grads.iter_mut().zip(&part) {
+                        *g = if k == 0 { p * scale } else { *g + p * scale };
+                    }
+                }
+                Ok((loss_sum / micro_batches as f64) as f32)
+            });
+        self.micro_grads = part;
         outcome
     }
 

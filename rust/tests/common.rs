@@ -5,16 +5,13 @@ use std::path::PathBuf;
 
 use tinylm::{Config, Model};
 
-/// ../shared/seed/tiny_gpt_weights.json, if the shared folder is beside the repository.
-pub fn seed_weights() -> Option<PathBuf> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/tiny_gpt_weights.json");
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is absent", path.display());
-        None
-    }
+/// The Go seed weights, `seed/tiny_gpt_weights.json` in the shared folder: `../shared`
+/// beside the repository, or `$TINYLM_SHARED` as for pytest (see rust/tests/go_seed.rs).
+pub fn seed_weights_path() -> PathBuf {
+    let shared = std::env::var_os("TINYLM_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    shared.join("seed/tiny_gpt_weights.json")
 }
 
 pub fn small_config(attn_bias: bool, tie_embeddings: bool) -> Config {

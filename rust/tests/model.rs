@@ -2,55 +2,15 @@
 
 mod common;
 
-use common::{random_model, seed_weights, small_config};
+use common::{random_model, small_config};
 use tinylm::batch::BatchRunner;
 use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::optim::{AdamW, AdamWConfig};
 use tinylm::sample::{argmax, SamplingParams};
-use tinylm::{weights, Config, Model, Workspace};
+use tinylm::{Config, Model, Workspace};
 
 fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * b.abs().max(1e-3)
-}
-
-#[test]
-fn go_reference_logits_and_loss() {
-    let Some(path) = seed_weights() else { return };
-    let loaded = weights::load(&path).unwrap();
-    let model = loaded.model;
-    let mut ws = Workspace::new();
-    model.forward(&mut ws, &[0, 1], 1, 2).unwrap();
-    let logits = ws.logits(&model.config);
-    let v = model.config.vocab_size;
-    let expected_row0 = [
-        (0, 0.3577351046779953),
-        (1, 0.7154702093559906),
-        (2, 1.0732053140339857),
-        (v - 1, 3.2196159421019575),
-    ];
-    for (i, want) in expected_row0 {
-        assert!(
-            close(logits[i] as f64, want, 1e-5),
-            "row 0 logit {i}: {} vs {want}",
-            logits[i]
-        );
-    }
-    let expected_row1 = [
-        (0, 0.0973442097341306),
-        (1, 0.1946884194682612),
-        (v - 1, 0.8760978876071754),
-    ];
-    for (i, want) in expected_row1 {
-        assert!(
-            close(logits[v + i] as f64, want, 1e-5),
-            "row 1 logit {i}: {} vs {want}",
-            logits[v + i]
-        );
-    }
-    let loss = model
-        .loss(&mut ws, &[0, 1, 2, 3, 4], &[1, 2, 3, 4, 8], 1, 5)
-        .unwrap();
-    assert!(close(loss as f64, 2.3959804603732877, 1e-6), "loss {loss}");
 }
 
 fn loss_of(model: &Model, ids: &[u32], targets: &[u32], b: usize, t: usize) -> f64 {
@@ -334,4 +294,41 @@ fn training_steps_are_bit_identical_for_one_and_two_threads() {
         })
     };
     assert_eq!(run(1), run(2));
+}
+
+#[test]
+fn accumulated_micro_batches_give_the_big_batchs_loss_and_gradient() {
+    let model = random_model(small_config(true, false), 31);
+    let (b, t) = (6, 5);
+    let ids: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 5 + 1) % 7).collect();
+    let targets: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 3 + 2) % 7).collect();
+    let total = model.layout.total;
+    let mut runner = BatchRunner::new();
+    let mut big = vec![0.0f32; total];
+    let big_loss = runner
+        .loss_and_grads(&model, &ids, &targets, b, t, &mut big)
+        .unwrap();
+    for micro in [2, 3, 6] {
+        let mut acc = vec![f32::NAN; total];
+        let loss = runner
+            .accumulate(&model, &ids, &targets, b, t, micro, &mut acc)
+            .unwrap();
+        assert!(
+            close(loss as f64, big_loss as f64, 1e-6),
+            "{micro}: {loss} vs {big_loss}"
+        );
+        let scale = big.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        for (i, (a, g)) in acc.iter().zip(&big).enumerate() {
+            assert!(
+                (a - g).abs() <= 1e-5 * scale,
+                "{micro} micro-batches, grad {i}: {a} vs {g}"
+            );
+        }
+    }
+    let mut opt = AdamW::new(AdamWConfig::default(), &model.layout).unwrap();
+    let mut m = model.clone();
+    let err = runner
+        .train_step_accumulated(&mut m, &mut opt, &ids, &targets, b, t, 4, 1e-3, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("does not split into 4"), "{err}");
 }

@@ -324,7 +324,10 @@ impl PyModel {
 
     /// One AdamW step: forward, backward, optional clipping, update. Returns (loss, grad norm
     /// before clipping). A non-finite loss or gradient leaves the parameters untouched.
-    #[pyo3(signature = (optimizer, inputs, targets, lr, grad_clip=None))]
+    /// With `micro_batches` > 1 the batch runs as that many micro-batches whose gradients
+    /// are accumulated into the one step.
+    #[pyo3(signature = (optimizer, inputs, targets, lr, grad_clip=None, micro_batches=1))]
+    #[allow(clippy::too_many_arguments)]
     fn train_step(
         &self,
         py: Python<'_>,
@@ -333,6 +336,7 @@ impl PyModel {
         targets: PyReadonlyArray2<'_, i64>,
         lr: f32,
         grad_clip: Option<f32>,
+        micro_batches: usize,
     ) -> PyResult<(f32, f32)> {
         let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
         if let Some(c) = grad_clip {
@@ -347,7 +351,19 @@ impl PyModel {
             let mut runner = self.runner.lock().map_err(lock_err)?;
             let mut opt = optimizer.inner.lock().map_err(lock_err)?;
             let (model, runner, opt) = (&mut *model, &mut *runner, &mut *opt);
-            in_pool(|| runner.train_step(model, opt, &ids, &tg, b, t, lr, grad_clip))
+            in_pool(|| {
+                runner.train_step_accumulated(
+                    model,
+                    opt,
+                    &ids,
+                    &tg,
+                    b,
+                    t,
+                    micro_batches,
+                    lr,
+                    grad_clip,
+                )
+            })
         })
     }
 
