@@ -478,7 +478,7 @@ class Transformer:
     def generate_many(
         self,
         prompts: Sequence[Sequence[int]] | Sequence[int] | np.ndarray,
-        max_new_tokens: int = 100,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         num_samples: int = 1,
         **options: object,
     ) -> list[list[int]]:
@@ -512,7 +512,7 @@ class Transformer:
     def beam_search(
         self,
         ids: Sequence[int] | np.ndarray,
-        max_new_tokens: int = 100,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         num_beams: int = 4,
         *,
         length_penalty: float = 1.0,
