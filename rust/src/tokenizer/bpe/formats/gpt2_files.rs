@@ -20,12 +20,7 @@ pub type Vocabulary = (Vec<Vec<u8>>, BTreeMap<String, u32>);
 /// Reads the two files.
 pub fn read(encoder_json: &Path, vocab_bpe: &Path) -> Result<Vocabulary> {
     let encoder_text = read_text(encoder_json)?;
-    let encoder: HashMap<String, u32> = serde_json::from_str(&encoder_text).map_err(|e| {
-        Error::format(
-            encoder_json,
-            format!("not a JSON object of token -> id: {e}"),
-        )
-    })?;
+    let encoder = parse_encoder(&encoder_text).map_err(|d| Error::format(encoder_json, d))?;
     let merges_text = read_text(vocab_bpe)?;
     let merges = parse_merges(&merges_text).map_err(|d| Error::format(vocab_bpe, d))?;
     vocabulary(&encoder, &merges, "encoder.json").map_err(|d| {
@@ -34,6 +29,16 @@ pub fn read(encoder_json: &Path, vocab_bpe: &Path) -> Result<Vocabulary> {
             format!("{d} (with the merges of {})", vocab_bpe.display()),
         )
     })
+}
+
+/// The vocabulary of the two files' texts (what [`read`] does after reading them).
+pub fn parse(encoder_text: &str, merges_text: &str) -> std::result::Result<Vocabulary, String> {
+    let encoder = parse_encoder(encoder_text)?;
+    vocabulary(&encoder, &parse_merges(merges_text)?, "encoder.json")
+}
+
+fn parse_encoder(text: &str) -> std::result::Result<HashMap<String, u32>, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a JSON object of token -> id: {e}"))
 }
 
 /// The merge lines of `vocab.bpe` as (left, right) strings.

@@ -41,13 +41,15 @@ pub fn load(path: &Path) -> Result<BpeTokenizer> {
     BpeTokenizer::new(tokens, specials, pattern).map_err(|e| e.in_file(path))
 }
 
-type Parsed = (
+/// Mergeable tokens, special tokens and the pre-split regex.
+pub type Parsed = (
     Vec<Vec<u8>>,
     std::collections::BTreeMap<String, u32>,
     String,
 );
 
-fn parse(text: &str) -> std::result::Result<Parsed, String> {
+/// Parses the text of a tokenizer.json.
+pub fn parse(text: &str) -> std::result::Result<Parsed, String> {
     let root: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let model = root.get("model").ok_or("no \"model\" entry")?;
     match model.get("type").and_then(Value::as_str) {
