@@ -115,14 +115,15 @@ def worker_encode(args: argparse.Namespace) -> dict:
 
 def worker_train(args: argparse.Namespace) -> dict:
     text = Path(args.text).read_text(encoding="utf-8")
-    start = time.perf_counter()
     if args.library == "tinylm":
         import tinylm
 
+        start = time.perf_counter()
         tinylm.Tokenizer.bpe(text, args.vocab_size, "gpt4")
     elif args.library == "hf":
         from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
+        start = time.perf_counter()
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [
@@ -140,6 +141,7 @@ def worker_train(args: argparse.Namespace) -> dict:
     else:
         import rustbpe
 
+        start = time.perf_counter()
         rustbpe.Tokenizer().train_from_iterator([text], args.vocab_size, pattern=GPT4_PATTERN)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

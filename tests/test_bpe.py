@@ -385,3 +385,31 @@ def test_word_and_char_tokenizers_refuse_bpe_only_calls() -> None:
         tok.encode_ordinary("abc")
     with pytest.raises(ValueError, match="BPE"):
         tok.encode("abc", allowed_special="all")
+
+
+def test_cli_trains_a_bpe_model_on_the_training_split_and_shows_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tinylm.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    train_text = "to be or not to be, that is the question.\n" * 60
+    corpus.write_text(train_text + "zebra quagga xylophone.\n" * 30, encoding="utf-8")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--out", str(out), "--tokenizer", "bpe"]
+    argv += ["--vocab-size", "270", "--d-model", "16", "--n-layers", "1", "--n-heads", "2"]
+    argv += ["--context", "8", "--steps", "3", "--eval-interval", "2", "--quiet"]
+    argv += ["--val-fraction", str(1 - len(train_text) / corpus.stat().st_size)]
+    assert main(argv) == 0
+    tok = tinylm.Transformer.load(out / "model.safetensors").tokenizer
+    assert tok is not None and tok.kind == "bpe"
+    # Learnt on the training split only: the validation words are bytes, not merges.
+    assert tok == Tokenizer.bpe(train_text, 270)
+    capsys.readouterr()
+    text = "to be 😀"
+    assert main(["tokenize", "--weights", str(out / "model.safetensors"), "--text", text]) == 0
+    ids_line, shown = capsys.readouterr().out.splitlines()
+    ids = tok.encode(text)
+    assert str(ids) in ids_line
+    # Piped: brackets around each token; the emoji's four byte tokens are one group.
+    assert shown == "".join(f"[{tok.decode([i])}]" for i in ids[:-4]) + "[😀]"
