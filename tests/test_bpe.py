@@ -413,3 +413,18 @@ def test_cli_trains_a_bpe_model_on_the_training_split_and_shows_tokens(
     assert str(ids) in ids_line
     # Piped: brackets around each token; the emoji's four byte tokens are one group.
     assert shown == "".join(f"[{tok.decode([i])}]" for i in ids[:-4]) + "[😀]"
+
+
+def test_streamed_generation_equals_the_decode_of_the_generated_ids() -> None:
+    # An untrained model over byte tokens samples pieces of characters: the stream must
+    # hold them back until whole, and end as the full decode does.
+    tok = Tokenizer.bpe("naïve 😀 中文 " * 20, 272)
+    config = tinylm.Config(
+        vocab_size=tok.vocab_size, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_seq_len=16
+    )
+    model = tinylm.Transformer(config, seed=3, tokenizer=tok)
+    prompt = "naïve"
+    for seed in range(3):
+        ids = model.generate(tok.encode(prompt), 150, temperature=1.0, seed=seed)
+        pieces = list(model.stream(prompt, 150, temperature=1.0, seed=seed))
+        assert "".join(pieces) == tok.decode(ids)[len(prompt) :]

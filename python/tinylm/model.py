@@ -675,15 +675,22 @@ def _text_of(
     """
     context = prompt_ids[-1:]
     context_text = tok.decode(context)
+    # BPE ids may cut a character between chunks: its decoder holds the bytes back.
+    bpe = tok.decoder() if tok.kind == "bpe" else None
     keep = max((len(s) for s in stops), default=1) - 1
     tail = ""  # the end of the text so far, where a stop string may have begun
     while True:
         ids = run.next_chunk(*_STREAM_CHUNK)
-        if not ids:
+        if bpe is not None:
+            piece = "".join(bpe.push(i) for i in ids) if ids else bpe.finish()
+            if not ids and not piece:
+                return
+        elif not ids:
             return
-        piece = tok.decode(context + ids)[len(context_text) :]
-        context = ids[-1:]
-        context_text = tok.decode(context)
+        else:
+            piece = tok.decode(context + ids)[len(context_text) :]
+            context = ids[-1:]
+            context_text = tok.decode(context)
         if stops:
             window = tail + piece
             ends = [window.find(s) + len(s) for s in stops if s in window]
@@ -692,6 +699,8 @@ def _text_of(
                 return
             tail = window[-keep:] if keep else ""
         yield piece
+        if not ids:
+            return
 
 
 def _window(window: object) -> str:
