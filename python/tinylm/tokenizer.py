@@ -90,7 +90,8 @@ def _pattern(pattern: object) -> str:
 class Tokenizer:
     """Maps text to token ids and back.
 
-    Build one with :meth:`word_level`, :meth:`char_level` or :meth:`load`.
+    Build one with :meth:`word_level`, :meth:`char_level`, :meth:`bpe` (training),
+    :meth:`from_tiktoken`, :meth:`from_gpt2_files`, :meth:`from_hf_json` or :meth:`load`.
 
     >>> tok = Tokenizer.word_level(["the", "cat", "sat"])
     >>> tok.encode("the cat")
