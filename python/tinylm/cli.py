@@ -222,6 +222,7 @@ RUN_FILES = (MODEL_NAME, CHECKPOINT_NAME, "losses.json", "loss.png")
 #: training config, data info) -> the value the option would have had.
 RESUME_SETTINGS: dict[str, Callable[[Config, Tokenizer, TrainConfig, dict], object]] = {
     "tokenizer": lambda c, tok, t, d: tok.kind,
+    "vocab_size": lambda c, tok, t, d: tok.vocab_size,
     "d_model": lambda c, tok, t, d: c.d_model,
     "n_layers": lambda c, tok, t, d: c.n_layers,
     "n_heads": lambda c, tok, t, d: c.n_heads,
@@ -285,8 +286,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         "val_fraction": run.val_fraction,
         "path": str(run.data.resolve()),
     }
-    ids = np.asarray(tok.encode(text), dtype=np.int64)
-    train_ids, val_ids = _split(ids, run.val_fraction)
+    if tok.kind == "bpe":
+        # Split the text, not the ids: the BPE vocabulary was learnt on the training part.
+        train_text, val_text = _split_text(text, run.val_fraction)
+        train_ids = np.asarray(tok.encode_ordinary(train_text), dtype=np.int64)
+        val_ids = np.asarray(tok.encode_ordinary(val_text), dtype=np.int64)
+    else:
+        ids = np.asarray(tok.encode(text), dtype=np.int64)
+        train_ids, val_ids = _split(ids, run.val_fraction)
     context = model.config.max_seq_len
     for name, part in (("training split", train_ids), ("validation split", val_ids)):
         if len(part) <= context:
@@ -342,7 +349,7 @@ def _new_run(args: argparse.Namespace, out: Path) -> _Run:
     _claim_out_dir(out, args.force)
     data = Path(args.data)
     text = _read_training_text(data)
-    tok = Tokenizer.char_level(text) if args.tokenizer == "char" else _word_tokenizer(text)
+    tok = _new_tokenizer(args, text, args.val_fraction)
     sizes = {
         "vocab_size": tok.vocab_size,
         "d_model": args.d_model,
@@ -510,8 +517,25 @@ def _final_eval(
 
 
 def _default_prompt(tok: Tokenizer) -> str:
-    """A newline for character models that know one (as nanoGPT), else the first token."""
-    return "\n" if tok.kind == "char" and "\n" in tok.vocab else tok.vocab[0]
+    """A newline for character models that know one (as nanoGPT) and BPE models, else the
+    first token."""
+    if tok.kind == "bpe" or (tok.kind == "char" and "\n" in tok.vocab):
+        return "\n"
+    return tok.vocab[0]
+
+
+def _split_text(text: str, val_fraction: float) -> tuple[str, str]:
+    n_train = int(len(text) * (1.0 - val_fraction))
+    return text[:n_train], text[n_train:]
+
+
+def _new_tokenizer(args: argparse.Namespace, text: str, val_fraction: float) -> Tokenizer:
+    if args.tokenizer == "char":
+        return Tokenizer.char_level(text)
+    if args.tokenizer == "word":
+        return _word_tokenizer(text)
+    train_text, _ = _split_text(text, val_fraction)
+    return Tokenizer.bpe(train_text, args.vocab_size, pattern=args.bpe_pattern)
 
 
 def _word_tokenizer(text: str) -> Tokenizer:
@@ -588,6 +612,54 @@ def cmd_models(_args: argparse.Namespace) -> int:
             f"{name:<12} {kind} level, {model.num_parameters:,} parameters, context "
             f"{model.config.max_seq_len}, {model.source_format}: {path}"
         )
+    return 0
+
+
+# ------------------------------------------------------------------------------ tokenize
+
+# Background colours that alternate between neighbouring tokens.
+_TOKEN_COLOURS = ("\x1b[30;43m", "\x1b[30;46m", "\x1b[30;45m", "\x1b[30;42m")
+
+
+def _token_pieces(tok: Tokenizer, ids: list[int]) -> list[tuple[str, list[int]]]:
+    """The text of each token; BPE tokens that end inside a character are grouped with
+    the next ones until the character is complete."""
+    if tok.kind != "bpe":
+        sep = " " if tok.kind == "word" else ""
+        return [(tok.vocab[i] + sep, [i]) for i in ids]
+    decoder = tok.decoder()
+    pieces: list[tuple[str, list[int]]] = []
+    group: list[int] = []
+    for i in ids:
+        group.append(i)
+        text = decoder.push(i)
+        if text:
+            pieces.append((text, group))
+            group = []
+    rest = decoder.finish()
+    if group:
+        pieces.append((rest, group))
+    return pieces
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    tok = _load_model(args.weights).tokenizer
+    if tok is None:
+        raise CliError(f"{args.weights}: this model file holds no tokenizer")
+    ids = (
+        tok.encode(args.text, allowed_special="all") if tok.kind == "bpe" else tok.encode(args.text)
+    )
+    print(f"{len(ids)} tokens ({tok.kind} level, vocab {tok.vocab_size}): {ids}")
+    pieces = _token_pieces(tok, ids)
+    colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    if colour:
+        shown = (
+            f"{_TOKEN_COLOURS[k % len(_TOKEN_COLOURS)]}{text}\x1b[0m"
+            for k, (text, _) in enumerate(pieces)
+        )
+    else:
+        shown = (f"[{text}]" for text, _ in pieces)
+    print("".join(shown))
     return 0
 
 
@@ -788,7 +860,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--force", action="store_true", help="start over in OUT, deleting an earlier run there"
     )
-    t.add_argument("--tokenizer", choices=("char", "word"), default="char", help="token kind")
+    t.add_argument(
+        "--tokenizer", choices=("char", "word", "bpe"), default="char", help="token kind"
+    )
+    t.add_argument(
+        "--vocab-size",
+        type=_int_in(257, MAX_VOCAB),
+        default=1024,
+        help="BPE vocabulary size, learnt on the training split",
+    )
+    t.add_argument(
+        "--bpe-pattern",
+        default="gpt4",
+        help="BPE pre-split pattern: gpt2, gpt4, o200k or a regex",
+    )
     t.add_argument(
         "--val-fraction",
         type=_float_in(0.0, 1.0, low_open=True),
@@ -864,6 +949,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=SEEDS, default=1337, help="initialisation and batches")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    k = command("tokenize", "show how a model's tokenizer cuts a text")
+    k.add_argument(
+        "--weights", help=f"model file or bundled model ({bundled}); default: shakespeare"
+    )
+    k.add_argument("--text", required=True, help="the text to tokenize")
+    k.set_defaults(func=cmd_tokenize)
 
     i = command("info", "describe a model file or checkpoint (no file: list the bundled models)")
     i.add_argument("weights", nargs="?", help=f"model file or bundled model ({bundled})")

@@ -721,29 +721,42 @@ def _text_of(
 ) -> Iterator[str]:
     """Text pieces of a generation, one per core chunk, cut right after a stop string.
 
-    Each chunk is decoded together with the token before it, and the text of that token
-    alone is taken off the front, so word spacing and (for byte-level tokenizers) pieces of
-    characters come out as in one decode of the whole sequence.
+    A byte-level BPE tokenizer's stream decoder holds back the bytes of a character cut
+    between tokens until it is whole. For word and character tokenizers each chunk is
+    decoded with the token before it, and that token's own text taken off the front, so
+    word spacing comes out as in one decode of the whole sequence.
     """
-    context = prompt_ids[-1:]
-    context_text = tok.decode(context)
+    if tok.kind == "bpe":
+        decoder = tok.decoder()
+
+        def decode(ids: list[int]) -> str:
+            return "".join(decoder.push(i) for i in ids)
+
+    else:
+        context = prompt_ids[-1:]
+
+        def decode(ids: list[int]) -> str:
+            nonlocal context
+            piece = tok.decode(context + ids)[len(tok.decode(context)) :]
+            context = ids[-1:]
+            return piece
+
     keep = max((len(s) for s in stops), default=1) - 1
     tail = ""  # the end of the text so far, where a stop string may have begun
     while True:
         ids = run.next_chunk(*_STREAM_CHUNK)
-        if not ids:
-            return
-        piece = tok.decode(context + ids)[len(context_text) :]
-        context = ids[-1:]
-        context_text = tok.decode(context)
-        if stops:
+        piece = decode(ids) if ids else (decoder.finish() if tok.kind == "bpe" else "")
+        if stops and piece:
             window = tail + piece
             ends = [window.find(s) + len(s) for s in stops if s in window]
             if ends:
                 yield piece[: min(ends) - len(tail)]
                 return
             tail = window[-keep:] if keep else ""
-        yield piece
+        if piece:
+            yield piece
+        if not ids:
+            return
 
 
 def _window(window: object) -> str:

@@ -79,6 +79,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::PyGeneration>()?;
     m.add_class::<optimizer::PyAdamW>()?;
     m.add_class::<tokenizer::PyTokenizer>()?;
+    m.add_class::<tokenizer::PyBpeDecoder>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(detect_format, m)?)?;

@@ -2,16 +2,21 @@
 //!
 //! - word level, with the Go TinyLM's rules: split on any whitespace, case-sensitive,
 //!   no unknown token; decode joins with single spaces;
-//! - character level: one token per Unicode scalar value seen in a training text.
+//! - character level: one token per Unicode scalar value seen in a training text;
+//! - byte-level BPE ([`bpe`]), GPT-2's and GPT-4's, exact with tiktoken.
 //!
 //! A tokenizer serialises to a small JSON object (`{"type": "word", "vocab": [...]}`), which
 //! tinylm stores next to the weights so that one file holds all that generation needs.
 
+pub mod bpe;
 mod char_level;
 mod word_level;
 
+pub use bpe::BpeTokenizer;
 pub use char_level::CharTokenizer;
 pub use word_level::WordTokenizer;
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,33 +29,52 @@ pub const MAX_TOKENIZER_JSON: usize = 64 << 20;
 pub enum Tokenizer {
     Word(WordTokenizer),
     Char(CharTokenizer),
+    Bpe(Box<BpeTokenizer>),
 }
 
 /// The serialised form.
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 enum TokenizerJson {
-    Word { vocab: Vec<String> },
-    Char { vocab: Vec<String> },
+    Word {
+        vocab: Vec<String>,
+    },
+    Char {
+        vocab: Vec<String>,
+    },
+    /// `tokens` in GPT-2's byte-to-unicode spelling, index = rank; `pattern` the regex.
+    Bpe {
+        pattern: String,
+        tokens: Vec<String>,
+        special_tokens: BTreeMap<String, u32>,
+    },
 }
 
 impl Tokenizer {
+    /// BPE: special tokens' strings are an error here (tiktoken's default); see
+    /// [`BpeTokenizer::encode`] to allow them.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         match self {
             Tokenizer::Word(t) => t.encode(text),
             Tokenizer::Char(t) => t.encode(text),
+            Tokenizer::Bpe(t) => t.encode(text, bpe::Allowed::None),
         }
     }
 
+    /// BPE: invalid UTF-8 from cut characters becomes U+FFFD.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self {
             Tokenizer::Word(t) => t.decode(ids),
             Tokenizer::Char(t) => t.decode(ids),
+            Tokenizer::Bpe(t) => t.decode(ids, false),
         }
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.vocab().len()
+        match self {
+            Tokenizer::Bpe(t) => t.vocab_size(),
+            _ => self.vocab().len(),
+        }
     }
 
     /// The token strings, index = id.
@@ -58,14 +82,18 @@ impl Tokenizer {
         match self {
             Tokenizer::Word(t) => t.vocab().to_vec(),
             Tokenizer::Char(t) => t.vocab().iter().map(|c| c.to_string()).collect(),
+            Tokenizer::Bpe(t) => (0..t.vocab_size() as u32)
+                .map(|id| t.token_display(id))
+                .collect(),
         }
     }
 
-    /// "word" or "char".
+    /// "word", "char" or "bpe".
     pub fn kind(&self) -> &'static str {
         match self {
             Tokenizer::Word(_) => "word",
             Tokenizer::Char(_) => "char",
+            Tokenizer::Bpe(_) => "bpe",
         }
     }
 
@@ -76,6 +104,15 @@ impl Tokenizer {
             },
             Tokenizer::Char(t) => TokenizerJson::Char {
                 vocab: t.vocab().iter().map(|c| c.to_string()).collect(),
+            },
+            Tokenizer::Bpe(t) => TokenizerJson::Bpe {
+                pattern: t.pattern().source().to_string(),
+                tokens: t
+                    .tokens()
+                    .iter()
+                    .map(|b| bpe::byte_unicode::encode(b))
+                    .collect(),
+                special_tokens: t.specials().clone(),
             },
         };
         serde_json::to_string(&repr).expect("a tokenizer always serialises")
@@ -106,6 +143,26 @@ impl Tokenizer {
                     }
                 }
                 Ok(Tokenizer::Char(CharTokenizer::new(chars)?))
+            }
+            TokenizerJson::Bpe {
+                pattern,
+                tokens,
+                special_tokens,
+            } => {
+                let tokens = tokens
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        bpe::byte_unicode::decode(t).ok_or_else(|| {
+                            Error::tokenizer(format!(
+                                "BPE tokenizer: token {i} ({t:?}) is not in the byte-to-unicode spelling"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let pattern = bpe::Pattern::from_regex(&pattern)?;
+                let tok = BpeTokenizer::new(tokens, special_tokens, pattern)?;
+                Ok(Tokenizer::Bpe(Box::new(tok)))
             }
         }
     }
