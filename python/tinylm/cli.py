@@ -954,7 +954,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--weights", help=f"model file or bundled model ({bundled}); default: shakespeare"
     )
-    k.add_argument("--text", required=True, help="the text to tokenize")
+    k.add_argument("--text", required=True, help="the text to tokenize (required: no default)")
     k.set_defaults(func=cmd_tokenize)
 
     i = command("info", "describe a model file or checkpoint (no file: list the bundled models)")
