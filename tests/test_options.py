@@ -270,3 +270,9 @@ def test_reference_generation_follows_the_shift_window_as_the_fast_cache_does() 
     for window in ("shift", "sliding"):
         want = fast.generate([1, 5, 2], max_new_tokens=12, temperature=0, window=window)
         assert ref.generate([1, 5, 2], max_new_tokens=12, temperature=0, window=window) == want
+
+
+def test_beam_search_on_options_the_cache_cannot_run_is_a_config_error() -> None:
+    model = tinylm.Transformer(llama(), backend="reference")
+    with pytest.raises(tinylm.ConfigError, match="activation = swiglu: the key/value cache"):
+        model.beam_search([1, 2], max_new_tokens=3, num_beams=2)

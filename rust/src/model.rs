@@ -145,17 +145,21 @@ pub(crate) fn fast(span: Option<Span>) -> Span {
 /// either norm and with or without feed-forward biases; the other options (gated
 /// activations, RoPE, grouped-query attention) only on the reference path.
 pub fn check_fast_path(config: &Config) -> Result<()> {
-    let not_yet = config
-        .non_default_options()
-        .into_iter()
-        .filter(|(field, _)| *field != "mlp_bias" && *field != "norm")
-        .find(|(field, _)| *field != "activation" || config.activation.is_gated());
-    match not_yet {
+    match fast_path_obstacle(config) {
         None => Ok(()),
         Some((field, value)) => Err(Error::config(format!(
             "{field} = {value} is not supported by the fast backend yet; use backend=\"reference\""
         ))),
     }
+}
+
+/// The first option (field, value) the fast path does not run, if any.
+fn fast_path_obstacle(config: &Config) -> Option<(&'static str, String)> {
+    config
+        .non_default_options()
+        .into_iter()
+        .filter(|(field, _)| *field != "mlp_bias" && *field != "norm")
+        .find(|(field, _)| *field != "activation" || config.activation.is_gated())
 }
 
 /// A weight's gradient and, if it has one, its bias's (stored after it).
@@ -427,8 +431,15 @@ impl Model {
     }
 
     /// [`Model::decode_weights`], with an error instead of an abort if the copy they are
-    /// (as large as the parameters) does not fit in memory.
+    /// (as large as the parameters) does not fit in memory, or if the key/value cache (the
+    /// fast path's) cannot run this model's options.
     pub fn try_decode_weights(&self) -> Result<&PackedWeights> {
+        if let Some((field, value)) = fast_path_obstacle(&self.config) {
+            return Err(Error::config(format!(
+                "{field} = {value}: the key/value cache (used by beam search) is written for \
+                 the fast path's blocks only, and does not run this option yet"
+            )));
+        }
         if !self.decode_cache.is_built() {
             crate::alloc::check_available(
                 self.params.len() as u128 * 4,

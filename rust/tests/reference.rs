@@ -7,6 +7,7 @@ mod common;
 
 use common::{random_model, small_config};
 use tinylm::batch::BatchRunner;
+use tinylm::beam::{beam_search, BeamOptions, EarlyStopping};
 use tinylm::config::{Activation, Norm, Position};
 use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::model::Backend;
@@ -941,5 +942,24 @@ fn the_reference_backend_follows_the_shift_window_as_the_cache_does() {
     assert_eq!(
         generate(&fast, &prompt, &opts).unwrap(),
         generate(&on_reference, &prompt, &opts).unwrap()
+    );
+}
+
+#[test]
+fn beam_search_on_a_model_the_cache_cannot_run_is_an_error_naming_the_option() {
+    let model = Model::new_on(llama_config(), 1, Backend::Reference).unwrap();
+    let opts = BeamOptions {
+        num_beams: 2,
+        max_new_tokens: 3,
+        length_penalty: 1.0,
+        early_stopping: EarlyStopping::False,
+        no_repeat_ngram_size: 0,
+        num_return_sequences: 1,
+        stop: vec![],
+    };
+    let err = beam_search(&model, &[1, 2], &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("activation = swiglu") && err.contains("beam search"),
+        "{err}"
     );
 }
