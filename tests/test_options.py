@@ -154,7 +154,6 @@ def test_the_go_format_refuses_options_naming_the_field(tmp_path) -> None:
     [
         ({"activation": "swiglu"}, "activation = swiglu"),
         ({"activation": "geglu", "mlp_bias": False}, "activation = geglu"),
-        ({"norm": "rmsnorm"}, "norm = rmsnorm"),
         ({"position": "rope"}, "position = rope"),
         ({"n_kv_heads": 1}, "n_kv_heads = 1"),
     ],
@@ -243,7 +242,7 @@ def test_cli_demo_runs_on_the_reference_backend(tmp_path) -> None:
 FAST_OPTIONS = ["activation_gelu", "activation_relu", "activation_relu2", "activation_silu"]
 
 
-@pytest.mark.parametrize("name", [*FAST_OPTIONS, "no_mlp_bias"])
+@pytest.mark.parametrize("name", [*FAST_OPTIONS, "no_mlp_bias", "rmsnorm"])
 def test_fast_backend_options_match_the_numpy_reference_and_the_reference_backend(
     name: str,
 ) -> None:
@@ -260,3 +259,20 @@ def test_fast_backend_options_match_the_numpy_reference_and_the_reference_backen
         np.testing.assert_allclose(g_fast[tensor], g, rtol=1e-4, atol=1e-6, err_msg=tensor)
     out = fast.generate([1, 2], max_new_tokens=6, temperature=0)
     assert out == ref.generate([1, 2], max_new_tokens=6, temperature=0)
+
+
+def test_reference_generation_follows_the_shift_window_as_the_fast_cache_does() -> None:
+    config = tinylm.Config(**{**BASE, "max_seq_len": 4})
+    fast = tinylm.Transformer(config, seed=8)
+    state = randomize(fast, 8, 0.5)
+    ref = tinylm.Transformer(config, seed=8, backend="reference")
+    ref.load_state_dict(state)
+    for window in ("shift", "sliding"):
+        want = fast.generate([1, 5, 2], max_new_tokens=12, temperature=0, window=window)
+        assert ref.generate([1, 5, 2], max_new_tokens=12, temperature=0, window=window) == want
+
+
+def test_beam_search_on_options_the_cache_cannot_run_is_a_config_error() -> None:
+    model = tinylm.Transformer(llama(), backend="reference")
+    with pytest.raises(tinylm.ConfigError, match="activation = swiglu: the key/value cache"):
+        model.beam_search([1, 2], max_new_tokens=3, num_beams=2)

@@ -19,7 +19,8 @@ use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward, gelu_from_tanh};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
 use crate::kernels::matmul::{linear_backward, linear_forward, matmul_in, MatMut, MatRef, Pieces};
-use crate::params::{ParamLayout, Span};
+use crate::kernels::rmsnorm::{rmsnorm_backward, rmsnorm_forward, rmsnorm_recompute};
+use crate::params::{NormParams, ParamLayout, Span};
 use crate::reference::model as reference;
 use crate::rng::Rng;
 
@@ -140,20 +141,25 @@ pub(crate) fn fast(span: Option<Span>) -> Span {
     span.expect("the fast path runs GPT-2 style blocks only (checked when the model is made)")
 }
 
-/// The fast path's one check: it runs GPT-2 style blocks, with any ungated activation and
-/// with or without feed-forward biases; the other options only on the reference path.
+/// The fast path's one check: it runs GPT-2 style blocks, with any ungated activation,
+/// either norm and with or without feed-forward biases; the other options (gated
+/// activations, RoPE, grouped-query attention) only on the reference path.
 pub fn check_fast_path(config: &Config) -> Result<()> {
-    let not_yet = config
-        .non_default_options()
-        .into_iter()
-        .filter(|(field, _)| *field != "mlp_bias")
-        .find(|(field, _)| *field != "activation" || config.activation.is_gated());
-    match not_yet {
+    match fast_path_obstacle(config) {
         None => Ok(()),
         Some((field, value)) => Err(Error::config(format!(
             "{field} = {value} is not supported by the fast backend yet; use backend=\"reference\""
         ))),
     }
+}
+
+/// The first option (field, value) the fast path does not run, if any.
+fn fast_path_obstacle(config: &Config) -> Option<(&'static str, String)> {
+    config
+        .non_default_options()
+        .into_iter()
+        .filter(|(field, _)| *field != "mlp_bias" && *field != "norm")
+        .find(|(field, _)| *field != "activation" || config.activation.is_gated())
 }
 
 /// A weight's gradient and, if it has one, its bias's (stored after it).
@@ -425,8 +431,15 @@ impl Model {
     }
 
     /// [`Model::decode_weights`], with an error instead of an abort if the copy they are
-    /// (as large as the parameters) does not fit in memory.
+    /// (as large as the parameters) does not fit in memory, or if the key/value cache (the
+    /// fast path's) cannot run this model's options.
     pub fn try_decode_weights(&self) -> Result<&PackedWeights> {
+        if let Some((field, value)) = fast_path_obstacle(&self.config) {
+            return Err(Error::config(format!(
+                "{field} = {value}: the key/value cache (used by beam search) is written for \
+                 the fast path's blocks only, and does not run this option yet"
+            )));
+        }
         if !self.decode_cache.is_built() {
             crate::alloc::check_available(
                 self.params.len() as u128 * 4,
@@ -438,6 +451,60 @@ impl Model {
 
     fn p(&self, span: Span) -> &[f32] {
         span.of(&self.params)
+    }
+
+    /// Layer norm or RMSNorm of x (N, C), as the config says; mean is unused by RMSNorm.
+    fn norm_forward(
+        &self,
+        p: NormParams,
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        x: &[f32],
+    ) {
+        let (c, eps, weight) = (self.config.d_model, self.config.eps, self.p(p.weight));
+        match p.bias {
+            Some(bias) => layernorm_forward(out, mean, rstd, x, weight, self.p(bias), c, eps),
+            None => rmsnorm_forward(out, rstd, x, weight, c, eps),
+        }
+    }
+
+    /// The output of [`Model::norm_forward`] again, from its input and statistics.
+    fn norm_recompute(
+        &self,
+        p: NormParams,
+        out: &mut [f32],
+        x: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+    ) {
+        let (c, weight) = (self.config.d_model, self.p(p.weight));
+        match p.bias {
+            Some(bias) => layernorm_recompute(out, x, mean, rstd, weight, self.p(bias), c),
+            None => rmsnorm_recompute(out, x, rstd, weight, c),
+        }
+    }
+
+    /// The backward pass of [`Model::norm_forward`]: dx and the norm's gradients added to.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_backward(
+        &self,
+        p: NormParams,
+        grads: &mut [f32],
+        dx: &mut [f32],
+        dout: &[f32],
+        x: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+    ) {
+        let (c, weight) = (self.config.d_model, self.p(p.weight));
+        match p.bias {
+            Some(bias) => {
+                let (dw, db) = two_mut(grads, p.weight, bias);
+                layernorm_backward(dx, dw, db, dout, x, weight, mean, rstd, c);
+            }
+            None => rmsnorm_backward(dx, p.weight.of_mut(grads), dout, x, weight, rstd, c),
+        }
     }
 
     /// Runs the forward pass on ids (B, T), leaving the logits (B, T, V) in the workspace.
@@ -492,15 +559,12 @@ impl Model {
             let (before, after) = ws.residual.split_at_mut((l + 1) * nc);
             let x = &before[l * nc..];
             let ln1 = &mut ws.ln_out[..nc];
-            layernorm_forward(
+            self.norm_forward(
+                blk.ln1,
                 ln1,
                 &mut ws.ln1_mean[l * n..][..n],
                 &mut ws.ln1_rstd[l * n..][..n],
                 x,
-                self.p(blk.ln1.weight),
-                self.p(fast(blk.ln1.bias)),
-                c,
-                cfg.eps,
             );
             // q, k, v = ln1 @ W_q, ln1 @ W_k, ln1 @ W_v, written side by side into (N, 3C).
             let qkv = &mut ws.qkv[l * 3 * nc..][..3 * nc];
@@ -543,15 +607,12 @@ impl Model {
             );
             add_in_place(resid_mid, x);
             let ln2 = &mut ws.ln_out[..nc];
-            layernorm_forward(
+            self.norm_forward(
+                blk.ln2,
                 ln2,
                 &mut ws.ln2_mean[l * n..][..n],
                 &mut ws.ln2_rstd[l * n..][..n],
                 resid_mid,
-                self.p(blk.ln2.weight),
-                self.p(fast(blk.ln2.bias)),
-                c,
-                cfg.eps,
             );
             let ff_pre = &mut ws.ff_pre[l * nf..][..nf];
             linear_forward(
@@ -582,15 +643,12 @@ impl Model {
             add_in_place(x_next, resid_mid);
         }
         let n_layers = cfg.n_layers;
-        layernorm_forward(
+        self.norm_forward(
+            lay.ln_f,
             &mut ws.lnf[..nc],
             &mut ws.lnf_mean[..n],
             &mut ws.lnf_rstd[..n],
             &ws.residual[n_layers * nc..][..nc],
-            self.p(lay.ln_f.weight),
-            self.p(fast(lay.ln_f.bias)),
-            c,
-            cfg.eps,
         );
         // logits = lnf @ lm_head^T, lm_head being (V, C).
         linear_forward(
@@ -705,20 +763,15 @@ impl Model {
         );
         let d_resid = &mut ws.d_resid[..nc];
         d_resid.fill(0.0);
-        {
-            let (dw, db) = two_mut(grads, lay.ln_f.weight, fast(lay.ln_f.bias));
-            layernorm_backward(
-                d_resid,
-                dw,
-                db,
-                d_ln,
-                &ws.residual[cfg.n_layers * nc..][..nc],
-                self.p(lay.ln_f.weight),
-                &ws.lnf_mean[..n],
-                &ws.lnf_rstd[..n],
-                c,
-            );
-        }
+        self.norm_backward(
+            lay.ln_f,
+            grads,
+            d_resid,
+            d_ln,
+            &ws.residual[cfg.n_layers * nc..][..nc],
+            &ws.lnf_mean[..n],
+            &ws.lnf_rstd[..n],
+        );
 
         for (l, blk) in lay.blocks.iter().enumerate().rev() {
             let qkv_weights = [blk.w_q, blk.w_k, blk.w_v];
@@ -753,14 +806,12 @@ impl Model {
             }
             d_ln.fill(0.0);
             let ln2 = &mut ws.ln_out[..nc];
-            layernorm_recompute(
+            self.norm_recompute(
+                blk.ln2,
                 ln2,
                 resid_mid,
                 &ws.ln2_mean[l * n..][..n],
                 &ws.ln2_rstd[l * n..][..n],
-                self.p(blk.ln2.weight),
-                self.p(fast(blk.ln2.bias)),
-                c,
             );
             {
                 let (dw, db) = weight_and_bias_mut(grads, blk.w_up, blk.b_up);
@@ -775,20 +826,15 @@ impl Model {
                     pieces,
                 );
             }
-            {
-                let (dw, db) = two_mut(grads, blk.ln2.weight, fast(blk.ln2.bias));
-                layernorm_backward(
-                    d_resid,
-                    dw,
-                    db,
-                    d_ln,
-                    resid_mid,
-                    self.p(blk.ln2.weight),
-                    &ws.ln2_mean[l * n..][..n],
-                    &ws.ln2_rstd[l * n..][..n],
-                    c,
-                );
-            }
+            self.norm_backward(
+                blk.ln2,
+                grads,
+                d_resid,
+                d_ln,
+                resid_mid,
+                &ws.ln2_mean[l * n..][..n],
+                &ws.ln2_rstd[l * n..][..n],
+            );
             // resid_mid = x + att_out @ W_o + b_o.
             let d_att_out = &mut ws.d_att_out[..nc];
             d_att_out.fill(0.0);
@@ -839,14 +885,12 @@ impl Model {
             // q = ln1 @ W_q + b_q (likewise k, v): d_ln1 = sum_i d_i @ W_i^T, dW_i += ln1^T @ d_i.
             d_ln.fill(0.0);
             let ln1 = &mut ws.ln_out[..nc];
-            layernorm_recompute(
+            self.norm_recompute(
+                blk.ln1,
                 ln1,
                 x,
                 &ws.ln1_mean[l * n..][..n],
                 &ws.ln1_rstd[l * n..][..n],
-                self.p(blk.ln1.weight),
-                self.p(fast(blk.ln1.bias)),
-                c,
             );
             let ln1 = &*ln1;
             for i in 0..3 {
@@ -869,20 +913,15 @@ impl Model {
                     }
                 }
             }
-            {
-                let (dw, db) = two_mut(grads, blk.ln1.weight, fast(blk.ln1.bias));
-                layernorm_backward(
-                    d_resid,
-                    dw,
-                    db,
-                    d_ln,
-                    x,
-                    self.p(blk.ln1.weight),
-                    &ws.ln1_mean[l * n..][..n],
-                    &ws.ln1_rstd[l * n..][..n],
-                    c,
-                );
-            }
+            self.norm_backward(
+                blk.ln1,
+                grads,
+                d_resid,
+                d_ln,
+                x,
+                &ws.ln1_mean[l * n..][..n],
+                &ws.ln1_rstd[l * n..][..n],
+            );
         }
         let (dwte, dwpe) = two_mut(grads, lay.token_embed, fast(lay.pos_embed));
         embedding_backward(dwte, dwpe, d_resid, &ws.ids, t, c);

@@ -206,13 +206,6 @@ fn the_fast_path_refuses_options_it_does_not_run_naming_the_field() {
         ),
         (
             Config {
-                norm: Norm::RmsNorm,
-                ..base.clone()
-            },
-            "norm = rmsnorm",
-        ),
-        (
-            Config {
                 position: Position::Rope,
                 d_model: 12,
                 ..base.clone()

@@ -7,6 +7,7 @@ mod common;
 
 use common::{random_model, small_config};
 use tinylm::batch::BatchRunner;
+use tinylm::beam::{beam_search, BeamOptions, EarlyStopping};
 use tinylm::config::{Activation, Norm, Position};
 use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::model::Backend;
@@ -833,18 +834,23 @@ fn a_fast_model_moves_to_the_reference_backend_and_back() {
 }
 
 #[test]
-fn fast_path_matches_the_reference_for_every_ungated_activation_with_and_without_mlp_biases() {
+fn fast_path_matches_the_reference_for_every_ungated_activation_norm_and_mlp_bias() {
     let ungated = Activation::ALL.iter().filter(|a| !a.is_gated());
-    for (&activation, mlp_bias) in ungated.flat_map(|a| [(a, true), (a, false)]) {
+    let cases = ungated.flat_map(|a| [(a, true), (a, false)]);
+    for ((&activation, mlp_bias), &norm) in
+        cases.flat_map(|c| Norm::ALL.iter().map(move |n| (c, n)))
+    {
         let small = Config {
             activation,
             mlp_bias,
+            norm,
             ..small_config(true, false)
         };
         let mut wide = random_model(
             Config {
                 activation,
                 mlp_bias,
+                norm,
                 ..wide_config()
             },
             4,
@@ -855,7 +861,7 @@ fn fast_path_matches_the_reference_for_every_ungated_activation_with_and_without
         for (model, b, t) in [(random_model(small, 1), 3, 5), (wide, 2, 32)] {
             let (logits, loss, grads) = check_fast_against_reference(&model, b, t);
             let what = format!(
-                "{activation}, mlp_bias {mlp_bias}, C = {}",
+                "{activation}, {norm}, mlp_bias {mlp_bias}, C = {}",
                 model.config.d_model
             );
             eprintln!("{what}: logits {logits:e}, loss {loss:e}, gradients {grads:e}");
@@ -871,10 +877,11 @@ fn fast_path_matches_the_reference_for_every_ungated_activation_with_and_without
 #[test]
 fn fast_generation_follows_the_reference_for_every_ungated_activation() {
     // C = 128 and more: generation runs in two lanes (heads and d_ff split in halves).
-    for &activation in Activation::ALL.iter().filter(|a| !a.is_gated()) {
+    for (i, &activation) in Activation::ALL.iter().filter(|a| !a.is_gated()).enumerate() {
         let config = Config {
             activation,
             mlp_bias: activation != Activation::Relu,
+            norm: Norm::ALL[i % 2],
             d_model: 128,
             n_heads: 4,
             d_ff: 200,
@@ -910,4 +917,49 @@ fn fast_generation_follows_the_reference_for_every_ungated_activation() {
             seq.push(tok);
         }
     }
+}
+
+#[test]
+fn the_reference_backend_follows_the_shift_window_as_the_cache_does() {
+    // Past the context the fast path keeps the last P/2 tokens and rebuilds its cache; the
+    // reference backend, which has no cache, must see the same tokens.
+    let fast = random_model(
+        Config {
+            max_seq_len: 4,
+            ..small_config(true, false)
+        },
+        21,
+    );
+    let on_reference = fast.clone().on_backend(Backend::Reference).unwrap();
+    let opts = GenerateOptions {
+        max_new_tokens: 12,
+        sampling: SamplingParams::default(),
+        seed: 0,
+        stop: vec![],
+        window: Window::Shift,
+    };
+    let prompt = [1u32, 5, 2];
+    assert_eq!(
+        generate(&fast, &prompt, &opts).unwrap(),
+        generate(&on_reference, &prompt, &opts).unwrap()
+    );
+}
+
+#[test]
+fn beam_search_on_a_model_the_cache_cannot_run_is_an_error_naming_the_option() {
+    let model = Model::new_on(llama_config(), 1, Backend::Reference).unwrap();
+    let opts = BeamOptions {
+        num_beams: 2,
+        max_new_tokens: 3,
+        length_penalty: 1.0,
+        early_stopping: EarlyStopping::False,
+        no_repeat_ngram_size: 0,
+        num_return_sequences: 1,
+        stop: vec![],
+    };
+    let err = beam_search(&model, &[1, 2], &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("activation = swiglu") && err.contains("beam search"),
+        "{err}"
+    );
 }

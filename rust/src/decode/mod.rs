@@ -26,10 +26,12 @@ use crate::config::Activation;
 use crate::kernels::activation::activation_forward_chunk;
 use crate::kernels::gelu::gelu_forward_chunk;
 use crate::kernels::layernorm::layernorm_row;
+use crate::kernels::rmsnorm::rmsnorm_row;
 use crate::kernels::simd::simd_fn;
 use crate::kernels::softmax::softmax_in_place;
 use crate::kernels::vecmath::{axpy, dot};
 use crate::model::{fast, Model};
+use crate::params::NormParams;
 use panels::LaneWeights;
 use team::both;
 
@@ -70,6 +72,18 @@ simd_fn! {
                 axpy(acc, p, &value[col..col + d]);
             }
             yh.copy_from_slice(acc);
+        }
+    }
+}
+
+/// Layer norm (which has a bias) or RMSNorm of one row.
+fn norm_row(out: &mut [f32], x: &[f32], p: NormParams, prm: &[f32], eps: f32) {
+    match p.bias {
+        Some(bias) => {
+            layernorm_row(out, x, p.weight.of(prm), bias.of(prm), eps);
+        }
+        None => {
+            rmsnorm_row(out, x, p.weight.of(prm), eps);
         }
     }
 }
@@ -253,8 +267,7 @@ impl DecodeState {
         }
         let (first, second) = (&mut self.first, &mut self.second);
         for (l, (blk, [w_first, w_second])) in lay.blocks.iter().zip(&packed.blocks).enumerate() {
-            let norm1 = (blk.ln1.weight.of(prm), fast(blk.ln1.bias).of(prm));
-            layernorm_row(&mut self.h, &self.x, norm1.0, norm1.1, cfg.eps);
+            norm_row(&mut self.h, &self.x, blk.ln1, prm, cfg.eps);
             let h = &self.h;
             both(
                 team,
@@ -263,8 +276,7 @@ impl DecodeState {
             );
             let bias_o = blk.b_o.map(|b| b.of(prm));
             add_partials(&mut self.x, &first.partial, &second.partial, bias_o);
-            let norm2 = (blk.ln2.weight.of(prm), fast(blk.ln2.bias).of(prm));
-            layernorm_row(&mut self.h, &self.x, norm2.0, norm2.1, cfg.eps);
+            norm_row(&mut self.h, &self.x, blk.ln2, prm, cfg.eps);
             let h = &self.h;
             both(
                 team,
@@ -276,8 +288,7 @@ impl DecodeState {
         }
         self.len += 1;
         if want_logits {
-            let norm_f = (lay.ln_f.weight.of(prm), fast(lay.ln_f.bias).of(prm));
-            layernorm_row(&mut self.h, &self.x, norm_f.0, norm_f.1, cfg.eps);
+            norm_row(&mut self.h, &self.x, lay.ln_f, prm, cfg.eps);
             // logits = h @ lm_head^T, lm_head (V, C) stored [out][in]: one dot product per
             // row, each computed by one thread, so any cut gives the same numbers.
             let head = lay.lm_head.of(prm);

@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
+pub mod rmsnorm;
 pub mod simd;
 pub mod softmax;
 pub mod tiled;
