@@ -9,9 +9,19 @@ from conftest import random_model
 
 CONFIG = tinylm.Config(vocab_size=30, d_model=32, n_layers=2, n_heads=4, max_seq_len=16)
 WIDE = tinylm.Config(vocab_size=70, d_model=144, n_layers=2, n_heads=3, d_ff=200, max_seq_len=24)
+RMS = tinylm.Config(
+    vocab_size=30,
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    max_seq_len=16,
+    norm="rmsnorm",
+    activation="silu",
+    mlp_bias=False,
+)
 
 
-@pytest.fixture(scope="module", params=[CONFIG, WIDE], ids=["small", "wide"])
+@pytest.fixture(scope="module", params=[CONFIG, WIDE, RMS], ids=["small", "wide", "rmsnorm"])
 def model(request) -> tinylm.Transformer:
     return random_model(request.param, seed=41, scale=0.3)
 

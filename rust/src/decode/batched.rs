@@ -6,22 +6,21 @@
 //! lengths step together. Per step, for the M rows being fed (B sequences in all, S = the
 //! positions a row's sequence has cached):
 //!   x = token_embed[token] + pos_embed[pos]                          (M, C)
-//!   per block: q, k, v = LN1(x) @ W_q, W_k, W_v (+ b); k, v into the row's cache;
+//!   per block: q, k, v = norm1(x) @ W_q, W_k, W_v (+ b); k, v into the row's cache;
 //!              y = softmax(q k^T / sqrt(D)) v over the row's S + 1 positions, per head;
-//!              x += y @ W_o (+ b_o); x += act(LN2(x) @ W_up (+ b)) @ W_down (+ b)
-//!   logits = LN_f(x) @ lm_head^T                                      (M, V)
+//!              x += y @ W_o (+ b_o); x += act(norm2(x) @ W_up (+ b)) @ W_down (+ b)
+//!   logits = norm_f(x) @ lm_head^T                                      (M, V)
 
 use crate::alloc;
 use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::kernels::activation::activation_forward_chunk;
 use crate::kernels::gelu::gelu_forward_chunk;
-use crate::kernels::layernorm::layernorm_row;
 use crate::kernels::matmul::{matmul, MatMut, MatRef};
 use crate::model::{fast, Model};
-use crate::params::Span;
+use crate::params::{NormParams, Span};
 
-use super::attend;
+use super::{attend, norm_row};
 
 /// The caches of B sequences and the scratch of a step.
 pub struct BatchState {
@@ -146,7 +145,7 @@ impl BatchState {
                 }
             };
         for (l, blk) in lay.blocks.iter().enumerate() {
-            self.norm_rows(blk.ln1.weight, blk.ln1.bias, prm, cfg.eps, c);
+            self.norm_rows(blk.ln1, prm, cfg.eps, c);
             product(&mut self.q, &self.h, blk.w_q, blk.b_q, c, c);
             product(&mut self.k, &self.h, blk.w_k, blk.b_k, c, c);
             product(&mut self.v, &self.h, blk.w_v, blk.b_v, c, c);
@@ -169,7 +168,7 @@ impl BatchState {
             // x += y @ W_o (+ b_o), through h as scratch.
             product(&mut self.h, &self.y, blk.w_o, blk.b_o, c, c);
             add_into(&mut self.x, &self.h);
-            self.norm_rows(blk.ln2.weight, blk.ln2.bias, prm, cfg.eps, c);
+            self.norm_rows(blk.ln2, prm, cfg.eps, c);
             product(&mut self.ff, &self.h, blk.w_up, blk.b_up, c, f);
             match cfg.activation {
                 Activation::GeluTanh => gelu_forward_chunk(&mut self.act, &mut self.tanh, &self.ff),
@@ -181,7 +180,7 @@ impl BatchState {
         for &s in rows {
             self.lens[s] += 1;
         }
-        self.norm_rows(lay.ln_f.weight, lay.ln_f.bias, prm, cfg.eps, c);
+        self.norm_rows(lay.ln_f, prm, cfg.eps, c);
         // logits = h @ lm_head^T, lm_head being (V, C).
         matmul(
             MatMut::new(&mut self.logits, m, v),
@@ -191,11 +190,10 @@ impl BatchState {
         );
     }
 
-    /// h = layer norm of each row of x.
-    fn norm_rows(&mut self, weight: Span, bias: Option<Span>, prm: &[f32], eps: f32, c: usize) {
-        let (w, b) = (weight.of(prm), fast(bias).of(prm));
+    /// h = the norm (layer norm or RMSNorm) of each row of x.
+    fn norm_rows(&mut self, norm: NormParams, prm: &[f32], eps: f32, c: usize) {
         for (h, x) in self.h.chunks_exact_mut(c).zip(self.x.chunks_exact(c)) {
-            layernorm_row(h, x, w, b, eps);
+            norm_row(h, x, norm, prm, eps);
         }
     }
 }
