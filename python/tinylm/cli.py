@@ -29,13 +29,14 @@ from typing import Any, Callable
 import numpy as np
 
 from tinylm import _core
-from tinylm._progress import PipeSafe
+from tinylm._progress import PipeSafe, Progress
 from tinylm.model import (
     BUNDLED_MODELS,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_K,
     Config,
+    Score,
     Transformer,
     bundled_weights,
 )
@@ -106,13 +107,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
     prompt = _prompt(args, tok)
     shown = tok.decode(tok.encode(prompt))  # the prompt as the model reads it
+    chain = {
+        "temperature": args.temperature,
+        "top_k": args.top_k or None,
+        "top_p": args.top_p,
+        "min_p": args.min_p,
+        "repetition_penalty": args.repetition_penalty,
+        "frequency_penalty": args.frequency_penalty,
+        "presence_penalty": args.presence_penalty,
+        "penalty_last_n": args.penalty_last_n,
+        "seed": args.seed,
+        "window": args.window,
+    }
+    if args.num_beams > 1 or args.num_samples > 1:
+        return _print_many(model, tok, prompt, args, chain)
     pieces = model.stream(  # checks its arguments before the first token
-        prompt,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k or None,
-        top_p=args.top_p,
-        seed=args.seed,
+        prompt, max_new_tokens=args.max_new_tokens, stop=args.stop, **chain
     )
     out = sys.stdout
     out.write(shown)
@@ -129,6 +139,71 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise
     if not ends_line:
         out.write("\n")
+    return 0
+
+
+def _print_many(
+    model: Transformer, tok: Tokenizer, prompt: str, args: argparse.Namespace, chain: dict
+) -> int:
+    """Beam search or several samples: each printed whole when the batch is done, with a
+    header line (stop strings cut each text after the first one)."""
+    ids = tok.encode(prompt)
+    if args.num_beams > 1:
+        beams = model.beam_search(
+            ids,
+            args.max_new_tokens,
+            num_beams=args.num_beams,
+            num_return_sequences=min(args.num_samples, args.num_beams),
+        )
+        results = [(f"beam {k + 1} (score {b.score:.3f})", b.ids) for k, b in enumerate(beams)]
+    else:
+        many = model.generate_many(ids, args.max_new_tokens, num_samples=args.num_samples, **chain)
+        results = [(f"sample {k + 1}", seq) for k, seq in enumerate(many)]
+    for k, (title, seq) in enumerate(results):
+        text = tok.decode(seq)
+        for stop in args.stop or ():
+            at = text.find(stop, len(tok.decode(ids)))
+            if at >= 0:
+                text = text[: at + len(stop)]
+        print(("\n" if k else "") + f"--- {title}")
+        print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Scores a whole file: loss (nats per token), perplexity, bits per character."""
+    model = _load_model(args.weights, args.backend)
+    tok = model.tokenizer
+    if tok is None:
+        raise CliError(
+            f"{args.weights}: this model file holds no tokenizer, so it cannot read text"
+        )
+    text = _read_text(Path(args.data))
+    try:
+        ids = tok.encode(text)
+    except _core.TokenizerError as exc:
+        raise CliError(f"{args.data}: {exc}") from None
+    if len(ids) < 2:
+        raise CliError(f"{args.data}: the text must hold at least 2 tokens")
+    # Scored in pieces of a few thousand tokens (each overlapping the one before by a
+    # context), so that a progress bar can follow a long file.
+    step = 64 * model.config.max_seq_len
+    context = model.config.max_seq_len
+    logprobs = []
+    starts = range(0, len(ids) - 1, step)
+    progress = Progress(len(starts), stream=sys.stderr, label="scoring")
+    for k, start in enumerate(starts):
+        lo = max(0, start - context // 2)
+        piece = model.score(ids[lo : start + step + 1]).token_logprobs
+        logprobs.append(piece[start - lo :])
+        progress.update(k + 1)
+    progress.close()
+    score = Score(np.concatenate(logprobs), len(tok.decode(ids[1:])), None)
+    print(f"file:            {args.data} ({len(text):,} characters, {len(ids):,} tokens)")
+    print(f"loss:            {score.loss:.4f} nats per token")
+    print(f"perplexity:      {score.perplexity:.3f}")
+    print(f"bits per token:  {score.bits_per_token:.4f}")
+    print(f"bits per char:   {score.bits_per_char:.4f}")
     return 0
 
 
@@ -845,8 +920,60 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--seed", type=SEEDS, default=None, help="for a reproducible sample (default: random)"
     )
+    g.add_argument(
+        "--min-p",
+        type=_float_in(0.0, 1.0),
+        default=None,
+        help="drop tokens less likely than this times the likeliest (default: off)",
+    )
+    g.add_argument(
+        "--repetition-penalty",
+        type=_float_in(0.0, 100.0, low_open=True),
+        default=1.0,
+        help="CTRL's penalty on the last --penalty-last-n tokens; 1 = off",
+    )
+    g.add_argument(
+        "--frequency-penalty", type=_float_in(-100.0, 100.0), default=0.0, help="per repeat"
+    )
+    g.add_argument(
+        "--presence-penalty", type=_float_in(-100.0, 100.0), default=0.0, help="once per token seen"
+    )
+    g.add_argument(
+        "--penalty-last-n", type=_int_in(0, 1 << 20), default=64, help="tokens the penalties see"
+    )
+    g.add_argument(
+        "--stop",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="end the sample right after this text (repeatable; default: none)",
+    )
+    g.add_argument(
+        "--window",
+        choices=("shift", "sliding"),
+        default="shift",
+        help="past the context: keep the last half in the cache (shift) or recompute the "
+        "last context exactly for every token (sliding)",
+    )
+    g.add_argument(
+        "--num-samples", type=_int_in(1, 4096), default=1, help="samples, decoded as a batch"
+    )
+    g.add_argument(
+        "--num-beams",
+        type=_int_in(1, 1024),
+        default=1,
+        help="beam search of this width instead of sampling; 1 = sample",
+    )
     g.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
     g.set_defaults(func=cmd_generate)
+
+    e = command("eval", "loss, perplexity and bits per character of a model on a text file")
+    e.add_argument(
+        "--weights", help=f"model file or bundled model ({bundled}); default: shakespeare"
+    )
+    e.add_argument("--data", required=True, help="UTF-8 text file to score (required: no default)")
+    e.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
+    e.set_defaults(func=cmd_eval)
 
     t = command("train", "train a model on a text file")
     t.add_argument("--data", help="UTF-8 text file (default when resuming: the run's own)")

@@ -1,0 +1,107 @@
+"""The command line's generation options (sampler chain, stop texts, beams, batches, the
+window) and `eval`, each run as a user would, in a subprocess."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tinylm
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tinylm", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_the_sampler_chain_options_give_what_the_api_gives(tmp_path):
+    args = [
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "20",
+        "--min-p",
+        "0.05",
+        "--repetition-penalty",
+        "1.3",
+        "--seed",
+        "5",
+        "--max-new-tokens",
+        "80",
+    ]
+    out = run("generate", "--prompt", "ROMEO:", *args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    want = model.generate_text(
+        "ROMEO:", 80, temperature=0.9, top_k=20, min_p=0.05, repetition_penalty=1.3, seed=5
+    )
+    assert out.stdout.rstrip("\n") == want.rstrip("\n")
+
+
+def test_a_stop_text_ends_the_sample_right_after_it(tmp_path):
+    out = run(
+        "generate",
+        "--prompt",
+        "ROMEO:",
+        "--seed",
+        "1",
+        "--max-new-tokens",
+        "400",
+        "--stop",
+        "\n\n",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    body = out.stdout[len("ROMEO:") :]
+    assert body.count("\n\n") <= 1 and body.rstrip(" ").endswith("\n")
+
+
+def test_beams_and_samples_print_each_with_a_header(tmp_path):
+    beams = run(
+        "generate", "--num-beams", "3", "--num-samples", "2", "--max-new-tokens", "20", cwd=tmp_path
+    )
+    assert beams.returncode == 0, beams.stderr
+    assert beams.stdout.count("--- beam ") == 2 and "score" in beams.stdout
+    samples = run(
+        "generate", "--num-samples", "3", "--max-new-tokens", "20", "--seed", "2", cwd=tmp_path
+    )
+    assert samples.returncode == 0, samples.stderr
+    assert samples.stdout.count("--- sample ") == 3
+
+
+def test_eval_reports_what_score_computes(tmp_path):
+    text = "ROMEO:\nBut soft, what light through yonder window breaks?\n" * 40
+    path = tmp_path / "val.txt"
+    path.write_text(text)
+    out = run("eval", "--data", str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    fields = dict(line.split(":", 1) for line in out.stdout.splitlines())
+    score = tinylm.Transformer.from_bundled("shakespeare").score(text)
+    assert float(fields["perplexity"]) == pytest.approx(score.perplexity, rel=2e-3)
+    assert float(fields["bits per char"]) == pytest.approx(score.bits_per_char, rel=2e-3)
+    assert float(fields["loss"].split()[0]) == pytest.approx(score.loss, rel=2e-3)
+    assert math.isfinite(float(fields["bits per token"]))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "--min-p", "2"], "--min-p"),
+        (["generate", "--num-beams", "0"], "--num-beams"),
+        (["generate", "--window", "wide"], "--window"),
+        (["eval", "--data", "/nonexistent/file.txt"], "no such file"),
+    ],
+)
+def test_bad_generation_options_are_one_line_errors(tmp_path, args, message):
+    out = run(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
