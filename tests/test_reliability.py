@@ -312,19 +312,22 @@ def test_a_tiny_file_claiming_a_huge_model_is_an_error_before_allocating(
 
 
 def test_a_model_too_big_for_memory_is_a_memory_error_naming_it():
+    # 4.03 GB of parameters, under the 2^30-parameter limit. A 4 GiB address space holds
+    # them if the interpreter itself takes less than 260 MB, so the limit here is 3 GiB.
     work = (
         "tinylm.Transformer(tinylm.Config(vocab_size=65, d_model=4096, n_layers=15, "
         "n_heads=8, d_ff=1, max_seq_len=64))"
     )
-    result = run_python(UNDER_4_GIB.replace("WORK", work), 60)
+    under_3_gib = UNDER_4_GIB.replace("(4 << 30, 4 << 30)", "(3 << 30, 3 << 30)")
+    result = run_python(under_3_gib.replace("WORK", work), 60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("MemoryError"), result.stdout
     assert "the parameters" in result.stdout
 
 
 def test_a_batch_too_big_for_memory_is_a_memory_error_naming_it():
-    # 3.9 GiB of activations: under the 16 GiB limit, over what 4 GiB of address space holds.
-    work = "tinylm.Transformer.from_bundled('shakespeare').logits(np.zeros((2400, 64), np.int64))"
+    # 7.8 GiB of activations: under the 16 GiB limit, over what 4 GiB of address space holds.
+    work = "tinylm.Transformer.from_bundled('shakespeare').logits(np.zeros((4800, 64), np.int64))"
     result = run_python(UNDER_4_GIB.replace("WORK", work), 60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("MemoryError"), result.stdout
