@@ -18,6 +18,7 @@ use crate::kernels::activation::activation_forward_chunk;
 use crate::kernels::gelu::gelu_forward_chunk;
 use crate::kernels::layernorm::layernorm_row;
 use crate::kernels::matmul::{matmul, MatMut, MatRef};
+use crate::kernels::rmsnorm::rmsnorm_row;
 use crate::model::{fast, Model};
 use crate::params::Span;
 
@@ -191,11 +192,18 @@ impl BatchState {
         );
     }
 
-    /// h = layer norm of each row of x.
+    /// h = layer norm (which has a bias) or RMSNorm of each row of x.
     fn norm_rows(&mut self, weight: Span, bias: Option<Span>, prm: &[f32], eps: f32, c: usize) {
-        let (w, b) = (weight.of(prm), fast(bias).of(prm));
+        let w = weight.of(prm);
         for (h, x) in self.h.chunks_exact_mut(c).zip(self.x.chunks_exact(c)) {
-            layernorm_row(h, x, w, b, eps);
+            match bias {
+                Some(b) => {
+                    layernorm_row(h, x, w, b.of(prm), eps);
+                }
+                None => {
+                    rmsnorm_row(h, x, w, eps);
+                }
+            }
         }
     }
 }
