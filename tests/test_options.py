@@ -276,3 +276,13 @@ def test_beam_search_on_options_the_cache_cannot_run_is_a_config_error() -> None
     model = tinylm.Transformer(llama(), backend="reference")
     with pytest.raises(tinylm.ConfigError, match="activation = swiglu: the key/value cache"):
         model.beam_search([1, 2], max_new_tokens=3, num_beams=2)
+
+
+@pytest.mark.parametrize("name", ["rmsnorm", "activation_silu", "no_mlp_bias"])
+def test_batched_generation_runs_the_fast_options(name: str) -> None:
+    config = tinylm.Config(**{**BASE, **OPTIONS[name], "d_model": 128, "n_heads": 4})
+    model = tinylm.Transformer(config, seed=3)
+    randomize(model, 3, 0.3)
+    prompts = [[1, 2], [3, 4, 5]]
+    many = model.generate_many(prompts, max_new_tokens=7, temperature=0)
+    assert many == [model.generate(p, max_new_tokens=7, temperature=0) for p in prompts]
