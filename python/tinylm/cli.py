@@ -845,7 +845,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--seed", type=SEEDS, default=None, help="for a reproducible sample (default: random)"
     )
-    g.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
+    g.add_argument(
+        "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
+    )
     g.set_defaults(func=cmd_generate)
 
     t = command("train", "train a model on a text file")
@@ -968,7 +970,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--weights", help="Go-format model file or bundled model (default: tiny)")
     d.add_argument("--steps", type=_int_in(0, 10**6), default=50, help="SGD steps")
     d.add_argument("--lr", type=NON_NEGATIVE, default=0.01, help="SGD learning rate")
-    d.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
+    d.add_argument(
+        "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
+    )
     d.set_defaults(func=cmd_demo)
     return parser
 
