@@ -964,7 +964,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="beam search of this width instead of sampling; 1 = sample",
     )
-    g.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
+    g.add_argument(
+        "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
+    )
     g.set_defaults(func=cmd_generate)
 
     e = command("eval", "loss, perplexity and bits per character of a model on a text file")
@@ -972,7 +974,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", help=f"model file or bundled model ({bundled}); default: shakespeare"
     )
     e.add_argument("--data", required=True, help="UTF-8 text file to score (required: no default)")
-    e.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
+    e.add_argument(
+        "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
+    )
     e.set_defaults(func=cmd_eval)
 
     t = command("train", "train a model on a text file")
@@ -1095,7 +1099,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--weights", help="Go-format model file or bundled model (default: tiny)")
     d.add_argument("--steps", type=_int_in(0, 10**6), default=50, help="SGD steps")
     d.add_argument("--lr", type=NON_NEGATIVE, default=0.01, help="SGD learning rate")
-    d.add_argument("--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP)
+    d.add_argument(
+        "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
+    )
     d.set_defaults(func=cmd_demo)
     return parser
 
