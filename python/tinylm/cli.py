@@ -930,16 +930,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--repetition-penalty",
         type=_float_in(0.0, 100.0, low_open=True),
         default=1.0,
-        help="CTRL's penalty on the last --penalty-last-n tokens; 1 = off",
+        help="CTRL's penalty on the last --penalty-last-n tokens; 1 = off (default: %(default)s)",
     )
     g.add_argument(
-        "--frequency-penalty", type=_float_in(-100.0, 100.0), default=0.0, help="per repeat"
+        "--frequency-penalty",
+        type=_float_in(-100.0, 100.0),
+        default=0.0,
+        help="subtracted per repeat (default: %(default)s)",
     )
     g.add_argument(
-        "--presence-penalty", type=_float_in(-100.0, 100.0), default=0.0, help="once per token seen"
+        "--presence-penalty",
+        type=_float_in(-100.0, 100.0),
+        default=0.0,
+        help="subtracted once per token seen (default: %(default)s)",
     )
     g.add_argument(
-        "--penalty-last-n", type=_int_in(0, 1 << 20), default=64, help="tokens the penalties see"
+        "--penalty-last-n",
+        type=_int_in(0, 1 << 20),
+        default=64,
+        help="tokens the penalties see (default: %(default)s)",
     )
     g.add_argument(
         "--stop",
@@ -953,16 +962,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("shift", "sliding"),
         default="shift",
         help="past the context: keep the last half in the cache (shift) or recompute the "
-        "last context exactly for every token (sliding)",
+        "last context exactly for every token (sliding) (default: %(default)s)",
     )
     g.add_argument(
-        "--num-samples", type=_int_in(1, 4096), default=1, help="samples, decoded as a batch"
+        "--num-samples",
+        type=_int_in(1, 4096),
+        default=1,
+        help="samples, decoded as a batch (default: %(default)s)",
     )
     g.add_argument(
         "--num-beams",
         type=_int_in(1, 1024),
         default=1,
-        help="beam search of this width instead of sampling; 1 = sample",
+        help="beam search of this width instead of sampling; 1 = sample (default: %(default)s)",
     )
     g.add_argument(
         "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
