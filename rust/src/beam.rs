@@ -25,6 +25,7 @@ use std::collections::HashSet;
 
 use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
+use crate::generate::{check_prompt_and_stop, feed_newest};
 use crate::model::Model;
 
 /// When to stop once num_beams hypotheses are finished (Hugging Face's `early_stopping`).
@@ -101,27 +102,7 @@ struct Beam {
 pub fn beam_search(model: &Model, prompt: &[u32], opts: &BeamOptions) -> Result<Vec<Hypothesis>> {
     opts.validate()?;
     let cfg = &model.config;
-    if prompt.is_empty() {
-        return Err(Error::value(
-            "the prompt is empty: generation needs at least one token",
-        ));
-    }
-    if let Some((i, &bad)) = prompt
-        .iter()
-        .enumerate()
-        .find(|(_, &id)| id as usize >= cfg.vocab_size)
-    {
-        return Err(Error::value(format!(
-            "prompt: token id {bad} at position {i} is out of range for vocab_size {}",
-            cfg.vocab_size
-        )));
-    }
-    if let Some(&bad) = opts.stop.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-        return Err(Error::value(format!(
-            "stop token id {bad} is out of range for vocab_size {}",
-            cfg.vocab_size
-        )));
-    }
+    check_prompt_and_stop(cfg.vocab_size, prompt, &opts.stop)?;
     model.try_decode_weights()?;
     crate::alloc::check_available(
         DecodeState::cache_bytes(cfg) * opts.num_beams as u128 * 2,
@@ -198,7 +179,7 @@ fn search(
             beams.clear();
             break;
         }
-        beams = advance(model, team, &beams, &chosen, p);
+        beams = advance(model, team, &beams, &chosen);
     }
     for beam in beams {
         let score = score_of(beam.logprob, beam.new.len().max(1));
@@ -223,7 +204,6 @@ fn advance(
     team: Option<&Team>,
     beams: &[Beam],
     chosen: &[(f64, usize, u32)],
-    p: usize,
 ) -> Vec<Beam> {
     let mut uses = vec![0usize; beams.len()];
     for &(_, b, _) in chosen {
@@ -246,17 +226,7 @@ fn advance(
         beam.new.push(t);
         beam.sequence.push(t);
         beam.window.push(t);
-        if beam.state.len() == p {
-            // Shift: the last P/2 tokens (the new one included) at positions 0..
-            let keep = (p / 2).max(1);
-            beam.window.drain(..beam.window.len() - keep);
-            beam.state.clear();
-            for (i, &tok) in beam.window.iter().enumerate() {
-                beam.state.push(model, team, tok, i + 1 == keep);
-            }
-        } else {
-            beam.state.push(model, team, t, true);
-        }
+        feed_newest(model, team, &mut beam.state, &mut beam.window);
         next.push(beam);
     }
     next

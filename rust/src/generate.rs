@@ -100,27 +100,7 @@ impl Generation {
     /// Checks the prompt and options against the model; nothing is computed yet.
     pub fn new(model: &Model, prompt: &[u32], opts: GenerateOptions) -> Result<Generation> {
         let cfg = &model.config;
-        if prompt.is_empty() {
-            return Err(Error::value(
-                "the prompt is empty: generation needs at least one token",
-            ));
-        }
-        if let Some((i, &bad)) = prompt
-            .iter()
-            .enumerate()
-            .find(|(_, &id)| id as usize >= cfg.vocab_size)
-        {
-            return Err(Error::value(format!(
-                "prompt: token id {bad} at position {i} is out of range for vocab_size {}",
-                cfg.vocab_size
-            )));
-        }
-        if let Some(&bad) = opts.stop.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-            return Err(Error::value(format!(
-                "stop token id {bad} is out of range for vocab_size {}",
-                cfg.vocab_size
-            )));
-        }
+        check_prompt_and_stop(cfg.vocab_size, prompt, &opts.stop)?;
         opts.sampling.check_ids(cfg.vocab_size)?;
         let sampler = Sampler::new(opts.sampling.clone(), opts.seed)?;
         let recent = prompt[prompt.len().saturating_sub(sampler.history_len())..].to_vec();
@@ -237,19 +217,7 @@ impl Generation {
                 self.phase = Phase::PastContext(Box::new(Workspace::new()));
                 return Ok(());
             }
-            if state.len() == context {
-                // Shift: the last P/2 tokens (the newest one included) at positions 0..
-                let keep = (context / 2).max(1);
-                let start = self.tokens.len() - keep;
-                self.tokens.drain(..start);
-                state.clear();
-                for (i, &tok) in self.tokens.iter().enumerate() {
-                    state.push(model, team, tok, i + 1 == keep);
-                }
-            } else {
-                let next = *self.tokens.last().expect("emit appended a token");
-                state.push(model, team, next, true);
-            }
+            feed_newest(model, team, &mut state, &mut self.tokens);
             if chunk.is_full() {
                 self.phase = Phase::InContext(state);
                 return Ok(());
@@ -282,6 +250,54 @@ impl Generation {
                 self.tokens.drain(..self.tokens.len() - (p / 2).max(1));
             }
         }
+    }
+}
+
+/// A prompt must hold at least one id, and it and the stop ids must be below V.
+pub(crate) fn check_prompt_and_stop(vocab_size: usize, prompt: &[u32], stop: &[u32]) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(Error::value(
+            "the prompt is empty: generation needs at least one token",
+        ));
+    }
+    if let Some((i, &bad)) = prompt
+        .iter()
+        .enumerate()
+        .find(|(_, &id)| id as usize >= vocab_size)
+    {
+        return Err(Error::value(format!(
+            "prompt: token id {bad} at position {i} is out of range for vocab_size {vocab_size}"
+        )));
+    }
+    if let Some(&bad) = stop.iter().find(|&&id| id as usize >= vocab_size) {
+        return Err(Error::value(format!(
+            "stop token id {bad} is out of range for vocab_size {vocab_size}"
+        )));
+    }
+    Ok(())
+}
+
+/// Feeds the newest id of `window` (the ids in `state`'s cache, then that one) into the
+/// cache, computing its logits. A full cache shifts first: the last P/2 ids of `window`
+/// (the newest included) are kept and fed again at positions 0.. (see the module's
+/// documentation).
+pub(crate) fn feed_newest(
+    model: &Model,
+    team: Option<&Team>,
+    state: &mut DecodeState,
+    window: &mut Vec<u32>,
+) {
+    let context = model.config.max_seq_len;
+    if state.len() < context {
+        let newest = *window.last().expect("the newest id is in the window");
+        state.push(model, team, newest, true);
+        return;
+    }
+    let keep = (context / 2).max(1);
+    window.drain(..window.len() - keep);
+    state.clear();
+    for (i, &tok) in window.iter().enumerate() {
+        state.push(model, team, tok, i + 1 == keep);
     }
 }
 
