@@ -19,11 +19,20 @@ from tinylm._core import (
     get_num_threads,
     set_num_threads,
 )
-from tinylm.model import Beam, Config, Score, Transformer, bundled_weights
+from tinylm.model import Beam, Config, Score, StepStats, Transformer, bundled_weights
+from tinylm.optim import AdamW
 from tinylm.tokenizer import Tokenizer
-from tinylm.train import TrainConfig, TrainingInterrupted, TrainResult, evaluate, train
+from tinylm.train import (
+    TrainConfig,
+    TrainingInterrupted,
+    TrainResult,
+    evaluate,
+    get_batch,
+    train,
+)
 
 __all__ = [
+    "AdamW",
     "Beam",
     "Config",
     "ConfigError",
@@ -31,6 +40,7 @@ __all__ = [
     "NonFiniteError",
     "Score",
     "ShapeError",
+    "StepStats",
     "TinyLMError",
     "Tokenizer",
     "TokenizerError",
@@ -41,6 +51,7 @@ __all__ = [
     "__version__",
     "bundled_weights",
     "evaluate",
+    "get_batch",
     "get_num_threads",
     "set_num_threads",
     "train",

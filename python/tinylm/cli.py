@@ -812,6 +812,12 @@ def _unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
     return f"unrecognized arguments: {' '.join(parts)}"
 
 
+def _default(cls: type, name: str) -> Any:
+    """A dataclass field's default: each default lives once, in :class:`Config` or
+    :class:`TrainConfig`, and the command line reads it from there."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
 def _int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high] (so the message names the option)."""
 
@@ -1035,31 +1041,68 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=BACKEND_HELP + " (default: fast for gpt2, reference for llama)",
     )
-    t.add_argument("--d-model", type=_int_in(1, MAX_D_MODEL), default=128, help="model width")
-    t.add_argument("--n-layers", type=_int_in(1, MAX_LAYERS), default=4, help="blocks")
-    t.add_argument("--n-heads", type=_int_in(1, MAX_HEADS), default=4, help="attention heads")
+    t.add_argument(
+        "--d-model",
+        type=_int_in(1, MAX_D_MODEL),
+        default=_default(Config, "d_model"),
+        help="model width",
+    )
+    t.add_argument(
+        "--n-layers",
+        type=_int_in(1, MAX_LAYERS),
+        default=_default(Config, "n_layers"),
+        help="blocks",
+    )
+    t.add_argument(
+        "--n-heads",
+        type=_int_in(1, MAX_HEADS),
+        default=_default(Config, "n_heads"),
+        help="attention heads",
+    )
     t.add_argument(
         "--d-ff",
         type=_int_in(1, MAX_D_FF),
         default=None,
         help="default 4 * d_model (llama: 8 / 3 * d_model)",
     )
-    t.add_argument("--context", type=_int_in(1, MAX_SEQ_LEN), default=64, help="sequence length")
+    t.add_argument(
+        "--context",
+        type=_int_in(1, MAX_SEQ_LEN),
+        default=_default(Config, "max_seq_len"),
+        help="sequence length",
+    )
     t.add_argument("--no-attn-bias", action="store_true", help="no q/k/v/o biases")
     t.add_argument("--untied", action="store_true", help="separate output head")
-    t.add_argument("--steps", type=STEPS, default=2000, help="optimizer steps in all")
     t.add_argument(
-        "--batch-size", type=_int_in(1, MAX_BATCH), default=12, help="sequences per micro-batch"
+        "--steps", type=STEPS, default=_default(TrainConfig, "steps"), help="optimizer steps in all"
+    )
+    t.add_argument(
+        "--batch-size",
+        type=_int_in(1, MAX_BATCH),
+        default=_default(TrainConfig, "batch_size"),
+        help="sequences per micro-batch",
     )
     t.add_argument(
         "--grad-accum",
         type=_int_in(1, 1 << 16),
-        default=1,
+        default=_default(TrainConfig, "grad_accum"),
         help="micro-batches of --batch-size per optimizer step (gradient accumulation)",
     )
-    t.add_argument("--lr", type=NON_NEGATIVE, default=1e-3, help="peak learning rate")
-    t.add_argument("--min-lr", type=NON_NEGATIVE, default=1e-4, help="learning rate at the end")
-    t.add_argument("--warmup", type=_int_in(0, MAX_STEPS), default=100, help="warmup steps")
+    t.add_argument(
+        "--lr", type=NON_NEGATIVE, default=_default(TrainConfig, "lr"), help="peak learning rate"
+    )
+    t.add_argument(
+        "--min-lr",
+        type=NON_NEGATIVE,
+        default=_default(TrainConfig, "min_lr"),
+        help="learning rate at the end",
+    )
+    t.add_argument(
+        "--warmup",
+        type=_int_in(0, MAX_STEPS),
+        default=_default(TrainConfig, "warmup_steps"),
+        help="warmup steps",
+    )
     t.add_argument(
         "--lr-decay-steps",
         type=STEPS,
@@ -1067,14 +1110,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps of the cosine decay to --min-lr (default: --steps)",
     )
     t.add_argument(
-        "--weight-decay", type=NON_NEGATIVE, default=0.1, help="AdamW decay of the matrices"
+        "--weight-decay",
+        type=NON_NEGATIVE,
+        default=_default(TrainConfig, "weight_decay"),
+        help="AdamW decay of the matrices",
     )
-    t.add_argument("--beta1", type=_float_in(0.0, 1.0), default=0.9, help="AdamW beta1")
-    t.add_argument("--beta2", type=_float_in(0.0, 1.0), default=0.99, help="AdamW beta2")
-    t.add_argument("--grad-clip", type=NON_NEGATIVE, default=1.0, help="0 disables clipping")
-    t.add_argument("--eval-interval", type=STEPS, default=250, help="steps between evaluations")
     t.add_argument(
-        "--eval-batches", type=_int_in(1, 10**6), default=20, help="batches per evaluation"
+        "--beta1",
+        type=_float_in(0.0, 1.0),
+        default=_default(TrainConfig, "beta1"),
+        help="AdamW beta1",
+    )
+    t.add_argument(
+        "--beta2",
+        type=_float_in(0.0, 1.0),
+        default=_default(TrainConfig, "beta2"),
+        help="AdamW beta2",
+    )
+    t.add_argument(
+        "--grad-clip",
+        type=NON_NEGATIVE,
+        default=_default(TrainConfig, "grad_clip"),
+        help="0 disables clipping",
+    )
+    t.add_argument(
+        "--eval-interval",
+        type=STEPS,
+        default=_default(TrainConfig, "eval_interval"),
+        help="steps between evaluations",
+    )
+    t.add_argument(
+        "--eval-batches",
+        type=_int_in(1, 10**6),
+        default=_default(TrainConfig, "eval_batches"),
+        help="batches per evaluation",
     )
     t.add_argument(
         "--checkpoint-interval",
@@ -1089,7 +1158,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation loss after training: the whole split (with a progress bar), the "
         "last --eval-batches estimate, or none",
     )
-    t.add_argument("--seed", type=SEEDS, default=1337, help="initialisation and batches")
+    t.add_argument(
+        "--seed",
+        type=SEEDS,
+        default=_default(TrainConfig, "seed"),
+        help="initialisation and batches",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

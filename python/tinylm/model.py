@@ -17,13 +17,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 
 from tinylm import _core
 from tinylm._checks import MAX_ID, float_arg, ids_arg, int_arg
 from tinylm.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from tinylm.optim import AdamW
 
 IdsLike = Union[Sequence[int], Sequence[Sequence[int]], np.ndarray]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -176,6 +179,15 @@ def as_ids(ids: IdsLike, what: str = "input ids") -> tuple[np.ndarray, bool]:
     was_1d = arr.ndim == 1
     arr2 = np.ascontiguousarray(arr.reshape(1, -1) if was_1d else arr, dtype=np.int64)
     return arr2, was_1d
+
+
+class StepStats(NamedTuple):
+    """What one :meth:`Transformer.train_step` did."""
+
+    #: Mean training loss of the batch, before the update.
+    loss: float
+    #: Global L2 norm of the gradient, before clipping.
+    grad_norm: float
 
 
 @dataclass(frozen=True)
@@ -359,6 +371,66 @@ class Transformer:
         y, _ = as_ids(targets, "targets")
         loss, grads = self._core.gradients(x, y)
         return float(loss), dict(grads)
+
+    # ----------------------------------------------------------------------------- training
+
+    def forward_backward(
+        self, inputs: IdsLike, targets: IdsLike, *, scale: float = 1.0, accumulate: bool = False
+    ) -> float:
+        """Forward and backward pass over a batch: returns its mean loss and keeps the
+        gradient in the model (see :attr:`grad`) for :meth:`clip_grad_norm` and
+        :meth:`tinylm.AdamW.step`. With ``accumulate``, ``scale`` times the gradient is
+        added to the held one instead of replacing it: micro-batches of one step each pass
+        ``scale=1 / micro_batches`` (nanoGPT's ``loss / gradient_accumulation_steps``).
+        A non-finite loss raises :class:`~tinylm.NonFiniteError` and drops the gradient."""
+        x, _ = as_ids(inputs, "inputs")
+        y, _ = as_ids(targets, "targets")
+        scale = float_arg("scale", scale, -math.inf, math.inf)
+        return float(self._core.backward(x, y, scale, bool(accumulate)))
+
+    def clip_grad_norm(self, max_norm: float | None) -> float:
+        """Scales the held gradient so its global L2 norm is at most ``max_norm`` (``None``
+        or 0: only measures it); returns the norm before clipping."""
+        if max_norm is not None:
+            max_norm = float_arg("max_norm", max_norm, 0.0, math.inf)
+        return float(self._core.clip_grad_norm(max_norm or None))
+
+    def zero_grad(self) -> None:
+        """Forgets the held gradient."""
+        self._core.zero_grad()
+
+    @property
+    def grad(self) -> dict[str, np.ndarray] | None:
+        """Copies of the held gradient, keyed like :meth:`state_dict` (None before the
+        first :meth:`forward_backward`, after :meth:`zero_grad` or a failed pass)."""
+        held = self._core.held_gradient()
+        return None if held is None else dict(held)
+
+    def train_step(
+        self,
+        optimizer: AdamW,
+        inputs: IdsLike,
+        targets: IdsLike,
+        *,
+        grad_clip: float | None = 1.0,
+        micro_batches: int = 1,
+    ) -> StepStats:
+        """One optimizer step in one call: :meth:`forward_backward` over ``micro_batches``
+        equal parts of the batch, :meth:`clip_grad_norm` to ``grad_clip``, then
+        ``optimizer.step()`` at ``optimizer.lr``. Exactly those three steps, so it gives
+        the same parameters, bit for bit, as calling them one by one."""
+        from tinylm.optim import AdamW
+
+        if not isinstance(optimizer, AdamW):
+            raise TypeError(f"optimizer must be a tinylm.AdamW, got {type(optimizer).__name__}")
+        if optimizer.model is not self:
+            raise ValueError("this optimizer was made for another model")
+        x, _ = as_ids(inputs, "inputs")
+        y, _ = as_ids(targets, "targets")
+        clip = None if grad_clip is None else float_arg("grad_clip", grad_clip, 0.0, math.inf)
+        micro = int_arg("micro_batches", micro_batches, 1, 2**31)
+        loss, norm = self._core.train_step(optimizer._core, x, y, optimizer.lr, clip or None, micro)
+        return StepStats(float(loss), float(norm))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter as float32 arrays, in a fixed order. Projections are

@@ -1,7 +1,9 @@
 """The training loop, linear and boring on purpose (as nanoGPT's ``train.py``):
 
-get batch -> forward, backward, clip, AdamW step (one call into the Rust core) -> log ->
-evaluate every ``eval_interval`` steps -> checkpoint.
+get batch -> forward and backward (per micro-batch) -> clip -> AdamW step -> log ->
+evaluate every ``eval_interval`` steps -> checkpoint. Each arrow is one call into the Rust
+core (:meth:`Transformer.forward_backward`, :meth:`Transformer.clip_grad_norm`,
+:meth:`tinylm.AdamW.step`); :meth:`Transformer.train_step` is the same step in one call.
 
 Everything a step depends on is a function of the step number (the batch comes from a
 generator seeded with ``(seed, step)``, the learning rate from the schedule) or lives in
@@ -36,6 +38,7 @@ from tinylm import _core
 from tinylm._io import write_text_atomic
 from tinylm._progress import Progress
 from tinylm.model import Config, Transformer
+from tinylm.optim import AdamW
 from tinylm.tokenizer import Tokenizer
 
 CHECKPOINT_NAME = "ckpt.safetensors"
@@ -112,6 +115,8 @@ class TrainResult:
     train_losses: list[float] = field(default_factory=list)
     #: (step, validation loss) pairs.
     val_losses: list[tuple[int, float]] = field(default_factory=list)
+    #: Global gradient norm (before clipping) of every step, from step 0.
+    grad_norms: list[float] = field(default_factory=list)
     #: Seconds spent training (summed over resumed runs).
     elapsed: float = 0.0
     #: Training tokens per second of this run.
@@ -345,11 +350,14 @@ def train(
         result.steps_done = state["step"]
         result.train_losses = list(state["train_losses"])
         result.val_losses = [tuple(p) for p in state["val_losses"]]  # type: ignore[misc]
+        result.grad_norms = list(state.get("grad_norms", []))
         result.elapsed = state["elapsed"]
         saved_step: int | None = result.steps_done
     else:
         saved_step = None
-        optimizer = _core.AdamW(model._core, config.beta1, config.beta2, 1e-8, config.weight_decay)
+        optimizer = AdamW(
+            model, config.lr, (config.beta1, config.beta2), weight_decay=config.weight_decay
+        )
 
     def save(step: int) -> None:
         nonlocal saved_step
@@ -360,17 +368,17 @@ def train(
             "train_config": dataclasses.asdict(config),
             "train_losses": result.train_losses,
             "val_losses": result.val_losses,
+            "grad_norms": result.grad_norms,
             "elapsed": result.elapsed,
             "data": data_info,
         }
         tok = model.tokenizer._core if model.tokenizer is not None else None
         model._core.save_checkpoint(
-            str(ckpt_path), optimizer, tok, {"train_state": json.dumps(state)}
+            str(ckpt_path), optimizer._core, tok, {"train_state": json.dumps(state)}
         )
         saved_step = step
 
     ckpt_every = config.checkpoint_interval or config.eval_interval
-    clip = config.grad_clip or None
     step_batch = config.batch_size * config.grad_accum
     tokens_per_step = step_batch * seq_len
     flag = _StopFlag()
@@ -382,11 +390,23 @@ def train(
         step = start_step
         while step < config.steps:
             t0 = time.perf_counter()
+            optimizer.lr = config.lr_at(step)
             x, y = get_batch(train_data, step_batch, seq_len, config.seed, step)
             try:
-                loss, _ = model._core.train_step(
-                    optimizer, x, y, config.lr_at(step), clip, config.grad_accum
-                )
+                # Forward and backward, one micro-batch at a time: the gradient adds up in
+                # the model (each micro-batch's loss scaled by 1 / grad_accum).
+                micro_losses = []
+                for micro in range(config.grad_accum):
+                    rows = slice(micro * config.batch_size, (micro + 1) * config.batch_size)
+                    micro_losses.append(
+                        model.forward_backward(
+                            x[rows], y[rows], scale=1 / config.grad_accum, accumulate=micro > 0
+                        )
+                    )
+                loss = sum(micro_losses) / config.grad_accum
+                # Clip the gradient's global norm, then one AdamW step.
+                grad_norm = model.clip_grad_norm(config.grad_clip)
+                optimizer.step()
             except _core.NonFiniteError as exc:
                 bar.close()
                 if ckpt_path is None:
@@ -399,6 +419,7 @@ def train(
                     f"training diverged at step {step}: {exc}; {kept}"
                 ) from None
             result.train_losses.append(float(loss))
+            result.grad_norms.append(grad_norm)
             step += 1
             result.steps_done = step
             is_last = step == config.steps
@@ -433,11 +454,9 @@ def train(
     return model, result
 
 
-def load_checkpoint(
-    path: Path, backend: str = "fast"
-) -> tuple[Transformer, _core.AdamW, dict[str, Any]]:
+def load_checkpoint(path: Path, backend: str = "fast") -> tuple[Transformer, AdamW, dict[str, Any]]:
     """The model (on ``backend``), optimizer and training state stored in a checkpoint."""
-    core, optimizer, tok, meta = _core.Model.load_checkpoint(str(path), backend)
+    core, moments, tok, meta = _core.Model.load_checkpoint(str(path), backend)
     if "train_state" not in meta:
         raise _core.FormatError(f"{path}: not a training checkpoint (no train_state metadata)")
     try:
@@ -448,6 +467,8 @@ def load_checkpoint(
         raise _core.FormatError(f"{path}: invalid train_state metadata: {exc}") from None
     _check_train_state(path, state)
     model = Transformer._from_core(core, Tokenizer(tok) if tok is not None else None, "safetensors")
+    settings = TrainConfig(**state["train_config"])
+    optimizer = AdamW._from_core(model, moments, settings.lr_at(state["step"]))
     return model, optimizer, state
 
 

@@ -36,7 +36,7 @@ fn main() {
         let t0 = Instant::now();
         for _ in 0..steps_per_round {
             runner
-                .train_step(&mut model, &mut opt, &ids, &tg, b, t, 1e-4, Some(1.0))
+                .train_step(&mut model, &mut opt, &ids, &tg, b, t, 1, 1e-4, Some(1.0))
                 .unwrap();
         }
         let step = t0.elapsed().as_secs_f64() / steps_per_round as f64;

@@ -31,6 +31,8 @@ pub struct BatchRunner {
     grads: Vec<f32>,
     /// One micro-batch's gradient, when a step accumulates several.
     micro_grads: Vec<f32>,
+    /// Whether `grads` holds a usable gradient.
+    held: HeldGradient,
 }
 
 /// Sequence ranges of the shards of a batch of b sequences.
@@ -143,10 +145,124 @@ impl BatchRunner {
     }
 }
 
+/// The gradient a runner holds between the backward pass and the optimizer step (as
+/// PyTorch keeps `.grad` on each parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum HeldGradient {
+    /// None yet, or thrown away by `zero_grad` or by a failed backward pass.
+    #[default]
+    Empty,
+    /// A finite loss's gradient; `norm` once it has been measured (by clipping).
+    Ready { norm: Option<f32> },
+}
+
+/// The training step in its parts, as nanoGPT's loop writes them: [`BatchRunner::backward`]
+/// (forward and backward, once per micro-batch), [`BatchRunner::clip_grad_norm`],
+/// [`BatchRunner::adamw_step`]; [`BatchRunner::train_step`] is the three in one call.
 impl BatchRunner {
-    /// One AdamW step: loss and gradient, clipping of the gradient's global norm to
-    /// `grad_clip`, update. Returns (loss, gradient norm before clipping). When the loss or
-    /// the gradient is not finite, the parameters are left as they were.
+    /// Forward and backward of a batch (B, T): returns its mean loss and stores `scale`
+    /// times the gradient of that mean as the held gradient, or adds it there with
+    /// `accumulate` (micro-batches of one step: scale 1 / micro-batches each). A
+    /// non-finite loss is an error and empties the held gradient.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        model: &Model,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+        scale: f32,
+        accumulate: bool,
+    ) -> Result<f32> {
+        let fresh = !accumulate || self.held == HeldGradient::Empty;
+        self.held = HeldGradient::Empty;
+        let mut grads = std::mem::take(&mut self.grads);
+        let result = alloc::resize_zeroed(&mut grads, model.layout.total, "the gradients")
+            .and_then(|()| {
+                if fresh && scale == 1.0 {
+                    return self.loss_and_grads(model, ids, targets, b, t, &mut grads);
+                }
+                let mut part = std::mem::take(&mut self.micro_grads);
+                let result =
+                    alloc::resize_zeroed(&mut part, grads.len(), "a micro-batch's gradients")
+                        .and_then(|()| self.loss_and_grads(model, ids, targets, b, t, &mut part));
+                if result.is_ok() {
+                    for (g, p) in grads.iter_mut().zip(&part) {
+                        *g = if fresh { p * scale } else { *g + p * scale };
+                    }
+                }
+                self.micro_grads = part;
+                result
+            });
+        self.grads = grads;
+        let loss = result?;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "the loss is {loss}; no gradient is kept and the parameters were not updated"
+            )));
+        }
+        self.held = HeldGradient::Ready { norm: None };
+        Ok(loss)
+    }
+
+    /// Forgets the held gradient.
+    pub fn zero_grad(&mut self) {
+        self.held = HeldGradient::Empty;
+    }
+
+    /// The held gradient (the flat buffer, laid out as the parameters), if there is one.
+    pub fn gradient(&self) -> Option<&[f32]> {
+        match self.held {
+            HeldGradient::Empty => None,
+            HeldGradient::Ready { .. } => Some(&self.grads),
+        }
+    }
+
+    /// Scales the held gradient so that its global L2 norm is at most `max_norm` (`None`:
+    /// only measures it). Returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: Option<f32>) -> Result<f32> {
+        let HeldGradient::Ready { .. } = self.held else {
+            return Err(no_gradient("clip it"));
+        };
+        let norm = match max_norm {
+            Some(c) => clip_grad_norm(&mut self.grads, c),
+            None => grad_norm(&self.grads) as f32,
+        };
+        self.held = HeldGradient::Ready { norm: Some(norm) };
+        Ok(norm)
+    }
+
+    /// One AdamW update of `model` from the held gradient (which is kept, as PyTorch
+    /// keeps `.grad`, until the next backward pass or `zero_grad`). Returns the gradient's
+    /// norm. Without a gradient, or with a non-finite one, nothing changes.
+    pub fn adamw_step(&mut self, model: &mut Model, optimizer: &mut AdamW, lr: f32) -> Result<f32> {
+        if optimizer.m.len() != model.layout.total {
+            return Err(Error::value(
+                "this optimizer belongs to a model of another size",
+            ));
+        }
+        let norm = match self.held {
+            HeldGradient::Empty => return Err(no_gradient("take a step")),
+            HeldGradient::Ready { norm: Some(n) } => n,
+            HeldGradient::Ready { norm: None } => grad_norm(&self.grads) as f32,
+        };
+        if !norm.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "the gradient norm is {norm}; the parameters were not updated"
+            )));
+        }
+        optimizer.step(model.params_mut(), &self.grads, lr)?;
+        Ok(norm)
+    }
+
+    /// One AdamW step in one call: the b sequences run as `micro_batches` equal
+    /// micro-batches, one after the other (so the workspaces hold one micro-batch's
+    /// activations), whose mean gradient, clipped to a global norm of `grad_clip`, makes
+    /// one update. That is the gradient of the whole batch's mean loss, as one big batch
+    /// computes it; only the order of the sums differs. Returns (loss, gradient norm
+    /// before clipping). When the loss or the gradient is not finite, the parameters are
+    /// left as they were.
     #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &mut self,
@@ -156,93 +272,30 @@ impl BatchRunner {
         targets: &[u32],
         b: usize,
         t: usize,
-        lr: f32,
-        grad_clip: Option<f32>,
-    ) -> Result<(f32, f32)> {
-        self.train_step_accumulated(model, optimizer, ids, targets, b, t, 1, lr, grad_clip)
-    }
-
-    /// [`Self::train_step`] with gradient accumulation: the b sequences run as
-    /// `micro_batches` equal micro-batches, one after the other (so the workspaces hold one
-    /// micro-batch's activations), and their mean gradient makes one AdamW step. That is
-    /// the gradient of the whole batch's mean loss, as one big batch computes it; only the
-    /// order of the sums differs. One micro-batch is exactly [`Self::train_step`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn train_step_accumulated(
-        &mut self,
-        model: &mut Model,
-        optimizer: &mut AdamW,
-        ids: &[u32],
-        targets: &[u32],
-        b: usize,
-        t: usize,
         micro_batches: usize,
         lr: f32,
         grad_clip: Option<f32>,
     ) -> Result<(f32, f32)> {
+        check_len(ids, targets, b, t)?;
         if micro_batches == 0 || !b.is_multiple_of(micro_batches) {
             return Err(Error::value(format!(
                 "a batch of {b} sequences does not split into {micro_batches} equal micro-batches"
             )));
         }
-        if optimizer.m.len() != model.layout.total {
-            return Err(Error::value(
-                "this optimizer belongs to a model of another size",
-            ));
+        let (bm, scale) = (b / micro_batches, 1.0 / micro_batches as f32);
+        let mut loss_sum = 0.0f64;
+        for k in 0..micro_batches {
+            let rows = k * bm * t..(k + 1) * bm * t;
+            let (ids, targets) = (&ids[rows.clone()], &targets[rows]);
+            loss_sum += self.backward(model, ids, targets, bm, t, scale, k > 0)? as f64;
         }
-        let mut grads = std::mem::take(&mut self.grads);
-        alloc::resize_zeroed(&mut grads, model.layout.total, "the gradients")?;
-        let result = if micro_batches == 1 {
-            self.loss_and_grads(model, ids, targets, b, t, &mut grads)
-        } else {
-            self.accumulate(model, ids, targets, b, t, micro_batches, &mut grads)
-        };
-        let outcome = result.and_then(|loss| {
-            let norm = match grad_clip {
-                Some(c) => clip_grad_norm(&mut grads, c),
-                None => grad_norm(&grads) as f32,
-            };
-            check_finite_step(loss, norm)?;
-            optimizer.step(model.params_mut(), &grads, lr)?;
-            Ok((loss, norm))
-        });
-        self.grads = grads;
-        outcome
+        let norm = self.clip_grad_norm(grad_clip)?;
+        self.adamw_step(model, optimizer, lr)?;
+        Ok(((loss_sum / micro_batches as f64) as f32, norm))
     }
+}
 
-    /// Mean loss and mean gradient (overwriting `grads`) of `micro_batches` equal
-    /// micro-batches of the batch (B, T), run one after the other.
-    #[allow(clippy::too_many_arguments)]
-    pub fn accumulate(
-        &mut self,
-        model: &Model,
-        ids: &[u32],
-        targets: &[u32],
-        b: usize,
-        t: usize,
-        micro_batches: usize,
-        grads: &mut [f32],
-    ) -> Result<f32> {
-        check_len(ids, targets, b, t)?;
-        let mut part = std::mem::take(&mut self.micro_grads);
-        let outcome = alloc::resize_zeroed(&mut part, grads.len(), "a micro-batch's gradients")
-            .and_then(|()| {
-                let (bm, scale) = (b / micro_batches, 1.0 / micro_batches as f32);
-                let mut loss_sum = 0.0f64;
-                for k in 0..micro_batches {
-                    let rows = k * bm * t..(k + 1) * bm * t;
-                    let (ids, targets) = (&ids[rows.clone()], &targets[rows]);
-                    loss_sum += self.loss_and_grads(model, ids, targets, bm, t, &mut part)? as f64;
-                    for (g, p) in grads.iter_mut().zip(&part) {
-                        *g = if k == 0 { p * scale } else { *g + p * scale };
-                    }
-                }
-                Ok((loss_sum / micro_batches as f64) as f32)
-            });
-        self.micro_grads = part;
-        outcome
-    }
-
+impl BatchRunner {
     /// One plain SGD step (the Go TinyLM's training). Returns the loss before the step.
     pub fn sgd_step(
         &mut self,
@@ -253,6 +306,7 @@ impl BatchRunner {
         t: usize,
         lr: f32,
     ) -> Result<f32> {
+        self.held = HeldGradient::Empty;
         let mut grads = std::mem::take(&mut self.grads);
         alloc::resize_zeroed(&mut grads, model.layout.total, "the gradients")?;
         let outcome = self
@@ -265,6 +319,13 @@ impl BatchRunner {
         self.grads = grads;
         outcome
     }
+}
+
+fn no_gradient(to: &str) -> Error {
+    Error::value(format!(
+        "there is no gradient to {to}: run a backward pass first (it is cleared by \
+         zero_grad and by a backward pass that failed)"
+    ))
 }
 
 fn check_finite_step(loss: f32, norm: f32) -> Result<()> {

@@ -279,7 +279,17 @@ fn training_steps_are_bit_identical_for_one_and_two_threads() {
                 let ids: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 7 + step) % 65).collect();
                 let targets: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 11 + step) % 65).collect();
                 let (loss, _) = runner
-                    .train_step(&mut model, &mut opt, &ids, &targets, b, t, 1e-3, Some(1.0))
+                    .train_step(
+                        &mut model,
+                        &mut opt,
+                        &ids,
+                        &targets,
+                        b,
+                        t,
+                        1,
+                        1e-3,
+                        Some(1.0),
+                    )
                     .unwrap();
                 losses.push(loss.to_bits());
             }
@@ -297,6 +307,74 @@ fn training_steps_are_bit_identical_for_one_and_two_threads() {
 }
 
 #[test]
+fn the_steps_parts_are_the_one_call_step() {
+    let config = small_config(true, false);
+    let (b, t, micro) = (4, 5, 2);
+    let ids: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 5 + 1) % 7).collect();
+    let targets: Vec<u32> = (0..(b * t) as u32).map(|i| (i * 3 + 2) % 7).collect();
+    let adamw = AdamWConfig {
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    let mut one = random_model(config.clone(), 3);
+    let mut parts = one.clone();
+    let (mut opt_one, mut opt_parts) = (
+        AdamW::new(adamw, &one.layout).unwrap(),
+        AdamW::new(adamw, &parts.layout).unwrap(),
+    );
+    let (mut r_one, mut r_parts) = (BatchRunner::new(), BatchRunner::new());
+    for _ in 0..3 {
+        let (loss, norm) = r_one
+            .train_step(
+                &mut one,
+                &mut opt_one,
+                &ids,
+                &targets,
+                b,
+                t,
+                micro,
+                1e-2,
+                Some(0.5),
+            )
+            .unwrap();
+        let bm = b / micro;
+        let mut loss_sum = 0.0f64;
+        for k in 0..micro {
+            let rows = k * bm * t..(k + 1) * bm * t;
+            loss_sum += r_parts
+                .backward(
+                    &parts,
+                    &ids[rows.clone()],
+                    &targets[rows],
+                    bm,
+                    t,
+                    0.5,
+                    k > 0,
+                )
+                .unwrap() as f64;
+        }
+        let clipped = r_parts.clip_grad_norm(Some(0.5)).unwrap();
+        assert_eq!(
+            r_parts
+                .adamw_step(&mut parts, &mut opt_parts, 1e-2)
+                .unwrap(),
+            clipped
+        );
+        assert_eq!(((loss_sum / micro as f64) as f32, clipped), (loss, norm));
+        assert_eq!(one.params(), parts.params());
+    }
+    // Without a gradient there is no step, and nothing changes.
+    r_parts.zero_grad();
+    let before = parts.params().to_vec();
+    let err = r_parts
+        .adamw_step(&mut parts, &mut opt_parts, 1e-2)
+        .unwrap_err();
+    assert!(err.to_string().contains("no gradient"), "{err}");
+    assert!(r_parts.clip_grad_norm(None).is_err());
+    assert_eq!(parts.params(), &before[..]);
+}
+
+#[test]
 fn accumulated_micro_batches_give_the_big_batchs_loss_and_gradient() {
     let model = random_model(small_config(true, false), 31);
     let (b, t) = (6, 5);
@@ -309,10 +387,25 @@ fn accumulated_micro_batches_give_the_big_batchs_loss_and_gradient() {
         .loss_and_grads(&model, &ids, &targets, b, t, &mut big)
         .unwrap();
     for micro in [2, 3, 6] {
-        let mut acc = vec![f32::NAN; total];
-        let loss = runner
-            .accumulate(&model, &ids, &targets, b, t, micro, &mut acc)
-            .unwrap();
+        // The parts of a step, as train.py runs them: one backward pass per micro-batch.
+        let (bm, scale) = (b / micro, 1.0 / micro as f32);
+        let mut loss_sum = 0.0f64;
+        for k in 0..micro {
+            let rows = k * bm * t..(k + 1) * bm * t;
+            loss_sum += runner
+                .backward(
+                    &model,
+                    &ids[rows.clone()],
+                    &targets[rows],
+                    bm,
+                    t,
+                    scale,
+                    k > 0,
+                )
+                .unwrap() as f64;
+        }
+        let loss = (loss_sum / micro as f64) as f32;
+        let acc = runner.gradient().unwrap().to_vec();
         assert!(
             close(loss as f64, big_loss as f64, 1e-6),
             "{micro}: {loss} vs {big_loss}"
@@ -328,7 +421,7 @@ fn accumulated_micro_batches_give_the_big_batchs_loss_and_gradient() {
     let mut opt = AdamW::new(AdamWConfig::default(), &model.layout).unwrap();
     let mut m = model.clone();
     let err = runner
-        .train_step_accumulated(&mut m, &mut opt, &ids, &targets, b, t, 4, 1e-3, None)
+        .train_step(&mut m, &mut opt, &ids, &targets, b, t, 4, 1e-3, None)
         .unwrap_err();
     assert!(err.to_string().contains("does not split into 4"), "{err}");
 }

@@ -734,7 +734,17 @@ fn the_reference_backend_trains_a_llama_block() {
     let mut losses = Vec::new();
     for _ in 0..60 {
         let (loss, _) = runner
-            .train_step(&mut model, &mut opt, &ids, &targets, 2, 6, 1e-2, Some(1.0))
+            .train_step(
+                &mut model,
+                &mut opt,
+                &ids,
+                &targets,
+                2,
+                6,
+                1,
+                1e-2,
+                Some(1.0),
+            )
             .unwrap();
         losses.push(loss);
     }

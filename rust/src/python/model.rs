@@ -100,6 +100,15 @@ fn check_finite_logits(logits: &[f32], t: usize, v: usize) -> Result<()> {
     }
 }
 
+fn check_grad_clip(grad_clip: Option<f32>) -> PyResult<()> {
+    match grad_clip {
+        Some(c) if !(c.is_finite() && c > 0.0) => Err(PyValueError::new_err(format!(
+            "grad_clip must be positive, got {c}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// How long `generate` computes before it checks for signals again.
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
@@ -339,31 +348,86 @@ impl PyModel {
         micro_batches: usize,
     ) -> PyResult<(f32, f32)> {
         let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
-        if let Some(c) = grad_clip {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(PyValueError::new_err(format!(
-                    "grad_clip must be positive, got {c}"
-                )));
-            }
-        }
+        check_grad_clip(grad_clip)?;
         detached(py, || {
             let mut model = self.write()?;
             let mut runner = self.runner.lock().map_err(lock_err)?;
             let mut opt = optimizer.inner.lock().map_err(lock_err)?;
             let (model, runner, opt) = (&mut *model, &mut *runner, &mut *opt);
-            in_pool(|| {
-                runner.train_step_accumulated(
-                    model,
-                    opt,
-                    &ids,
-                    &tg,
-                    b,
-                    t,
-                    micro_batches,
-                    lr,
-                    grad_clip,
-                )
-            })
+            in_pool(|| runner.train_step(model, opt, &ids, &tg, b, t, micro_batches, lr, grad_clip))
+        })
+    }
+
+    /// Forward and backward pass: returns the mean loss and keeps `scale` times its
+    /// gradient as the held gradient (`accumulate`: added to it).
+    #[pyo3(signature = (inputs, targets, scale=1.0, accumulate=false))]
+    fn backward(
+        &self,
+        py: Python<'_>,
+        inputs: PyReadonlyArray2<'_, i64>,
+        targets: PyReadonlyArray2<'_, i64>,
+        scale: f32,
+        accumulate: bool,
+    ) -> PyResult<f32> {
+        let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
+        if !scale.is_finite() {
+            return Err(PyValueError::new_err(format!(
+                "scale must be a finite number, got {scale}"
+            )));
+        }
+        detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let mut runner = self.runner.lock().map_err(lock_err)?;
+            let (model, runner) = (&*model, &mut *runner);
+            in_pool(|| runner.backward(model, &ids, &tg, b, t, scale, accumulate))
+        })
+    }
+
+    /// Forgets the held gradient.
+    fn zero_grad(&self, py: Python<'_>) -> PyResult<()> {
+        detached(py, || {
+            self.runner.lock().map_err(lock_err)?.zero_grad();
+            Ok(())
+        })
+    }
+
+    /// Clips the held gradient's global norm to `max_norm` (None: only measures it);
+    /// returns the norm before clipping.
+    #[pyo3(signature = (max_norm=None))]
+    fn clip_grad_norm(&self, py: Python<'_>, max_norm: Option<f32>) -> PyResult<f32> {
+        check_grad_clip(max_norm)?;
+        detached(py, || {
+            let mut runner = self.runner.lock().map_err(lock_err)?;
+            let runner = &mut *runner;
+            in_pool(|| runner.clip_grad_norm(max_norm))
+        })
+    }
+
+    /// The held gradient by parameter name, or None when there is none.
+    fn held_gradient<'py>(&self, py: Python<'py>) -> PyResult<Option<NamedPyArrays<'py>>> {
+        let tensors = detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let runner = self.runner.lock().map_err(lock_err)?;
+            Ok(runner.gradient().map(|grads| -> NamedArrays {
+                model
+                    .layout
+                    .specs
+                    .iter()
+                    .map(|s| (s.name.clone(), s.shape.clone(), grads[s.range()].to_vec()))
+                    .collect()
+            }))
+        })?;
+        tensors.map(|t| named_arrays(py, t)).transpose()
+    }
+
+    /// One AdamW update from the held gradient; returns the gradient's norm.
+    fn adamw_step(&self, py: Python<'_>, optimizer: &PyAdamW, lr: f32) -> PyResult<f32> {
+        detached(py, || {
+            let mut model = self.write()?;
+            let mut runner = self.runner.lock().map_err(lock_err)?;
+            let mut opt = optimizer.inner.lock().map_err(lock_err)?;
+            let (model, runner, opt) = (&mut *model, &mut *runner, &mut *opt);
+            in_pool(|| runner.adamw_step(model, opt, lr))
         })
     }
 
