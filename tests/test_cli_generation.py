@@ -105,3 +105,30 @@ def test_bad_generation_options_are_one_line_errors(tmp_path, args, message):
     out = run(*args, cwd=tmp_path)
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_no_stream_prints_the_same_text_at_the_end(tmp_path):
+    args = ["generate", "--prompt", "ROMEO:", "--seed", "3", "--max-new-tokens", "60"]
+    streamed = run(*args, cwd=tmp_path)
+    held = run(*args, "--no-stream", cwd=tmp_path)
+    assert streamed.returncode == held.returncode == 0, held.stderr
+    assert held.stdout == streamed.stdout
+    assert held.stdout.startswith("ROMEO:") and len(held.stdout) > len("ROMEO:") + 30
+
+
+def test_interactive_continues_each_line_until_end_of_input(tmp_path):
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    want = [model.generate_text(p, 40, temperature=0) for p in ("ROMEO:", "JULIET:\n")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tinylm", "generate", "--interactive"]
+        + ["--temperature", "0", "--max-new-tokens", "40"],
+        input="ROMEO:\n\n€uro\nJULIET:\\n\n",  # a blank line, an unreadable one, a "\n"
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, second = want
+    assert proc.stdout == first.rstrip("\n") + "\n" + second.rstrip("\n") + "\n"
+    assert "error:" in proc.stderr and "€" in proc.stderr

@@ -105,8 +105,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CliError(
             f"{args.weights}: this model file holds no tokenizer, so it cannot read text"
         )
-    prompt = _prompt(args, tok)
-    shown = tok.decode(tok.encode(prompt))  # the prompt as the model reads it
     chain = {
         "temperature": args.temperature,
         "top_k": args.top_k or None,
@@ -119,27 +117,78 @@ def cmd_generate(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "window": args.window,
     }
+    if args.interactive:
+        return _interactive(model, tok, args, chain)
+    prompt = _prompt(args, tok)
     if args.num_beams > 1 or args.num_samples > 1:
         return _print_many(model, tok, prompt, args, chain)
+    _print_continuation(model, tok, prompt, args, chain)
+    return 0
+
+
+def _print_continuation(
+    model: Transformer, tok: Tokenizer, prompt: str, args: argparse.Namespace, chain: dict
+) -> None:
+    """The prompt as the model reads it, then the continuation: piece by piece as it is
+    sampled (``--stream``, the default) or all at once at the end (``--no-stream``).
+    Ctrl-C stops between two tokens, prints what was sampled and re-raises."""
     pieces = model.stream(  # checks its arguments before the first token
         prompt, max_new_tokens=args.max_new_tokens, stop=args.stop, **chain
     )
     out = sys.stdout
-    out.write(shown)
-    out.flush()
-    ends_line = shown.endswith("\n")
+    shown = tok.decode(tok.encode(prompt))  # the prompt as the model reads it
+    held: list[str] = []  # with --no-stream: the text, printed at the end
+    last = shown[-1:]
+
+    def emit(text: str) -> None:
+        if args.stream:
+            out.write(text)
+            out.flush()
+        else:
+            held.append(text)
+
+    emit(shown)
     try:
         for piece in pieces:
-            out.write(piece)
-            out.flush()
-            ends_line = piece.endswith("\n") if piece else ends_line
+            emit(piece)
+            last = piece[-1:] or last
     except KeyboardInterrupt:
+        out.write("".join(held))
         out.flush()
         sys.stderr.write("\n")
         raise
-    if not ends_line:
-        out.write("\n")
-    return 0
+    out.write("".join(held) + ("" if last == "\n" else "\n"))
+    out.flush()
+
+
+def _interactive(model: Transformer, tok: Tokenizer, args: argparse.Namespace, chain: dict) -> int:
+    """A prompt loop: each line typed is a prompt whose continuation streams; Ctrl-C stops
+    a continuation and asks for the next prompt; Ctrl-D (or Ctrl-C at the prompt) ends."""
+    tty = sys.stdin.isatty()
+    if tty:
+        print("type a prompt and press Enter; Ctrl-C stops a sample, Ctrl-D quits", file=sys.stderr)
+    while True:
+        try:
+            line = input("> " if tty else "")
+        except (EOFError, KeyboardInterrupt):
+            if tty:
+                sys.stderr.write("\n")
+            return 0
+        prompt = line.replace("\\n", "\n")
+        if not prompt.strip():
+            continue
+        try:
+            args.prompt, args.prompt_file = prompt, None
+            prompt = _prompt(args, tok)
+            if args.num_beams > 1 or args.num_samples > 1:
+                _print_many(model, tok, prompt, args, chain)
+            else:
+                _print_continuation(model, tok, prompt, args, chain)
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+        except (CliError, ValueError) as exc:  # a prompt the model cannot read
+            print(f"error: {exc}", file=sys.stderr)
+        sys.stdout.flush()
 
 
 def _print_many(
@@ -984,6 +1033,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
+    )
+    g.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="print each piece as it is sampled, or (--no-stream) the whole text at the end "
+        "(default: stream)",
+    )
+    g.add_argument(
+        "--interactive",
+        action="store_true",
+        help="a prompt loop: each line typed is a prompt (\\n for a newline); Ctrl-C stops "
+        "a sample, Ctrl-D quits (default: off)",
     )
     g.set_defaults(func=cmd_generate)
 
