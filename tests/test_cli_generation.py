@@ -116,12 +116,14 @@ def test_no_stream_prints_the_same_text_at_the_end(tmp_path):
     assert held.stdout.startswith("ROMEO:") and len(held.stdout) > len("ROMEO:") + 30
 
 
+GREEDY_40 = ("--temperature", "0", "--max-new-tokens", "40")
+
+
 def test_interactive_continues_each_line_until_end_of_input(tmp_path):
     model = tinylm.Transformer.from_bundled("shakespeare")
     want = [model.generate_text(p, 40, temperature=0) for p in ("ROMEO:", "JULIET:\n")]
     proc = subprocess.run(
-        [sys.executable, "-m", "tinylm", "generate", "--interactive"]
-        + ["--temperature", "0", "--max-new-tokens", "40"],
+        [sys.executable, "-m", "tinylm", "generate", "--interactive", *GREEDY_40],
         input="ROMEO:\n\n€uro\nJULIET:\\n\n",  # a blank line, an unreadable one, a "\n"
         capture_output=True,
         text=True,
