@@ -27,6 +27,7 @@ use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
 use crate::generate::{check_prompt_and_stop, feed_newest};
 use crate::model::Model;
+use crate::sample::check_finite_logits;
 
 /// When to stop once num_beams hypotheses are finished (Hugging Face's `early_stopping`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,13 +284,7 @@ fn log_softmax(logits: &[f32]) -> Vec<f64> {
 }
 
 fn check_finite(logits: &[f32], step: usize) -> Result<()> {
-    match logits.iter().find(|x| !x.is_finite()) {
-        None => Ok(()),
-        Some(bad) => Err(Error::NonFinite(format!(
-            "the model's logits hold a non-finite value ({bad}) at generated token {step}: \
-             its weights are too large or not finite"
-        ))),
-    }
+    check_finite_logits(logits, |_| format!("generated token {step}"))
 }
 
 #[cfg(test)]

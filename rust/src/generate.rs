@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
 use crate::model::{Backend, Model, Workspace};
-use crate::sample::{Sampler, SamplingParams};
+use crate::sample::{check_finite_logits, Sampler, SamplingParams};
 
 /// What to generate and how to choose each token.
 #[derive(Debug, Clone)]
@@ -161,13 +161,10 @@ impl Generation {
     /// Chooses the next id from the logits of the last position and appends it; returns
     /// whether generation goes on.
     fn emit(&mut self, logits: &[f32], chunk: &mut Chunk) -> Result<bool> {
-        if let Some(bad) = logits.iter().find(|x| !x.is_finite()) {
+        let produced = self.produced;
+        if let Err(e) = check_finite_logits(logits, |_| format!("generated token {produced}")) {
             self.phase = Phase::Done;
-            return Err(Error::NonFinite(format!(
-                "the model's logits hold a non-finite value ({bad}) at generated token {}: \
-                 its weights are too large or not finite",
-                self.produced
-            )));
+            return Err(e);
         }
         let next = self.sampler.sample(logits, &self.recent);
         let history = self.sampler.history_len();

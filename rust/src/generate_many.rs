@@ -14,7 +14,7 @@ use crate::decode::batched::BatchState;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
 use crate::model::{Backend, Model};
-use crate::sample::Sampler;
+use crate::sample::{check_finite_logits, Sampler};
 
 /// One sequence of a batch.
 struct Sequence {
@@ -180,13 +180,10 @@ impl BatchGeneration {
             if seq.done {
                 continue;
             }
-            if let Some(bad) = seq.logits.iter().find(|x| !x.is_finite()) {
-                return Err(Error::NonFinite(format!(
-                    "sequence {i}: the model's logits hold a non-finite value ({bad}) at \
-                     generated token {}: its weights are too large or not finite",
-                    seq.new.len()
-                )));
-            }
+            let produced = seq.new.len();
+            check_finite_logits(&seq.logits, |_| {
+                format!("generated token {produced} of sequence {i}")
+            })?;
             let next = seq.sampler.sample(&seq.logits, &seq.recent);
             let history = seq.sampler.history_len();
             if history > 0 {

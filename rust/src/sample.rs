@@ -20,6 +20,20 @@
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
+/// Refuses logits that hold a NaN or an infinity: the weights are broken, and no token
+/// can be chosen (or scored) from them. `at` names the place from the bad value's index.
+pub fn check_finite_logits(logits: &[f32], at: impl FnOnce(usize) -> String) -> Result<()> {
+    match logits.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite(format!(
+            "the model's logits hold a non-finite value ({}) at {}: its weights are too \
+             large or not finite",
+            logits[i],
+            at(i)
+        ))),
+    }
+}
+
 /// Largest accepted `penalty_last_n`.
 pub const MAX_PENALTY_LAST_N: usize = 1 << 20;
 

@@ -9,6 +9,7 @@
 use crate::alloc;
 use crate::error::{Error, Result};
 use crate::model::{Model, Workspace};
+use crate::sample::check_finite_logits;
 
 /// Windows run per forward pass.
 const WINDOWS_PER_BATCH: usize = 16;
@@ -83,13 +84,8 @@ pub fn token_logprobs(model: &Model, ids: &[u32]) -> Result<Vec<f32>> {
 
 /// log softmax(row)[target] in f64: row[target] - max - log sum exp(row - max).
 fn log_softmax_at(row: &[f32], target: usize, position: usize) -> Result<f64> {
+    check_finite_logits(row, |_| format!("the prediction of token {position}"))?;
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    if !max.is_finite() || row.iter().any(|x| x.is_nan()) {
-        return Err(Error::NonFinite(format!(
-            "the logits for target {position} are not finite: the model's weights are too \
-             large or not finite"
-        )));
-    }
     let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
     Ok(row[target] as f64 - max - sum.ln())
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
 use crate::generate_many::BatchGeneration;
 use crate::model::{Backend, Model, Workspace};
-use crate::sample::SamplingParams;
+use crate::sample::{check_finite_logits, SamplingParams};
 use crate::weights::{self, checkpoint, WeightsFormat};
 
 use super::convert::{
@@ -87,17 +87,10 @@ fn batch_pair(
 }
 
 /// A NaN or infinite logit names its sequence and position: the weights are broken.
-fn check_finite_logits(logits: &[f32], t: usize, v: usize) -> Result<()> {
-    match logits.iter().position(|x| !x.is_finite()) {
-        None => Ok(()),
-        Some(i) => Err(Error::NonFinite(format!(
-            "the logits hold a non-finite value ({}) at sequence {}, position {}: the \
-             model's weights are too large or not finite",
-            logits[i],
-            i / (t * v),
-            (i / v) % t
-        ))),
-    }
+fn check_logits(logits: &[f32], t: usize, v: usize) -> Result<()> {
+    check_finite_logits(logits, |i| {
+        format!("sequence {}, position {}", i / (t * v), (i / v) % t)
+    })
 }
 
 fn check_grad_clip(grad_clip: Option<f32>) -> PyResult<()> {
@@ -280,7 +273,7 @@ impl PyModel {
                 model.forward(ws, &ids, b, t)?;
                 let v = model.config.vocab_size;
                 let logits = ws.logits(&model.config);
-                check_finite_logits(logits, t, v)?;
+                check_logits(logits, t, v)?;
                 Ok((copy_out(logits, "the logits")?, v))
             })
         })?;
