@@ -861,6 +861,21 @@ def _unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
     return f"unrecognized arguments: {' '.join(parts)}"
 
 
+def _add_weights_argument(parser: argparse.ArgumentParser, default: str = "shakespeare") -> None:
+    """``--weights``: a model file or the name of a bundled model."""
+    bundled = ", ".join(BUNDLED_MODELS)
+    parser.add_argument(
+        "--weights", help=f"model file or bundled model ({bundled}); default: {default}"
+    )
+
+
+def _add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """``--backend``: which implementation runs the model."""
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
+    )
+
+
 def _default(cls: type, name: str) -> Any:
     """A dataclass field's default: each default lives once, in :class:`Config` or
     :class:`TrainConfig`, and the command line reads it from there."""
@@ -940,9 +955,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bundled = ", ".join(BUNDLED_MODELS)
     g = command("generate", "print a sample (default: the bundled Shakespeare model)")
-    g.add_argument(
-        "--weights", help=f"model file or bundled model ({bundled}); default: shakespeare"
-    )
+    _add_weights_argument(g)
     g.add_argument("--prompt", help="text to continue (default: a newline for character models)")
     g.add_argument("--prompt-file", help="read the prompt from this UTF-8 file (default: --prompt)")
     g.add_argument(
@@ -1031,9 +1044,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="beam search of this width instead of sampling; 1 = sample (default: %(default)s)",
     )
-    g.add_argument(
-        "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
-    )
+    _add_backend_argument(g)
     g.add_argument(
         "--stream",
         action=argparse.BooleanOptionalAction,
@@ -1050,13 +1061,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     e = command("eval", "loss, perplexity and bits per character of a model on a text file")
-    e.add_argument(
-        "--weights", help=f"model file or bundled model ({bundled}); default: shakespeare"
-    )
+    _add_weights_argument(e)
     e.add_argument("--data", required=True, help="UTF-8 text file to score (required: no default)")
-    e.add_argument(
-        "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
-    )
+    _add_backend_argument(e)
     e.set_defaults(func=cmd_eval)
 
     t = command("train", "train a model on a text file")
@@ -1230,9 +1237,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     k = command("tokenize", "show how a model's tokenizer cuts a text")
-    k.add_argument(
-        "--weights", help=f"model file or bundled model ({bundled}); default: shakespeare"
-    )
+    _add_weights_argument(k)
     k.add_argument("--text", required=True, help="the text to tokenize (required: no default)")
     k.set_defaults(func=cmd_tokenize)
 
@@ -1247,9 +1252,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--weights", help="Go-format model file or bundled model (default: tiny)")
     d.add_argument("--steps", type=_int_in(0, 10**6), default=50, help="SGD steps")
     d.add_argument("--lr", type=NON_NEGATIVE, default=0.01, help="SGD learning rate")
-    d.add_argument(
-        "--backend", choices=BACKENDS, default="fast", help=BACKEND_HELP + " (default: fast)"
-    )
+    _add_backend_argument(d)
     d.set_defaults(func=cmd_demo)
     return parser
 
