@@ -331,3 +331,37 @@ def test_cli_export_refuses_a_config_naming_the_field(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2 and "norm = " in proc.stderr
     shutil.rmtree(tmp_path / "hf", ignore_errors=True)
+
+
+def test_a_hub_style_gpt2_folder_with_gpt2s_real_tokenizer_generates_text(
+    tmp_path: Path, assets: Path
+) -> None:
+    """The layout of the hub's gpt2 folder (unprefixed names, attn.bias buffers, vocab.json
+    + merges.txt: GPT-2's own files), at a tiny width, through the command line."""
+    from test_cli import run
+
+    config = gpt2_config(vocab_size=50257, d_model=8, n_layers=1, n_heads=2, max_seq_len=32)
+    model_of(config, seed=13).save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    hub = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+    hub["h.0.attn.bias"] = np.tril(np.ones((1, 1, 32, 32), dtype=np.float32))
+    save_file(hub, tmp_path / "model.safetensors")
+    shutil.copy(assets / "encoder.json", tmp_path / "vocab.json")
+    shutil.copy(assets / "vocab.bpe", tmp_path / "merges.txt")
+    model = tinylm.Transformer.from_pretrained(tmp_path)
+    assert model.tokenizer.encode("Hello world") == [15496, 995]
+    ids = model.tokenizer.encode("Hello world, this is GPT-2's vocabulary.")
+    assert rel_err(model.logits(ids), gpt2_logits(tmp_path, ids)) <= 1e-4
+    out = run(
+        "generate",
+        "--weights",
+        str(tmp_path),
+        "--prompt",
+        "Hello world",
+        "--max-new-tokens",
+        "8",
+        "--seed",
+        "1",
+        cwd=tmp_path,
+    ).stdout
+    assert out.startswith("Hello world") and len(out) > len("Hello world")

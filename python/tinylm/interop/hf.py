@@ -145,15 +145,17 @@ def hf_config(config: Config, tokenizer: Tokenizer | None) -> dict[str, Any]:
     }
 
 
-def _special_ids(tokenizer: Tokenizer | None) -> dict[str, int]:
+def _special_ids(tokenizer: Tokenizer | None) -> dict[str, int | None]:
+    """bos_token_id and eos_token_id from the tokenizer's end-of-text token; None without
+    one (GPT2Config would otherwise assume GPT-2's 50256)."""
     if tokenizer is None:
-        return {}
+        return {"bos_token_id": None, "eos_token_id": None}
     specials = tokenizer.special_tokens
     for name in ("<|endoftext|>", "</s>", "<|end_of_text|>"):
         if name in specials:
             bos = specials.get("<s>", specials.get("<|begin_of_text|>", specials[name]))
             return {"bos_token_id": bos, "eos_token_id": specials[name]}
-    return {}
+    return {"bos_token_id": None, "eos_token_id": None}
 
 
 class _Fields:
@@ -561,7 +563,7 @@ def _write_tokenizer(directory: Path, tok: Tokenizer | None, config: Config) -> 
         "model_max_length": config.max_seq_len,
         "add_prefix_space": False,
     }
-    if specials:
+    if specials["eos_token_id"] is not None:
         tokenizer_config["bos_token"] = names[specials["bos_token_id"]]
         tokenizer_config["eos_token"] = names[specials["eos_token_id"]]
     write_text_atomic(
