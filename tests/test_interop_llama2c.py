@@ -158,6 +158,59 @@ def test_run_c_generates_tinylms_greedy_ids(tmp_path: Path, run_c: Path, name: s
     assert len(printed) == len(want)
 
 
+def printed_by_run_c(tok: llama2c.Llama2cTokenizer, ids: list[int]) -> str:
+    """What run.c prints for a sequence starting with BOS: each piece after the one before it,
+    single bytes that are neither printable nor space skipped (its safe_printf)."""
+    out = b""
+    for prev, token in zip(ids, ids[1:]):
+        piece = tok.decode_bytes([token], prev=prev)
+        if len(piece) == 1 and not (0x20 <= piece[0] < 0x7F or piece in b" \t\n\v\f\r"):
+            continue
+        out += piece
+    return out.decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("prompt", ["Once upon a time", "Lily's café: 🦙 ß\tend"])
+def test_run_c_and_tinylm_agree_on_the_llama2_tokenizer_and_text(
+    tmp_path: Path, run_c: Path, prompt: str
+) -> None:
+    """The real Llama 2 tokenizer.bin: run.c encodes the prompt (merges, byte fallback),
+    generates greedily and prints; tinylm's port encodes and decodes, tinylm generates."""
+    tokenizer_bin = RUN_C.parent / "tokenizer.bin"
+    tok = llama2c.Llama2cTokenizer.load(tokenizer_bin, 32000)
+    config = tinylm.Config.llama(32000, d_model=16, n_layers=1, n_heads=2, max_seq_len=40)
+    model = model_of(config, seed=7, scale=0.5)
+    llama2c.save(model, tmp_path / "model.bin")
+    steps = 32
+    proc = subprocess.run(
+        [
+            str(run_c),
+            str(tmp_path / "model.bin"),
+            "-z",
+            str(tokenizer_bin),
+            "-t",
+            "0",
+            "-n",
+            str(steps),
+            "-i",
+            prompt,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    ids = tok.encode(prompt)
+    assert tok.decode(ids) == prompt
+    out = model.generate(ids, steps + 1 - len(ids), temperature=0, stop=[1])
+    if 1 in out[len(ids) :]:
+        out = out[: len(ids) + out[len(ids) :].index(1)]
+    assert proc.stdout == printed_by_run_c(tok, out) + "\n"
+    assert llama2c.generate_text(model, tok, prompt, steps + 1 - len(ids), temperature=0) == (
+        tok.decode(out)
+    )
+
+
 # ----------------------------------------------------------------------------- malformed
 
 

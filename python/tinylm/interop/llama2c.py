@@ -26,6 +26,7 @@ characters by score, SentencePiece's way; token 1 is BOS and ends generation whe
 from __future__ import annotations
 
 import os
+import re
 import stat
 import struct
 from collections.abc import Sequence
@@ -328,6 +329,103 @@ def read_tokenizer(path: Path, vocab_size: int) -> tuple[list[bytes], list[float
         scores.append(score)
         at += 8 + length
     return pieces, scores
+
+
+class Llama2cTokenizer:
+    """A tokenizer.bin's vocabulary with run.c's own encode and decode (tinylm's tokenizers
+    are byte-level BPE, words or characters; Llama 2's is SentencePiece's BPE over
+    characters with byte fallback, which this ports from run.c line by line):
+
+    - encode: BOS (1), a dummy-prefix " " token when the text is not empty, then each UTF-8
+      character's piece, or its bytes as the tokens ``<0xNN>`` = byte + 3; then, while any
+      adjacent pair's concatenation is a piece, merge the pair whose piece scores highest
+      (the first such pair on ties);
+    - decode: the pieces' bytes, ``<0xNN>`` as the raw byte, the leading space of the piece
+      after BOS dropped.
+
+    >>> tok = Llama2cTokenizer.load("tokenizer.bin", 32000)          # doctest: +SKIP
+    >>> tok.decode(tok.encode("Once upon a time"))                    # doctest: +SKIP
+    'Once upon a time'
+    """
+
+    BOS = 1
+
+    def __init__(self, pieces: Sequence[bytes], scores: Sequence[float]) -> None:
+        self.pieces, self.scores = list(pieces), list(scores)
+        self._ids: dict[bytes, int] = {}
+        for i, piece in enumerate(self.pieces):
+            self._ids.setdefault(piece, i)
+
+    @classmethod
+    def load(cls, path: Path | str, vocab_size: int) -> Llama2cTokenizer:
+        """Reads a tokenizer.bin of ``vocab_size`` tokens (the model.bin header's)."""
+        return cls(*read_tokenizer(Path(path), vocab_size))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    def encode(self, text: str, bos: bool = True) -> list[int]:
+        """run.c's ``encode`` (without EOS)."""
+        tokens = [self.BOS] if bos else []
+        if text:
+            if b" " not in self._ids:
+                raise _core.TokenizerError("the vocabulary has no ' ' piece for the dummy prefix")
+            tokens.append(self._ids[b" "])
+        for ch in text:
+            raw = ch.encode("utf-8", errors="surrogatepass")
+            if raw in self._ids:
+                tokens.append(self._ids[raw])
+            else:
+                tokens.extend(byte + 3 for byte in raw)
+        if max(tokens, default=0) >= self.vocab_size:
+            raise _core.TokenizerError("byte fallback needs ids 3..258, the vocabulary is smaller")
+        while True:
+            best_score, best_id, best_at = -1e10, -1, -1
+            for i in range(len(tokens) - 1):
+                merged = self._ids.get(self.pieces[tokens[i]] + self.pieces[tokens[i + 1]])
+                if merged is not None and self.scores[merged] > best_score:
+                    best_score, best_id, best_at = self.scores[merged], merged, i
+            if best_at < 0:
+                return tokens
+            tokens[best_at : best_at + 2] = [best_id]
+
+    def decode_bytes(self, ids: Sequence[int], prev: int | None = None) -> bytes:
+        """The bytes run.c's ``decode`` gives for each id after the one before it."""
+        out = []
+        for token in ids:
+            if not 0 <= token < self.vocab_size:
+                raise _core.TokenizerError(f"id {token} is outside the vocabulary")
+            piece = self.pieces[token]
+            if prev == self.BOS and piece.startswith(b" "):
+                piece = piece[1:]
+            byte = re.fullmatch(rb"<0x([0-9A-Fa-f]{2})>", piece)
+            out.append(bytes([int(byte.group(1), 16)]) if byte else piece)
+            prev = token
+        return b"".join(out)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of ids that start with BOS (as :meth:`encode` gives), BOS not printed."""
+        ids = list(ids)
+        if ids and ids[0] == self.BOS:
+            return self.decode_bytes(ids[1:], prev=self.BOS).decode("utf-8", errors="replace")
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+def generate_text(
+    model: Transformer,
+    tokenizer: Llama2cTokenizer,
+    prompt: str,
+    max_new_tokens: int,
+    **options: object,
+) -> str:
+    """run.c's ``generate`` with tinylm's sampler: the prompt after BOS and its continuation,
+    which ends before a sampled BOS. Keyword arguments are :meth:`Transformer.generate`'s."""
+    ids = tokenizer.encode(prompt)
+    out = model.generate(ids, max_new_tokens, stop=[tokenizer.BOS], **options)
+    if tokenizer.BOS in out[len(ids) :]:
+        out = out[: len(ids) + out[len(ids) :].index(tokenizer.BOS)]
+    return tokenizer.decode(out)
 
 
 def export(model: Transformer, directory: Path, version: int = 0) -> tuple[Path, Path | None]:
