@@ -365,3 +365,51 @@ def test_a_hub_style_gpt2_folder_with_gpt2s_real_tokenizer_generates_text(
         cwd=tmp_path,
     ).stdout
     assert out.startswith("Hello world") and len(out) > len("Hello world")
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"n_embd": "32"}, r"field 'n_embd' must be an integer, got '32'"),
+        ({"n_layer": 0}, r"field 'n_layer' must be positive, got 0"),
+        ({"tie_word_embeddings": "yes"}, r"field 'tie_word_embeddings' must be true or false"),
+        ({"activation_function": "swish_beta"}, r"field 'activation_function' = 'swish_beta'"),
+        (
+            {"scale_attn_by_inverse_layer_idx": True},
+            r"field 'scale_attn_by_inverse_layer_idx' = True is not supported",
+        ),
+    ],
+)
+def test_config_values_of_the_wrong_kind_are_format_errors_naming_the_field(
+    gpt2_dir: Path, changes: dict, needle: str
+) -> None:
+    edit_config(gpt2_dir, **changes)
+    with pytest.raises(tinylm.FormatError, match=r"config\.json: " + needle):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def test_a_config_json_claiming_a_huge_model_fails_on_shapes_before_allocating(
+    gpt2_dir: Path,
+) -> None:
+    edit_config(gpt2_dir, n_embd=16384, n_inner=65536, n_head=128)
+    with pytest.raises(tinylm.FormatError, match=r"has shape \[61, 32\], but config\.json implies"):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def test_an_index_entry_missing_from_its_shard_is_a_format_error(tmp_path: Path) -> None:
+    model_of(llama_config(), seed=14).save_pretrained(tmp_path, max_shard_size=20_000)
+    path = tmp_path / "model.safetensors.index.json"
+    index = json.loads(path.read_text())
+    name, shard = next(iter(index["weight_map"].items()))
+    other = next(s for s in index["weight_map"].values() if s != shard)
+    index["weight_map"][name] = other
+    path.write_text(json.dumps(index))
+    with pytest.raises(tinylm.FormatError, match=rf"{other}: tensor '{name}', which .* puts here"):
+        tinylm.Transformer.from_pretrained(tmp_path, backend="reference")
+
+
+def test_an_absurd_safetensors_header_length_is_a_format_error(gpt2_dir: Path) -> None:
+    path = gpt2_dir / "model.safetensors"
+    path.write_bytes((1 << 60).to_bytes(8, "little") + b"{}")
+    with pytest.raises(tinylm.FormatError, match=r"model\.safetensors: header length"):
+        tinylm.Transformer.from_pretrained(gpt2_dir)

@@ -158,6 +158,10 @@ def _special_ids(tokenizer: Tokenizer | None) -> dict[str, int | None]:
     return {"bos_token_id": None, "eos_token_id": None}
 
 
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_KINDS[dict] = "an object"
+
+
 class _Fields:
     """config.json's values, each read with the file and field named in any error."""
 
@@ -174,7 +178,7 @@ class _Fields:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:
-            raise format_error(self.path, f"field {key!r} must be a {kind.__name__}, got {value!r}")
+            raise format_error(self.path, f"field {key!r} must be {_KINDS[kind]}, got {value!r}")
         return value
 
     def size(self, key: str, *, default: int | None = None) -> int:
@@ -347,22 +351,55 @@ def _rows(config: Config) -> list[_Row]:
     return rows
 
 
+def _shapes(config: Config) -> dict[str, tuple[int, ...]]:
+    """tinylm's parameter shapes (as ``rust/src/params.rs`` lays them out) of the tensors
+    Hugging Face's files hold, so a checkpoint is checked before a model is allocated;
+    ``load_state_dict`` checks them again against the core."""
+    c, f, v = config.d_model, config.d_ff, config.vocab_size
+    kd = (config.n_kv_heads or config.n_heads) * (c // config.n_heads)
+    per_block = {
+        "attn.W_q.weight": (c, c),
+        "attn.W_q.bias": (c,),
+        "attn.W_k.weight": (c, kd),
+        "attn.W_k.bias": (kd,),
+        "attn.W_v.weight": (c, kd),
+        "attn.W_v.bias": (kd,),
+        "attn.W_o.weight": (c, c),
+        "attn.W_o.bias": (c,),
+        "ff.gate.weight": (c, f),
+        "ff.gate.bias": (f,),
+        "ff.linear1.weight": (c, f),
+        "ff.linear1.bias": (f,),
+        "ff.linear2.weight": (f, c),
+        "ff.linear2.bias": (c,),
+    }
+    shapes = {}
+    for row in _rows(config):
+        for name in row.ours:
+            if name in ("token_embed.weight", "lm_head.weight"):
+                shapes[name] = (v, c)
+            elif name == "pos_embed.weight":
+                shapes[name] = (config.max_seq_len, c)
+            elif name.startswith("blocks."):
+                shapes[name] = per_block.get(name.split(".", 2)[2], (c,))  # or a norm
+            else:
+                shapes[name] = (c,)  # ln_f
+    return shapes
+
+
 def to_hf(config: Config, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Hugging Face's tensors (names and layouts) from tinylm's state dict."""
     return {row.theirs: row.to_hf(state) for row in _rows(config)}
 
 
 def from_hf(
-    config: Config,
-    shapes: Mapping[str, tuple[int, ...]],
-    files: Mapping[str, st.TensorInfo],
-    where: Path,
+    config: Config, files: Mapping[str, st.TensorInfo], where: Path
 ) -> dict[str, np.ndarray]:
     """tinylm's state dict from the tensors of a Hugging Face checkpoint (``files``: HF name
     -> where it is stored; GPT-2 names with or without ``transformer.``). Every name and
-    shape is checked against the config before any tensor is read. ``shapes`` are tinylm's
-    parameter shapes; ``where`` names the checkpoint in errors."""
-    rows = _rows(config)
+    shape is checked against the config before any tensor is read; ``where`` names the
+    checkpoint in errors."""
+    rows, shapes = _rows(config), _shapes(config)
     found: dict[str, st.TensorInfo] = {}
     for name, info in files.items():
         if name.endswith(IGNORED_SUFFIXES):
@@ -485,10 +522,12 @@ def load(directory: Path, backend: str) -> Transformer:
     if not directory.is_dir():
         raise format_error(directory, "not a directory (a Hugging Face model is a folder)")
     config = config_from_hf(directory / CONFIG, _json_file(directory / CONFIG))
-    files = _checkpoint_files(directory)
-    model = Transformer(config, seed=0, backend=backend)
-    shapes = {name: tuple(w.shape) for name, w in model.state_dict().items()}
-    model.load_state_dict(from_hf(config, shapes, files, directory))
+    state = from_hf(config, _checkpoint_files(directory), directory)
+    try:
+        model = Transformer(config, seed=0, backend=backend)
+    except _core.ConfigError as exc:  # values tinylm rejects, or a backend without an option
+        raise _core.ConfigError(f"{directory / CONFIG}: {exc}") from None
+    model.load_state_dict(state)
     model.tokenizer = _read_tokenizer(directory, config.vocab_size)
     model.source_format = "hf"
     return model
