@@ -35,14 +35,15 @@ REPO = HERE.parent
 RUN_C = REPO.parent / "shared" / "peers" / "llama2.c" / "run.c"
 LLAMA2_TOKENIZER = RUN_C.parent / "tokenizer.bin"
 
-# name: (vocab, d_model, layers, heads, generation context, training batch, training context)
+# name: (vocab, d_model, layers, heads, context, training batch, training context, new
+# tokens per generation: from a 1-token prompt, as run.c's -n counts them)
 SHAPES = {
-    "gpt2_124m": (50257, 768, 12, 12, 1024, 4, 64),
-    "stories15m": (32000, 288, 6, 6, 256, 0, 0),
+    "gpt2_124m": (50257, 768, 12, 12, 1024, 4, 64, 256),
+    "stories15m": (32000, 288, 6, 6, 256, 0, 0, 256),
 }
 TINY = {
-    "gpt2_124m": (512, 64, 2, 4, 128, 4, 32),
-    "stories15m": (512, 64, 2, 4, 64, 0, 0),
+    "gpt2_124m": (512, 64, 2, 4, 128, 4, 32, 64),
+    "stories15m": (512, 64, 2, 4, 64, 0, 0, 64),
 }
 TARGETS = {"gpt2_generate": 4.0, "gpt2_train": 1.2, "stories_generate": 1.5}
 
@@ -103,7 +104,7 @@ def tinylm_model(shape: tuple, llama: bool):
 
 def tinylm_generate(shape: tuple, seconds: float, llama: bool) -> dict:
     model = tinylm_model(shape, llama)
-    new = shape[4] - 1
+    new = shape[7]
     elapsed, n = timed(lambda: model.generate([1], new, temperature=0, stop=[]), seconds)
     return {"tokens_per_second": n * new / elapsed, "backend": model.backend}
 
@@ -137,7 +138,7 @@ def torch_generate(shape: tuple, seconds: float) -> dict:
     torch.manual_seed(0)
     v, c, n_layers, h, ctx = shape[:5]
     model = GPT(v, c, n_layers, h, ctx).eval()
-    new = ctx - 1
+    new = shape[7]
     with torch.no_grad():
         elapsed, n = timed(lambda: model.generate_greedy([1], new), seconds)
     return {"tokens_per_second": n * new / elapsed}
@@ -187,7 +188,7 @@ def run_c_generate(shape: tuple, seconds: float, exe: str, workdir: str) -> dict
     rates, start = [], time.perf_counter()
     while len(rates) < 2 or time.perf_counter() - start < seconds:
         proc = subprocess.run(
-            [exe, str(model_bin), "-z", str(tokenizer), "-t", "0", "-n", str(shape[4])],
+            [exe, str(model_bin), "-z", str(tokenizer), "-t", "0", "-n", str(shape[7])],
             capture_output=True,
             text=True,
             env=env,
