@@ -93,6 +93,20 @@ def test_a_config_llama2c_cannot_hold_is_refused_naming_the_field(tmp_path: Path
         model.save(tmp_path / "model.bin", format="llama2c")
 
 
+def test_a_tokenizer_bin_given_to_load_points_to_the_llama2c_tokenizer(tmp_path: Path) -> None:
+    model = model_of(CONFIGS["mha_tied"], seed=8)
+    model.save(tmp_path / "model.bin", format="llama2c")
+    with pytest.raises(ValueError, match=r"Llama2cTokenizer\.load"):
+        tinylm.Transformer.load(
+            tmp_path / "model.bin", format="llama2c", tokenizer="tokenizer.bin", backend="reference"
+        )
+    tok = tinylm.Tokenizer.word_level([f"w{i}" for i in range(61)])
+    loaded = tinylm.Transformer.load(
+        tmp_path / "model.bin", format="llama2c", tokenizer=tok, backend="reference"
+    )
+    assert loaded.tokenizer == tok and loaded.source_format == "llama2c"
+
+
 def test_tokenizer_bin_round_trips(tmp_path: Path) -> None:
     pieces = [b"<unk>", b"<s>", b"</s>", b" hello", b"\xe2\x82", b""]
     scores = [0.0, 0.0, 0.0, -1.5, -2.25, 3.0]

@@ -286,7 +286,9 @@ class Transformer:
         Go TinyLM JSON from its contents. ``"llama2c"`` reads llama2.c's ``model.bin``
         (version 0, or version 1 with the ``ak42`` magic), whose tokenizer lives in another
         file. ``tokenizer`` (a :class:`Tokenizer`, or a path :meth:`Tokenizer.load` reads)
-        replaces the stored one. ``backend`` as in :class:`Transformer`."""
+        replaces the stored one; a llama2.c ``tokenizer.bin`` is read by
+        :class:`tinylm.interop.llama2c.Llama2cTokenizer` instead. ``backend`` as in
+        :class:`Transformer`."""
         if format is None and Path(path).is_dir():
             format = "hf"
         if format == "hf":
@@ -306,6 +308,13 @@ class Transformer:
             )
         if tokenizer is not None:
             if not isinstance(tokenizer, Tokenizer):
+                if format == "llama2c" and not os.fspath(tokenizer).endswith(".json"):
+                    raise ValueError(
+                        f"{os.fspath(tokenizer)}: a llama2.c tokenizer.bin holds SentencePiece "
+                        "pieces, not a tinylm tokenizer: read it with tinylm.interop.llama2c."
+                        "Llama2cTokenizer.load(path, vocab_size) and generate text with "
+                        "llama2c.generate_text(model, tokenizer, prompt, max_new_tokens)"
+                    )
                 tokenizer = Tokenizer.load(tokenizer)
             model.tokenizer = tokenizer
         return model
