@@ -33,6 +33,14 @@ def format_error(path: Path | str, detail: str) -> _core.FormatError:
     return _core.FormatError(f"{path}: {detail}")
 
 
+def check_finite(path: Path | str, name: str, array: np.ndarray) -> None:
+    """A NonFiniteError, in the core's wording, if a tensor to save holds NaN or infinity."""
+    if not np.all(np.isfinite(array)):
+        raise _core.NonFiniteError(
+            f"cannot save {path}: tensor {name!r} holds NaN or infinite values"
+        )
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """Where one tensor lives in a safetensors file."""
@@ -132,6 +140,7 @@ def write(path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, 
     offset, blobs = 0, []
     for name, array in tensors.items():
         data = np.ascontiguousarray(array, dtype="<f4")
+        check_finite(path, name, data)
         blobs.append(data.tobytes())
         header[name] = {
             "dtype": "F32",

@@ -409,9 +409,11 @@ def from_hf(
         found[name] = info
     expected = {row.theirs for row in rows}
     tied_head = config.tie_embeddings and "lm_head.weight" in found
-    for name in sorted(set(found) - expected - ({"lm_head.weight"} if tied_head else set())):
+    extra = sorted(set(found) - expected - ({"lm_head.weight"} if tied_head else set()))
+    if extra:
         raise format_error(
-            found[name].path, f"unexpected tensor {name!r}: config.json's model has no such weight"
+            found[extra[0]].path,
+            f"unexpected tensor {extra[0]!r}: config.json's model has no such weight",
         )
     for row in rows:
         info = found.get(row.theirs)

@@ -37,7 +37,7 @@ import numpy as np
 
 from tinylm import _core
 from tinylm._io import write_bytes_atomic
-from tinylm.interop._safetensors import format_error
+from tinylm.interop._safetensors import check_finite, format_error
 
 if TYPE_CHECKING:
     from tinylm.model import Config, Transformer
@@ -168,6 +168,8 @@ def save(model: Transformer, path: Path, version: int = 0) -> None:
     else:
         header = struct.pack("<Ii7iB", MAGIC, 1, *sizes, int(config.tie_embeddings))
         header += b"\0" * (V1_HEADER_BYTES - len(header))
+    for name, w in arrays.items():
+        check_finite(path, name, w)
     body = [
         np.ascontiguousarray(arrays[name], dtype="<f4").tobytes()
         for name, _ in _tensors(config, version)
