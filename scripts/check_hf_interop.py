@@ -214,7 +214,7 @@ def main() -> int:
             theirs = np.load(Path(tmp) / f"tinylm_{kind}" / "torch.npz")
             err = rel_err(model.logits(ids), theirs["logits"])
             same = (
-                model.generate(job["prompt"], args.new_tokens, temperature=0)
+                model.generate(job["prompt"], args.new_tokens, temperature=0, stop=[])
                 == theirs["greedy"].tolist()
             )
             results.append((f"tinylm {kind} -> transformers from_pretrained", err, same))
@@ -226,7 +226,7 @@ def main() -> int:
             model = tinylm.Transformer.from_pretrained(directory, backend=backend_for(probe.config))
             err = rel_err(model.logits(ids), theirs["logits"])
             same = (
-                model.generate(job["prompt"], args.new_tokens, temperature=0)
+                model.generate(job["prompt"], args.new_tokens, temperature=0, stop=[])
                 == theirs["greedy"].tolist()
             )
             results.append((f"transformers {config['architectures'][0]} -> tinylm", err, same))

@@ -316,7 +316,7 @@ def test_cli_export_import_and_generate_from_a_directory(tmp_path: Path) -> None
         "5",
         cwd=tmp_path,
     ).stdout
-    want = model.generate_text("the", 5, temperature=0)
+    want = model.generate_text("the", 5, temperature=0, stop=["<|endoftext|>"])
     assert out.strip() == want.strip()
 
 
@@ -437,3 +437,21 @@ def test_bf16_checkpoints_are_read_as_float32(gpt2_dir: Path) -> None:
     wte = tensors["transformer.wte.weight"]
     truncated = ((wte.view("<u4") >> 16) << 16).view("<f4")
     np.testing.assert_array_equal(model.state_dict()["token_embed.weight"], truncated)
+
+
+def test_a_loaded_folder_stops_at_its_eos_token_by_default(tmp_path: Path) -> None:
+    model = bpe_model(gpt2_config())
+    model.save_pretrained(tmp_path)
+    back = tinylm.Transformer.from_pretrained(tmp_path)
+    eos = model.tokenizer.special_tokens["<|endoftext|>"]
+    assert back.default_stop == [eos]
+    certain = {eos: 1e9}
+    assert back.generate([5], 10, temperature=0, logit_bias=certain) == [5, eos]
+    assert len(back.generate([5], 10, temperature=0, logit_bias=certain, stop=[])) == 11
+
+
+def test_an_eos_token_id_outside_the_vocabulary_is_a_format_error(gpt2_dir: Path) -> None:
+    path = gpt2_dir / "generation_config.json"
+    path.write_text(json.dumps({"eos_token_id": 50256}))
+    with pytest.raises(tinylm.FormatError, match=r"generation_config\.json: field 'eos_token_id'"):
+        tinylm.Transformer.from_pretrained(gpt2_dir)

@@ -258,6 +258,8 @@ class Transformer:
         self.tokenizer = tokenizer
         #: The format the model was loaded from ("safetensors", "go-json"), or None.
         self.source_format: str | None = None
+        #: Ids that end generation when ``stop`` is not given (a Hugging Face eos_token_id).
+        self.default_stop: list[int] = []
 
     @classmethod
     def _from_core(
@@ -268,6 +270,7 @@ class Transformer:
         self._config = Config.from_json(core.config_json())
         self.tokenizer = tokenizer
         self.source_format = source_format
+        self.default_stop = []
         return self
 
     # ----------------------------------------------------------------------------- files
@@ -536,7 +539,8 @@ class Transformer:
         ``seed`` gives the same sample.
 
         Generation ends after ``max_new_tokens`` ids or right after emitting an id in
-        ``stop``; a model loaded from the Go format stops after ``END`` by default. Past the
+        ``stop``; by default a model loaded from the Go format stops after ``END``, one loaded
+        from a Hugging Face folder after its ``eos_token_id`` (:attr:`default_stop`). Past the
         context (P = ``max_seq_len``), ``window="shift"`` (the default) keeps decoding from
         the key/value cache: when it is full, the last P/2 ids are kept and re-encoded at
         positions 0..P/2, so the model sees between P/2 and P ids and a token costs about
@@ -755,6 +759,8 @@ class Transformer:
 
     def _stop_ids(self, stop: object) -> list[int]:
         if stop is None:
+            if self.default_stop:
+                return list(self.default_stop)
             if (
                 self.source_format == "go-json"
                 and self.tokenizer is not None

@@ -516,6 +516,27 @@ def _read_tokenizer(directory: Path, vocab_size: int) -> Tokenizer | None:
     return None
 
 
+def _eos_ids(directory: Path, vocab_size: int) -> list[int]:
+    """The ids that end generation: ``eos_token_id`` (an id or a list of them) of
+    generation_config.json, else of config.json; none if neither names one."""
+    for name in ("generation_config.json", CONFIG):
+        path = directory / name
+        if not path.is_file():
+            continue
+        eos = _json_file(path).get("eos_token_id")
+        if eos is None:
+            continue
+        ids = eos if isinstance(eos, list) else [eos]
+        if not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab_size for i in ids
+        ):
+            raise format_error(
+                path, f"field 'eos_token_id' = {eos!r} is not an id below {vocab_size}"
+            )
+        return ids
+    return []
+
+
 def load(directory: Path, backend: str) -> Transformer:
     """A Transformer (and its tokenizer) from a Hugging Face directory."""
     from tinylm.model import Transformer
@@ -531,6 +552,7 @@ def load(directory: Path, backend: str) -> Transformer:
         raise _core.ConfigError(f"{directory / CONFIG}: {exc}") from None
     model.load_state_dict(state)
     model.tokenizer = _read_tokenizer(directory, config.vocab_size)
+    model.default_stop = _eos_ids(directory, config.vocab_size)
     model.source_format = "hf"
     return model
 
