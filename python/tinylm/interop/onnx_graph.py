@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tinylm._io import write_bytes_atomic
+
 if TYPE_CHECKING:
     from tinylm.model import Config, Transformer
 
@@ -251,13 +253,5 @@ def export(model: Transformer, path: Path) -> tuple[Path, Path]:
             onnx.checker.check_model(str(target))
         else:
             onnx.checker.check_model(proto)
-            from tinylm._io import write_bytes_atomic
-
             write_bytes_atomic(target, proto.SerializeToString())
     return targets[0][0], targets[1][0]
-
-
-def kv_shape(config: Config, batch: int, past: int) -> tuple[int, int, int, int]:
-    """The shape of one past key or value input: (batch, K, past, D)."""
-    k = config.n_kv_heads or config.n_heads
-    return (batch, k, past, config.d_model // config.n_heads)
