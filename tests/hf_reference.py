@@ -61,8 +61,9 @@ def gpt2_logits(directory: Path, ids: list[int]) -> np.ndarray:
     cfg = json.loads((directory / "config.json").read_text())
     w = load_weights(directory)
     w = {k.removeprefix("transformer."): v for k, v in w.items()}
-    c, h, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
-    act = ACT[cfg["activation_function"]]
+    # Defaults are GPT2Config's.
+    c, h, eps = cfg["n_embd"], cfg["n_head"], cfg.get("layer_norm_epsilon", 1e-5)
+    act = ACT[cfg.get("activation_function", "gelu_new")]
 
     def ln(x: np.ndarray, name: str) -> np.ndarray:
         mu = x.mean(-1, keepdims=True)
@@ -89,8 +90,9 @@ def llama_logits(directory: Path, ids: list[int]) -> np.ndarray:
     w = load_weights(directory)
     c, h = cfg["hidden_size"], cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads") or h
-    d, eps, theta = c // h, cfg["rms_norm_eps"], cfg.get("rope_theta", 10000.0)
-    act = ACT[cfg["hidden_act"]]
+    # Defaults are LlamaConfig's.
+    d, eps, theta = c // h, cfg.get("rms_norm_eps", 1e-6), cfg.get("rope_theta", 10000.0)
+    act = ACT[cfg.get("hidden_act", "silu")]
 
     def rms(x: np.ndarray, name: str) -> np.ndarray:
         return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * w[name]

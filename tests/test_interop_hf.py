@@ -455,3 +455,89 @@ def test_an_eos_token_id_outside_the_vocabulary_is_a_format_error(gpt2_dir: Path
     path.write_text(json.dumps({"eos_token_id": 50256}))
     with pytest.raises(tinylm.FormatError, match=r"generation_config\.json: field 'eos_token_id'"):
         tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def write_random_hf(directory: Path, config: dict, shapes: dict[str, tuple]) -> None:
+    """A checkpoint made without tinylm: random tensors of Hugging Face's names and shapes."""
+    rng = np.random.default_rng(16)
+    tensors = {}
+    for name, shape in shapes.items():
+        noise = rng.standard_normal(shape).astype(np.float32)
+        tensors[name] = 1 + 0.1 * noise if "norm" in name or "ln_" in name else 0.3 * noise
+    directory.mkdir()
+    save_file(tensors, directory / "model.safetensors")
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def test_a_llama_checkpoint_made_elsewhere_gives_hugging_faces_logits(tmp_path: Path) -> None:
+    c, f, v, kd = 32, 48, 50, 16  # 4 query heads of 8, 2 key/value heads
+    config = {
+        "model_type": "llama",
+        "vocab_size": v,
+        "hidden_size": c,
+        "intermediate_size": f,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 16,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+    }
+    shapes: dict[str, tuple] = {"model.embed_tokens.weight": (v, c), "model.norm.weight": (c,)}
+    shapes["lm_head.weight"] = (v, c)
+    for i in range(2):
+        p = f"model.layers.{i}"
+        shapes |= {
+            f"{p}.input_layernorm.weight": (c,),
+            f"{p}.post_attention_layernorm.weight": (c,),
+            f"{p}.self_attn.q_proj.weight": (c, c),
+            f"{p}.self_attn.k_proj.weight": (kd, c),
+            f"{p}.self_attn.v_proj.weight": (kd, c),
+            f"{p}.self_attn.o_proj.weight": (c, c),
+            f"{p}.mlp.gate_proj.weight": (f, c),
+            f"{p}.mlp.up_proj.weight": (f, c),
+            f"{p}.mlp.down_proj.weight": (c, f),
+        }
+    write_random_hf(tmp_path / "hf", config, shapes)
+    probe = tinylm.Config.llama(v, d_model=c, d_ff=f, n_layers=2, n_heads=4, n_kv_heads=2)
+    model = tinylm.Transformer.from_pretrained(tmp_path / "hf", backend=backend_for(probe))
+    ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]
+    assert rel_err(model.logits(ids), llama_logits(tmp_path / "hf", ids)) <= 1e-4
+
+
+def test_a_gpt2_checkpoint_made_elsewhere_gives_hugging_faces_logits(tmp_path: Path) -> None:
+    c, v = 24, 50
+    config = {
+        "model_type": "gpt2",
+        "vocab_size": v,
+        "n_embd": c,
+        "n_layer": 2,
+        "n_head": 3,
+        "n_positions": 16,
+        "n_inner": None,
+        "activation_function": "gelu_new",
+    }
+    shapes: dict[str, tuple] = {"wte.weight": (v, c), "wpe.weight": (16, c)}
+    shapes |= {"ln_f.weight": (c,), "ln_f.bias": (c,)}
+    for i in range(2):
+        p = f"h.{i}"
+        shapes |= {
+            f"{p}.ln_1.weight": (c,),
+            f"{p}.ln_1.bias": (c,),
+            f"{p}.ln_2.weight": (c,),
+            f"{p}.ln_2.bias": (c,),
+            f"{p}.attn.c_attn.weight": (c, 3 * c),
+            f"{p}.attn.c_attn.bias": (3 * c,),
+            f"{p}.attn.c_proj.weight": (c, c),
+            f"{p}.attn.c_proj.bias": (c,),
+            f"{p}.mlp.c_fc.weight": (c, 4 * c),
+            f"{p}.mlp.c_fc.bias": (4 * c,),
+            f"{p}.mlp.c_proj.weight": (4 * c, c),
+            f"{p}.mlp.c_proj.bias": (c,),
+        }
+    write_random_hf(tmp_path / "hf", config, shapes)
+    model = tinylm.Transformer.from_pretrained(tmp_path / "hf")
+    ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]
+    assert rel_err(model.logits(ids), gpt2_logits(tmp_path / "hf", ids)) <= 1e-4

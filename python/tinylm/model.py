@@ -293,6 +293,11 @@ class Transformer:
         :class:`tinylm.interop.llama2c.Llama2cTokenizer` instead. ``backend`` as in
         :class:`Transformer`."""
         if format is None and Path(path).is_dir():
+            if not (Path(path) / "config.json").is_file():
+                raise IsADirectoryError(
+                    f"{os.fspath(path)}: is a directory, not a weights file (nor a Hugging "
+                    "Face folder: it has no config.json)"
+                )
             format = "hf"
         if format == "hf":
             model = cls.from_pretrained(path, backend=backend)
