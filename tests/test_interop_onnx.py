@@ -107,3 +107,20 @@ def test_cli_export_to_onnx(tmp_path: Path) -> None:
     assert "m_with_past.onnx" in out
     (logits,) = session(tmp_path / "m.onnx").run(["logits"], {"input_ids": np.array([[1, 2, 3]])})
     assert rel_err(logits, model.logits([[1, 2, 3]])) <= 1e-4
+
+
+def test_a_large_model_keeps_its_weights_in_a_data_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past protobuf's 2 GiB the weights go to ``<name>.data`` (the limit lowered here)."""
+    from tinylm.interop import onnx_graph
+
+    monkeypatch.setattr(onnx_graph, "MAX_INLINE_BYTES", 0)
+    model = model_of(CONFIGS["llama"], seed=5)
+    forward, decoder = model.export_onnx(tmp_path / "big.onnx")
+    assert (tmp_path / "big.onnx.data").is_file() and (
+        tmp_path / "big_with_past.onnx.data"
+    ).is_file()
+    (logits,) = session(forward).run(["logits"], {"input_ids": np.array([[7, 3, 9]])})
+    assert rel_err(logits, model.logits([[7, 3, 9]])) <= 1e-4
+    assert greedy_with_past(decoder, model, [7, 3], 4) == model.generate([7, 3], 4, temperature=0)
