@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,6 +40,26 @@ def shakespeare_path() -> Path:
             "README, 'Test data', for its URL)"
         )
     return SHAKESPEARE
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    """tiktoken-rs's assets/ folder; `cargo metadata` fetches the crate from crates.io."""
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.skip("cargo is missing: OpenAI's vocabulary files come from the tiktoken-rs crate")
+    out = subprocess.run(
+        [cargo, "metadata", "--format-version", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    for package in json.loads(out.stdout)["packages"]:
+        if package["name"] == "tiktoken-rs":
+            return Path(package["manifest_path"]).parent / "assets"
+    raise AssertionError("tiktoken-rs is not among the dev-dependencies in Cargo.toml")
 
 
 def randomize(model: tinylm.Transformer, seed: int, scale: float = 0.5) -> dict[str, np.ndarray]:

@@ -5,8 +5,6 @@ Face ``tokenizers``; training against a plain minbpe-style trainer written here.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -25,26 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 NAMES = {"r50k": "r50k_base", "cl100k": "cl100k_base", "o200k": "o200k_base"}
 PATTERN_OF = {"r50k": "gpt2", "cl100k": "gpt4", "o200k": "o200k"}
-
-
-@pytest.fixture(scope="session")
-def assets() -> Path:
-    """tiktoken-rs's assets/ folder; `cargo metadata` fetches the crate from crates.io."""
-    cargo = shutil.which("cargo")
-    if cargo is None:
-        pytest.skip("cargo is missing: OpenAI's vocabulary files come from the tiktoken-rs crate")
-    out = subprocess.run(
-        [cargo, "metadata", "--format-version", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
-    for package in json.loads(out.stdout)["packages"]:
-        if package["name"] == "tiktoken-rs":
-            return Path(package["manifest_path"]).parent / "assets"
-    raise AssertionError("tiktoken-rs is not among the dev-dependencies in Cargo.toml")
 
 
 @pytest.fixture(scope="session")

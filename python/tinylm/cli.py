@@ -1,5 +1,5 @@
-"""The command line: ``python -m tinylm {generate,train,info,models,demo}`` (also
-``tinylm ...``).
+"""The command line: ``python -m tinylm {generate,train,info,models,demo,export,import}``
+(also ``tinylm ...``).
 
 Every numeric option is range-checked while the arguments are parsed, so a bad value is
 a one-line error naming the option before any work starts; other user errors are one line
@@ -91,6 +91,87 @@ def _program() -> str:
     if found and Path(found).resolve() == argv0.resolve():
         return argv0.name
     return shlex.quote(str(argv0))
+
+
+# ------------------------------------------------------------------------------ export, import
+
+#: Formats ``export --to`` writes and ``import --from`` reads.
+EXPORT_FORMATS = ("hf", "llama2c", "onnx")
+IMPORT_FORMATS = ("hf", "llama2c")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Writes a tinylm model in another project's format (see tinylm.interop)."""
+    # Nothing is computed: the reference backend holds every config.
+    model = Transformer.load(_weights_path(args.weights), backend="reference")
+    out = Path(args.out)
+    if args.to == "hf":
+        model.save_pretrained(out, max_shard_size=args.max_shard_size)
+        written = [out]
+    elif args.to == "llama2c":
+        from tinylm.interop import llama2c
+
+        written = [p for p in llama2c.export(model, out, args.llama2c_version) if p is not None]
+    else:
+        written = list(model.export_onnx(out))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Reads another project's model and saves it as a tinylm safetensors file."""
+    tokenizer = Tokenizer.load(args.tokenizer) if args.tokenizer else None
+    model = Transformer.load(
+        args.source, backend="reference", format=args.source_format, tokenizer=tokenizer
+    )
+    model.save(args.out)
+    print(f"wrote {args.out} ({model.num_parameters:,} parameters)")
+    return 0
+
+
+def _add_interop_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """The ``export`` and ``import`` subcommands."""
+    e = command("export", "write a model for Hugging Face, llama2.c or ONNX")
+    e.add_argument("--to", required=True, choices=EXPORT_FORMATS, help="the format (no default)")
+    e.add_argument("--weights", help="tinylm model file or bundled model (default: shakespeare)")
+    e.add_argument(
+        "out",
+        help="folder (hf, llama2c: model.bin + tokenizer.bin) or .onnx file (onnx: the "
+        "decoder graph goes beside it as <stem>_with_past.onnx); no default",
+    )
+    e.add_argument(
+        "--max-shard-size",
+        type=_int_in(1, 2**62),
+        default=None,
+        metavar="BYTES",
+        help="hf: split the weights into shards of at most this size (default: 5e9)",
+    )
+    e.add_argument(
+        "--llama2c-version",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="llama2c: 0, the layout run.c reads, or 1, the 'ak42' header (default: 0)",
+    )
+    e.set_defaults(func=cmd_export)
+
+    i = command("import", "convert a Hugging Face folder or llama2.c model.bin to tinylm")
+    i.add_argument(
+        "--from",
+        dest="source_format",
+        required=True,
+        choices=IMPORT_FORMATS,
+        help="the format (no default)",
+    )
+    i.add_argument("source", help="the folder (hf) or model.bin (llama2c); no default")
+    i.add_argument("out", help="the tinylm safetensors file to write; no default")
+    i.add_argument(
+        "--tokenizer",
+        help="a tinylm tokenizer JSON file to store with the model (default: the source's, "
+        "if tinylm can read it)",
+    )
+    i.set_defaults(func=cmd_import)
 
 
 # ------------------------------------------------------------------------------ generate
@@ -1244,6 +1325,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = command("info", "describe a model file or checkpoint (no file: list the bundled models)")
     i.add_argument("weights", nargs="?", help=f"model file or bundled model ({bundled})")
     i.set_defaults(func=cmd_info)
+
+    _add_interop_commands(command)
 
     m = command("models", "list the bundled models")
     m.set_defaults(func=cmd_models)

@@ -270,6 +270,8 @@ class Transformer:
         self.tokenizer = tokenizer
         #: The format the model was loaded from ("safetensors", "go-json"), or None.
         self.source_format: str | None = None
+        #: Ids that end generation when ``stop`` is not given (a Hugging Face eos_token_id).
+        self.default_stop: list[int] = []
 
     @classmethod
     def _from_core(
@@ -280,16 +282,100 @@ class Transformer:
         self._config = Config.from_json(core.config_json())
         self.tokenizer = tokenizer
         self.source_format = source_format
+        self.default_stop = []
         return self
 
     # ----------------------------------------------------------------------------- files
 
     @classmethod
-    def load(cls, path: PathLike, *, backend: str = "fast") -> Transformer:
-        """Loads a model file; the format (tinylm safetensors or Go TinyLM JSON) is
-        detected from the file's contents. ``backend`` as in :class:`Transformer`."""
-        core, tok, fmt = _core.Model.load(os.fspath(path), _backend(backend))
-        return cls._from_core(core, Tokenizer(tok) if tok is not None else None, fmt)
+    def load(
+        cls,
+        path: PathLike,
+        *,
+        backend: str = "fast",
+        format: str | None = None,
+        tokenizer: Tokenizer | PathLike | None = None,
+    ) -> Transformer:
+        """Loads a model file or folder. ``format`` is detected when None: a folder is a
+        Hugging Face directory (see :meth:`from_pretrained`), a file tinylm safetensors or
+        Go TinyLM JSON from its contents. ``"llama2c"`` reads llama2.c's ``model.bin``
+        (version 0, or version 1 with the ``ak42`` magic), whose tokenizer lives in another
+        file. ``tokenizer`` (a :class:`Tokenizer`, or a path :meth:`Tokenizer.load` reads)
+        replaces the stored one; a llama2.c ``tokenizer.bin`` is read by
+        :class:`tinylm.interop.llama2c.Llama2cTokenizer` instead. ``backend`` as in
+        :class:`Transformer`."""
+        if format is None and Path(path).is_dir():
+            if not (Path(path) / "config.json").is_file():
+                raise IsADirectoryError(
+                    f"{os.fspath(path)}: is a directory, not a weights file (nor a Hugging "
+                    "Face folder: it has no config.json)"
+                )
+            format = "hf"
+        if format == "hf":
+            model = cls.from_pretrained(path, backend=backend)
+        elif format == "llama2c":
+            from tinylm.interop import llama2c
+
+            model = llama2c.load(Path(path), _backend(backend))
+        elif format in (None, "safetensors", "go-json"):
+            core, tok, fmt = _core.Model.load(os.fspath(path), _backend(backend))
+            if format is not None and fmt != format:
+                raise _core.FormatError(f"{os.fspath(path)}: is a {fmt} file, not {format}")
+            model = cls._from_core(core, Tokenizer(tok) if tok is not None else None, fmt)
+        else:
+            raise ValueError(
+                f'format must be None, "safetensors", "go-json", "hf" or "llama2c", got {format!r}'
+            )
+        if tokenizer is not None:
+            if not isinstance(tokenizer, Tokenizer):
+                if format == "llama2c" and not os.fspath(tokenizer).endswith(".json"):
+                    raise ValueError(
+                        f"{os.fspath(tokenizer)}: a llama2.c tokenizer.bin holds SentencePiece "
+                        "pieces, not a tinylm tokenizer: read it with tinylm.interop.llama2c."
+                        "Llama2cTokenizer.load(path, vocab_size) and generate text with "
+                        "llama2c.generate_text(model, tokenizer, prompt, max_new_tokens)"
+                    )
+                tokenizer = Tokenizer.load(tokenizer)
+            model.tokenizer = tokenizer
+        return model
+
+    @classmethod
+    def from_pretrained(cls, directory: PathLike, *, backend: str = "fast") -> Transformer:
+        """Loads a Hugging Face directory holding a ``GPT2LMHeadModel`` or a Llama-family
+        model (``LlamaForCausalLM``, Mistral without a sliding window): ``config.json``,
+        ``model.safetensors`` or the shards ``model.safetensors.index.json`` lists (F32, F16
+        or BF16, read as float32), and the tokenizer from ``tokenizer.json`` or
+        ``vocab.json`` + ``merges.txt`` when tinylm can read it (a warning otherwise).
+        Every tensor's name and shape is checked against config.json before any is read:
+        a mismatch is a ``FormatError`` naming the file and the field or tensor."""
+        from tinylm.interop import hf
+
+        return hf.load(Path(directory), _backend(backend))
+
+    def save_pretrained(self, directory: PathLike, *, max_shard_size: int | None = None) -> None:
+        """Writes a Hugging Face directory that ``transformers``' ``from_pretrained`` loads:
+        a GPT-2 style model as ``GPT2LMHeadModel``, a :meth:`Config.llama` style one as
+        ``LlamaForCausalLM`` (``config.json``, float32 ``model.safetensors``,
+        ``generation_config.json`` and the tokenizer: ``tokenizer.json``, ``vocab.json`` and
+        ``merges.txt`` for BPE, ``tinylm_tokenizer.json`` for word and character ones).
+        Weights above ``max_shard_size`` bytes (default: Hugging Face's 5 GB) are split into
+        shards with an index. A config neither class can hold is a ``ConfigError`` naming
+        the field, raised before anything is written."""
+        from tinylm.interop import hf
+
+        limit = hf.DEFAULT_MAX_SHARD_BYTES if max_shard_size is None else max_shard_size
+        hf.save(self, Path(directory), int_arg("max_shard_size", limit, 1, 2**62))
+
+    def export_onnx(self, path: PathLike) -> tuple[Path, Path]:
+        """Writes two ONNX graphs (opset 17, float32, checked with ``onnx.checker``): the
+        forward pass at ``path`` (``input_ids`` (batch, sequence) int64 -> ``logits``
+        (batch, sequence, V)), and beside it ``<stem>_with_past.onnx``, a decoder that also
+        takes and returns each layer's keys and values (``past_key_values.<l>.key``
+        (batch, K, past, D) -> ``present.<l>.key``, the same for values), so onnxruntime
+        can generate. Needs the ``onnx`` package. Returns both paths."""
+        from tinylm.interop import onnx_graph
+
+        return onnx_graph.export(self, Path(path))
 
     @classmethod
     def from_bundled(cls, name: str = "shakespeare") -> Transformer:
@@ -298,9 +384,20 @@ class Transformer:
 
     def save(self, path: PathLike, format: str | None = None) -> None:
         """Saves atomically. ``format`` is ``"safetensors"`` (tinylm's format: weights,
-        config and tokenizer in one file) or ``"go-json"`` (the Go TinyLM format); by
-        default a ``.json`` name means go-json and anything else safetensors."""
+        config and tokenizer in one file), ``"go-json"`` (the Go TinyLM format),
+        ``"llama2c"`` (llama2.c's version-0 ``model.bin``, which ``run.c`` reads; its
+        ``tokenizer.bin`` is :func:`tinylm.interop.llama2c.save_tokenizer`'s) or ``"hf"``
+        (a folder: :meth:`save_pretrained`); by default a ``.json`` name means go-json and
+        anything else safetensors."""
         path = os.fspath(path)
+        if format == "hf":
+            self.save_pretrained(path)
+            return
+        if format == "llama2c":
+            from tinylm.interop import llama2c
+
+            llama2c.save(self, Path(path))
+            return
         if format is None:
             format = "go-json" if path.lower().endswith(".json") else "safetensors"
         core_tok = self.tokenizer._core if self.tokenizer is not None else None
@@ -519,7 +616,8 @@ class Transformer:
         ``seed`` gives the same sample.
 
         Generation ends after ``max_new_tokens`` ids or right after emitting an id in
-        ``stop``; a model loaded from the Go format stops after ``END`` by default. Past the
+        ``stop``; by default a model loaded from the Go format stops after ``END``, one loaded
+        from a Hugging Face folder after its ``eos_token_id`` (:attr:`default_stop`). Past the
         context (P = ``max_seq_len``), ``window="shift"`` (the default) keeps decoding from
         the key/value cache: when it is full, the last P/2 ids are kept and re-encoded at
         positions 0..P/2, so the model sees between P/2 and P ids and a token costs about
@@ -738,6 +836,8 @@ class Transformer:
 
     def _stop_ids(self, stop: object) -> list[int]:
         if stop is None:
+            if self.default_stop:
+                return list(self.default_stop)
             if (
                 self.source_format == "go-json"
                 and self.tokenizer is not None
