@@ -1067,3 +1067,37 @@ fn fast_llama_training_follows_the_reference_backend_step_by_step() {
         );
     }
 }
+
+#[test]
+fn a_fast_llama_checkpoint_resumes_exactly_where_it_stopped() {
+    let dir = common::temp_dir("fast-llama-resume");
+    let path = dir.join("ckpt.safetensors");
+    let ids = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2];
+    let targets = [2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3];
+    let steps = |model: &mut Model, opt: &mut AdamW, n: usize| -> Vec<f32> {
+        let mut runner = BatchRunner::new();
+        (0..n)
+            .map(|_| {
+                runner
+                    .train_step(model, opt, &ids, &targets, 2, 6, 1e-2, Some(1.0))
+                    .unwrap()
+                    .0
+            })
+            .collect()
+    };
+    let mut straight = Model::new(llama_config(), 7).unwrap();
+    let mut opt = AdamW::new(AdamWConfig::default(), &straight.layout).unwrap();
+    let want = steps(&mut straight, &mut opt, 6);
+    let mut first = Model::new(llama_config(), 7).unwrap();
+    let mut opt = AdamW::new(AdamWConfig::default(), &first.layout).unwrap();
+    let mut got = steps(&mut first, &mut opt, 3);
+    tinylm::weights::checkpoint::save_checkpoint(&path, &first, None, &opt, &Default::default())
+        .unwrap();
+    let (loaded, mut opt, _) = tinylm::weights::checkpoint::load_checkpoint(&path).unwrap();
+    let mut resumed = loaded.model;
+    assert_eq!(resumed.backend(), Backend::Fast);
+    assert_eq!(resumed.config, llama_config());
+    got.extend(steps(&mut resumed, &mut opt, 3));
+    assert_eq!(got, want);
+    assert_eq!(resumed.params(), straight.params());
+}
