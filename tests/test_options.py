@@ -1,6 +1,8 @@
-"""Block options (activation, norm, mlp_bias, position, n_kv_heads) on the reference
-backend: logits against the float64 NumPy reference (tests/reference.py), every gradient
-against central differences of that reference, generation, files, and clear errors."""
+"""Block options (activation, norm, mlp_bias, position, n_kv_heads) on both backends:
+logits against the float64 NumPy reference (tests/reference.py), every gradient against
+central differences of that reference (reference backend) and against the reference
+backend (fast backend), key/value-cache generation, beams and batches, files, and clear
+errors."""
 
 from __future__ import annotations
 
@@ -128,16 +130,15 @@ def test_reference_training_lowers_the_loss() -> None:
     assert model.loss(ids, targets) < 0.3 * first
 
 
-def test_options_survive_safetensors_and_the_fast_loader_names_them(tmp_path) -> None:
+def test_options_survive_safetensors_on_both_backends(tmp_path) -> None:
     model = reference_model(llama(), seed=7)
     path = tmp_path / "llama.safetensors"
     model.save(path)
-    again = tinylm.Transformer.load(path, backend="reference")
-    assert again.config == model.config
-    for name, value in model.state_dict().items():
-        np.testing.assert_array_equal(again.state_dict()[name], value)
-    with pytest.raises(tinylm.ConfigError, match=r"activation = swiglu.*backend=\"reference\""):
-        tinylm.Transformer.load(path)
+    for backend in ("reference", "fast"):
+        again = tinylm.Transformer.load(path, backend=backend)
+        assert again.config == model.config and again.backend == backend
+        for name, value in model.state_dict().items():
+            np.testing.assert_array_equal(again.state_dict()[name], value)
 
 
 def test_the_go_format_refuses_options_naming_the_field(tmp_path) -> None:
@@ -147,20 +148,6 @@ def test_the_go_format_refuses_options_naming_the_field(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match=r"Go TinyLM format .* norm = rmsnorm"):
         model.save(tmp_path / "model.json")
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"activation": "swiglu"}, "activation = swiglu"),
-        ({"activation": "geglu", "mlp_bias": False}, "activation = geglu"),
-        ({"position": "rope"}, "position = rope"),
-        ({"n_kv_heads": 1}, "n_kv_heads = 1"),
-    ],
-)
-def test_the_fast_backend_refuses_options_it_does_not_run(options: dict, message: str) -> None:
-    with pytest.raises(tinylm.ConfigError, match=f"{message} is not supported by the fast"):
-        tinylm.Transformer(tinylm.Config(**BASE, **options))
 
 
 @pytest.mark.parametrize(
@@ -225,13 +212,12 @@ def test_cli_trains_a_llama_model_on_the_reference_backend_and_generates(tmp_pat
         "--prompt", "to", "--max-new-tokens", "5", "--seed", "1", cwd=tmp_path,
     ).stdout  # fmt: skip
     assert sample.startswith("to")
-    proc = subprocess.run(
-        [sys.executable, "-m", "tinylm", "generate", "--weights", str(out / "model.safetensors")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode != 0 and "backend" in proc.stderr
+    # The fast backend (generate's default) runs the same model with its key/value cache.
+    on_fast = _cli(
+        "generate", "--weights", str(out / "model.safetensors"),
+        "--prompt", "to", "--max-new-tokens", "5", "--seed", "1", cwd=tmp_path,
+    ).stdout  # fmt: skip
+    assert on_fast.startswith("to")
 
 
 def test_cli_demo_runs_on_the_reference_backend(tmp_path) -> None:
@@ -239,10 +225,7 @@ def test_cli_demo_runs_on_the_reference_backend(tmp_path) -> None:
     assert "step   2" in out
 
 
-FAST_OPTIONS = ["activation_gelu", "activation_relu", "activation_relu2", "activation_silu"]
-
-
-@pytest.mark.parametrize("name", [*FAST_OPTIONS, "no_mlp_bias", "rmsnorm"])
+@pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_fast_backend_options_match_the_numpy_reference_and_the_reference_backend(
     name: str,
 ) -> None:
@@ -272,15 +255,74 @@ def test_reference_generation_follows_the_shift_window_as_the_fast_cache_does() 
         assert ref.generate([1, 5, 2], max_new_tokens=12, temperature=0, window=window) == want
 
 
-def test_beam_search_on_options_the_cache_cannot_run_is_a_config_error() -> None:
-    model = tinylm.Transformer(llama(), backend="reference")
-    with pytest.raises(tinylm.ConfigError, match="activation = swiglu: the key/value cache"):
-        model.beam_search([1, 2], max_new_tokens=3, num_beams=2)
+def fast_llama(seed: int, scale: float = 1.0) -> tinylm.Transformer:
+    model = tinylm.Transformer(llama(), seed=seed)
+    randomize(model, seed, scale)
+    return model
 
 
-@pytest.mark.parametrize("name", ["rmsnorm", "activation_silu", "no_mlp_bias"])
+@pytest.mark.parametrize("window", ["shift", "sliding"])
+def test_fast_llama_greedy_generation_is_the_numpy_argmax_past_the_context(window: str) -> None:
+    config = llama()
+    model = fast_llama(6)
+    assert model.backend == "fast"
+    prompt = [3, 1, 4]
+    out = model.generate(prompt, max_new_tokens=12, temperature=0, window=window)
+    p = config.max_seq_len
+    seen = list(prompt)  # what the window rule lets the model see
+    for i in range(len(prompt), len(out)):
+        logits = reference.forward(model.state_dict(), config, np.array([seen]))
+        assert out[i] == int(np.argmax(logits[0, -1])), (window, i)
+        seen.append(out[i])
+        if len(seen) > p:
+            del seen[: len(seen) - (p if window == "sliding" else p // 2)]
+
+
+def test_fast_llama_training_lowers_the_loss_as_the_reference_backend_does() -> None:
+    fast = tinylm.Transformer(llama(), seed=0)
+    ref = tinylm.Transformer(llama(), seed=0, backend="reference")
+    ids = np.array([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 1, 2]])
+    targets = np.roll(ids, -1, axis=1)
+    first = fast.loss(ids, targets)
+    optimizers = [tinylm._core.AdamW(m._core, 0.9, 0.99, 1e-8, 0.0) for m in (fast, ref)]
+    for _ in range(30):
+        losses = [
+            m._core.train_step(o, ids, targets, 1e-2, 1.0) for m, o in zip((fast, ref), optimizers)
+        ]
+        assert abs(losses[0][0] - losses[1][0]) < 1e-4 * max(losses[1][0], 1.0)
+    assert fast.loss(ids, targets) < 0.3 * first
+
+
+def test_beam_search_of_width_one_on_a_llama_model_is_greedy() -> None:
+    model = fast_llama(2)
+    greedy = model.generate([1, 2], max_new_tokens=9, temperature=0)
+    beams = model.beam_search([1, 2], max_new_tokens=9, num_beams=1)
+    assert list(beams[0].ids) == greedy
+    wide = model.beam_search([1, 2], max_new_tokens=4, num_beams=3, num_return_sequences=3)
+    assert len(wide) == 3 and wide[0].score >= wide[-1].score
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "rmsnorm",
+        "activation_silu",
+        "no_mlp_bias",
+        "swiglu",
+        "geglu",
+        "rope",
+        "grouped_query",
+        "multi_query_rope",
+        "llama",
+    ],
+)
 def test_batched_generation_runs_the_fast_options(name: str) -> None:
-    config = tinylm.Config(**{**BASE, **OPTIONS[name], "d_model": 128, "n_heads": 4})
+    if name == "llama":
+        config = tinylm.Config.llama(
+            7, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=5
+        )
+    else:
+        config = tinylm.Config(**{**BASE, **OPTIONS[name], "d_model": 128, "n_heads": 4})
     model = tinylm.Transformer(config, seed=3)
     randomize(model, 3, 0.3)
     prompts = [[1, 2], [3, 4, 5]]

@@ -56,8 +56,7 @@ class Config:
     Defaults are nanoGPT's CPU Shakespeare model (GPT-2 style: attention biases, tied output
     head, ``d_ff = 4 * d_model``). The Go TinyLM format has ``attn_bias=False`` and
     ``tie_embeddings=False``. :meth:`llama` gives Llama's block (RMSNorm, RoPE, SwiGLU, no
-    biases, untied head); the fast backend runs GPT-2 style blocks only, for now, so a model
-    with other options needs ``backend="reference"``.
+    biases, untied head). Both backends run every option.
     """
 
     vocab_size: int
@@ -260,9 +259,9 @@ class Transformer:
         tokenizer: Tokenizer | None = None,
         backend: str = "fast",
     ) -> None:
-        """``backend`` is ``"fast"`` (blocked, threaded kernels; GPT-2 style blocks only)
-        or ``"reference"`` (the plain implementation in ``rust/src/reference/``, every
-        option, slow)."""
+        """``backend`` is ``"fast"`` (blocked, threaded kernels and a key/value cache for
+        generation) or ``"reference"`` (the plain implementation in ``rust/src/reference/``,
+        slow); both run every option."""
         if not isinstance(config, Config):
             raise TypeError(f"config must be a tinylm.Config, got {type(config).__name__}")
         self._core = _core.Model(config.to_json(), _seed(seed), _backend(backend))

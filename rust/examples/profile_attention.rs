@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use rayon::prelude::*;
-use tinylm::kernels::attention::{attention_backward, attention_forward};
+use tinylm::kernels::attention::{attention_backward, attention_forward, Heads};
 
 mod common;
 
@@ -14,6 +14,7 @@ fn main() {
     let threads = common::global_pool_from_env(2);
     let (c, h, t) = (config.d_model, config.n_heads, config.max_seq_len);
     let per_shard = b / threads;
+    let heads = Heads { h, kv: h, d: c / h };
     let qkv: Vec<f32> = (0..b * t * 3 * c)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02)
         .collect();
@@ -31,7 +32,7 @@ fn main() {
         out.par_chunks_mut(per_shard * t * c)
             .zip(lse.par_chunks_mut(per_shard * h * t))
             .zip(qkv.par_chunks(per_shard * t * 3 * c))
-            .for_each(|((o, l), q)| attention_forward(o, l, q, t, c, h));
+            .for_each(|((o, l), q)| attention_forward(o, l, q, t, heads));
         best_f = best_f.min(t0.elapsed().as_secs_f64());
         let t0 = Instant::now();
         dqkv.par_chunks_mut(per_shard * t * 3 * c)
@@ -40,7 +41,7 @@ fn main() {
                 qkv.par_chunks(per_shard * t * 3 * c)
                     .zip(lse.par_chunks(per_shard * h * t)),
             )
-            .for_each(|((d, g), (q, l))| attention_backward(d, g, q, l, t, c, h));
+            .for_each(|((d, g), (q, l))| attention_backward(d, g, q, l, t, heads));
         best_b = best_b.min(t0.elapsed().as_secs_f64());
     }
     println!(

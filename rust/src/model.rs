@@ -1,26 +1,30 @@
 //! The GPT-style decoder: forward pass, loss and hand-written backward pass.
 //!
-//! x = token_embed[id] + pos_embed[t]
-//! for each block:  x = x + W_o attn(LN1(x) W_q, LN1(x) W_k, LN1(x) W_v)
-//!                  x = x + linear2(gelu(linear1(LN2(x))))
+//! x = token_embed[id] (+ pos_embed[t] with learned positions)
+//! for each block:  x = x + W_o attn(rope(LN1(x) W_q), rope(LN1(x) W_k), LN1(x) W_v)
+//!                  x = x + linear2(act(linear1(LN2(x))))   (act(gate(.)) * linear1(.) if gated)
 //! logits = LN_f(x) lm_head^T
+//! (rope only with rotary positions; LN a layer norm or RMSNorm; K key/value heads.)
 //!
 //! All parameters live in one flat buffer (see [`crate::params`]); the activations of a
 //! forward pass live in a [`Workspace`] that is allocated once and reused, so a training
 //! step allocates nothing of its own.
 
-use crate::config::{Activation, Config};
+use crate::config::{Activation, Config, Position};
 use crate::decode::{DecodeCache, PackedWeights};
 use crate::error::{Error, Result};
-use crate::kernels::activation::{activation_backward, activation_forward};
-use crate::kernels::attention::{attention_backward, attention_forward};
+use crate::kernels::activation::{
+    activation_backward, activation_forward, gated_backward, gated_forward,
+};
+use crate::kernels::attention::{attention_backward, attention_forward, Heads};
 use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward, gelu_from_tanh};
 use crate::kernels::layernorm::{layernorm_backward, layernorm_forward, layernorm_recompute};
 use crate::kernels::matmul::{linear_backward, linear_forward, matmul_in, MatMut, MatRef, Pieces};
 use crate::kernels::rmsnorm::{rmsnorm_backward, rmsnorm_forward, rmsnorm_recompute};
-use crate::params::{NormParams, ParamLayout, Span};
+use crate::kernels::rope::{rope_backward, rope_forward, RopeTable};
+use crate::params::{BlockParams, NormParams, ParamLayout, Span};
 use crate::reference::model as reference;
 use crate::rng::Rng;
 
@@ -31,12 +35,11 @@ pub const MAX_WORKSPACE_FLOATS: u128 = 1 << 32;
 /// Which implementation runs a model's arithmetic. Both read the same parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// Blocked, threaded, vectorised kernels and a key/value cache for generation; GPT-2
-    /// style blocks only, for now (see [`check_fast_path`]).
+    /// Blocked, threaded, vectorised kernels and a key/value cache for generation.
     #[default]
     Fast,
-    /// The plain path a learner reads ([`crate::reference`]): every option, slowly, and
-    /// generation recomputes the whole window for each token.
+    /// The plain path a learner reads ([`crate::reference`]), slowly; generation
+    /// recomputes the whole window for each token.
     Reference,
 }
 
@@ -55,14 +58,6 @@ impl Backend {
             other => Err(Error::value(format!(
                 "unknown backend {other:?}: expected \"fast\" or \"reference\""
             ))),
-        }
-    }
-
-    /// Whether this backend runs `config`; if not, a ConfigError that names the field.
-    pub fn check(self, config: &Config) -> Result<()> {
-        match self {
-            Backend::Fast => check_fast_path(config),
-            Backend::Reference => Ok(()),
         }
     }
 }
@@ -99,7 +94,7 @@ pub struct Workspace {
     ln_out: Vec<f32>,
     ln1_mean: Vec<f32>,
     ln1_rstd: Vec<f32>,
-    /// (L, N, 3C): q, k and v side by side.
+    /// (L, N, (H + 2K) D): q, k and v side by side, q and k rotated with RoPE.
     qkv: Vec<f32>,
     /// (L, B, H, T): log-sum-exp of each row of attention scores (see kernels::attention).
     att_lse: Vec<f32>,
@@ -109,11 +104,16 @@ pub struct Workspace {
     resid_mid: Vec<f32>,
     ln2_mean: Vec<f32>,
     ln2_rstd: Vec<f32>,
-    /// (L, N, F): before GELU, and tanh(u) inside GELU (see kernels::gelu).
+    /// (L, N, F): the activation's input (the gate's, if gated), and tanh(u) inside the
+    /// tanh GELU (see kernels::gelu; empty for the other activations).
     ff_pre: Vec<f32>,
     ff_tanh: Vec<f32>,
-    /// (N, F): the GELU output of the layer at hand, rebuilt when needed.
+    /// (L, N, F): the up projection of a gated activation (empty otherwise).
+    ff_up: Vec<f32>,
+    /// (N, F): the activation's output in the layer at hand, rebuilt when needed.
     ff_act: Vec<f32>,
+    /// cos and sin of the rotary angles of positions 0..T (with RoPE).
+    rope: RopeTable,
     lnf: Vec<f32>,
     lnf_mean: Vec<f32>,
     lnf_rstd: Vec<f32>,
@@ -129,37 +129,11 @@ pub struct Workspace {
     d_ln: Vec<f32>,
     d_qkv: Vec<f32>,
     d_att_out: Vec<f32>,
-    /// (N, F): the gradient of the GELU output, then (in place) of its input.
+    /// (N, F): the gradient of the activation's output, then (in place) of its input (of
+    /// the gate, if gated); d_up that of the up projection (gated only).
     d_ff: Vec<f32>,
+    d_up: Vec<f32>,
     d_logits: Vec<f32>,
-}
-
-/// A tensor that a GPT-2 style block always has (biases of the norms and the feed-forward
-/// matrices, the position table); the fast path runs only such blocks, which
-/// [`check_fast_path`] makes sure of when a model is made.
-pub(crate) fn fast(span: Option<Span>) -> Span {
-    span.expect("the fast path runs GPT-2 style blocks only (checked when the model is made)")
-}
-
-/// The fast path's one check: it runs GPT-2 style blocks, with any ungated activation,
-/// either norm and with or without feed-forward biases; the other options (gated
-/// activations, RoPE, grouped-query attention) only on the reference path.
-pub fn check_fast_path(config: &Config) -> Result<()> {
-    match fast_path_obstacle(config) {
-        None => Ok(()),
-        Some((field, value)) => Err(Error::config(format!(
-            "{field} = {value} is not supported by the fast backend yet; use backend=\"reference\""
-        ))),
-    }
-}
-
-/// The first option (field, value) the fast path does not run, if any.
-fn fast_path_obstacle(config: &Config) -> Option<(&'static str, String)> {
-    config
-        .non_default_options()
-        .into_iter()
-        .filter(|(field, _)| *field != "mlp_bias" && *field != "norm")
-        .find(|(field, _)| *field != "activation" || config.activation.is_gated())
 }
 
 /// A weight's gradient and, if it has one, its bias's (stored after it).
@@ -215,12 +189,21 @@ impl Workspace {
             config.n_heads as u128,
             config.n_layers as u128,
         );
-        // residual, qkv, att_out, resid_mid; ff_pre, ff_tanh; 4 norm statistics; lse.
-        let per_layer = n * (c * 6 + f * 2 + 4 + h);
+        let w = c + 2 * config.kv_dim() as u128;
+        // Per layer, besides ff_pre: ff_tanh (tanh GELU) or ff_up (gated).
+        let second = if config.activation == Activation::GeluTanh || config.activation.is_gated() {
+            1
+        } else {
+            0
+        };
+        let d_up = if config.activation.is_gated() { 1 } else { 0 };
+        // residual, qkv, att_out, resid_mid; ff_pre (and ff_tanh or ff_up); 4 norm
+        // statistics; lse.
+        let per_layer = n * (c * 3 + w + f * (1 + second) + 4 + h);
         // the last residual, ln_out, lnf; its statistics; logits, probs; losses.
         let rest = n * (c * 3 + 2 + v * 2 + 1);
-        // d_resid, d_ln, d_att_out, d_qkv; ff_act, d_ff; d_logits.
-        let scratch = n * (c * 6 + f * 2 + v);
+        // d_resid, d_ln, d_att_out, d_qkv; ff_act, d_ff (and d_up); d_logits.
+        let scratch = n * (c * 3 + w + f * (2 + d_up) + v);
         l * per_layer + rest + scratch
     }
 
@@ -251,6 +234,14 @@ impl Workspace {
             config.vocab_size,
             config.n_layers,
         );
+        let w = c + 2 * config.kv_dim();
+        let gated = config.activation.is_gated();
+        let tanh_len = if config.activation == Activation::GeluTanh {
+            l * n * f
+        } else {
+            0
+        };
+        let up_len = if gated { l * n * f } else { 0 };
         let zeros = |len: usize| vec![0.0f32; len];
         *self = Workspace {
             capacity_rows: n,
@@ -263,15 +254,17 @@ impl Workspace {
             ln_out: zeros(n * c),
             ln1_mean: zeros(l * n),
             ln1_rstd: zeros(l * n),
-            qkv: zeros(l * n * 3 * c),
+            qkv: zeros(l * n * w),
             att_lse: zeros(l * att_len),
             att_out: zeros(l * n * c),
             resid_mid: zeros(l * n * c),
             ln2_mean: zeros(l * n),
             ln2_rstd: zeros(l * n),
             ff_pre: zeros(l * n * f),
-            ff_tanh: zeros(l * n * f),
+            ff_tanh: zeros(tanh_len),
+            ff_up: zeros(up_len),
             ff_act: zeros(n * f),
+            rope: RopeTable::default(),
             lnf: zeros(n * c),
             lnf_mean: zeros(n),
             lnf_rstd: zeros(n),
@@ -280,9 +273,10 @@ impl Workspace {
             losses: zeros(n),
             d_resid: zeros(n * c),
             d_ln: zeros(n * c),
-            d_qkv: zeros(n * 3 * c),
+            d_qkv: zeros(n * w),
             d_att_out: zeros(n * c),
             d_ff: zeros(n * f),
+            d_up: zeros(if gated { n * f } else { 0 }),
             d_logits: zeros(n * v),
             reference: None,
         };
@@ -337,7 +331,6 @@ impl Model {
     /// [`Model::new`] on the given backend.
     pub fn new_on(config: Config, seed: u64, backend: Backend) -> Result<Model> {
         config.validate()?;
-        backend.check(&config)?;
         let layout = ParamLayout::new(&config);
         let mut params = crate::alloc::zeros(layout.total, "the parameters")?;
         let mut rng = Rng::new(seed);
@@ -378,7 +371,6 @@ impl Model {
     /// [`Model::from_params`] on the given backend.
     pub fn from_params_on(config: Config, params: Vec<f32>, backend: Backend) -> Result<Model> {
         config.validate()?;
-        backend.check(&config)?;
         let layout = ParamLayout::new(&config);
         if params.len() != layout.total {
             return Err(Error::shape("parameters", &[layout.total], &[params.len()]));
@@ -394,7 +386,6 @@ impl Model {
 
     /// The same parameters on another backend, if it runs this config.
     pub fn on_backend(mut self, backend: Backend) -> Result<Model> {
-        backend.check(&self.config)?;
         self.backend = backend;
         Ok(self)
     }
@@ -431,15 +422,8 @@ impl Model {
     }
 
     /// [`Model::decode_weights`], with an error instead of an abort if the copy they are
-    /// (as large as the parameters) does not fit in memory, or if the key/value cache (the
-    /// fast path's) cannot run this model's options.
+    /// (as large as the parameters) does not fit in memory.
     pub fn try_decode_weights(&self) -> Result<&PackedWeights> {
-        if let Some((field, value)) = fast_path_obstacle(&self.config) {
-            return Err(Error::config(format!(
-                "{field} = {value}: the key/value cache (used by beam search) is written for \
-                 the fast path's blocks only, and does not run this option yet"
-            )));
-        }
         if !self.decode_cache.is_built() {
             crate::alloc::check_available(
                 self.params.len() as u128 * 4,
@@ -447,6 +431,15 @@ impl Model {
             )?;
         }
         Ok(self.decode_weights())
+    }
+
+    /// The attention heads: H query heads and K key/value heads of size D.
+    pub fn heads(&self) -> Heads {
+        Heads {
+            h: self.config.n_heads,
+            kv: self.config.kv_heads(),
+            d: self.config.head_dim(),
+        }
     }
 
     fn p(&self, span: Span) -> &[f32] {
@@ -545,17 +538,21 @@ impl Model {
         let (nc, nf) = (n * c, n * f);
         let att_len = n * h;
         let pieces = ws.pieces;
+        let heads = self.heads();
+        let (w, kd) = (heads.width(), cfg.kv_dim());
+        if cfg.position == Position::Rope {
+            ws.rope.ensure(t, heads.d, cfg.rope_theta);
+        }
 
         embedding_forward(
             &mut ws.residual[..nc],
             &ws.ids,
             self.p(lay.token_embed),
-            self.p(fast(lay.pos_embed)),
+            lay.pos_embed.map(|pe| self.p(pe)),
             t,
             c,
         );
         for (l, blk) in lay.blocks.iter().enumerate() {
-            let qkv_weights = [blk.w_q, blk.w_k, blk.w_v];
             let (before, after) = ws.residual.split_at_mut((l + 1) * nc);
             let x = &before[l * nc..];
             let ln1 = &mut ws.ln_out[..nc];
@@ -566,25 +563,29 @@ impl Model {
                 &mut ws.ln1_rstd[l * n..][..n],
                 x,
             );
-            // q, k, v = ln1 @ W_q, ln1 @ W_k, ln1 @ W_v, written side by side into (N, 3C).
-            let qkv = &mut ws.qkv[l * 3 * nc..][..3 * nc];
-            for i in 0..3 {
+            // q, k, v = ln1 @ W_q, ln1 @ W_k, ln1 @ W_v, written side by side into
+            // (N, C + 2 K D), then q and k rotated in place with RoPE.
+            let qkv = &mut ws.qkv[l * n * w..][..n * w];
+            for (weight, (col, width)) in qkv_parts(blk, c, kd) {
                 matmul_in(
                     pieces,
-                    MatMut::strided(&mut qkv[i * c..], n, c, 3 * c, 1),
+                    MatMut::strided(&mut qkv[col..], n, width, w, 1),
                     MatRef::new(ln1, n, c),
-                    MatRef::new(self.p(qkv_weights[i]), c, c),
+                    MatRef::new(self.p(weight), c, width),
                     false,
                 );
             }
             if let [Some(b_q), Some(b_k), Some(b_v)] = [blk.b_q, blk.b_k, blk.b_v] {
-                for row in qkv.chunks_exact_mut(3 * c) {
-                    for (i, bias) in [b_q, b_k, b_v].into_iter().enumerate() {
-                        for (o, bv) in row[i * c..(i + 1) * c].iter_mut().zip(self.p(bias)) {
+                for row in qkv.chunks_exact_mut(w) {
+                    for (bias, (col, width)) in [b_q, b_k, b_v].into_iter().zip(qkv_cols(c, kd)) {
+                        for (o, bv) in row[col..col + width].iter_mut().zip(self.p(bias)) {
                             *o += bv;
                         }
                     }
                 }
+            }
+            if cfg.position == Position::Rope {
+                rope_forward(qkv, w, c + kd, t, &ws.rope);
             }
             let att_out = &mut ws.att_out[l * nc..][..nc];
             attention_forward(
@@ -592,8 +593,7 @@ impl Model {
                 &mut ws.att_lse[l * att_len..][..att_len],
                 qkv,
                 t,
-                c,
-                h,
+                heads,
             );
             // resid_mid = x + att_out @ W_o + b_o
             let resid_mid = &mut ws.resid_mid[l * nc..][..nc];
@@ -614,19 +614,38 @@ impl Model {
                 &mut ws.ln2_rstd[l * n..][..n],
                 resid_mid,
             );
+            // ff_pre = ln2 @ W_up + b_up; gated: ff_pre = ln2 @ W_gate + b_gate and
+            // ff_up = ln2 @ W_up + b_up.
             let ff_pre = &mut ws.ff_pre[l * nf..][..nf];
+            let (w_pre, b_pre) = match blk.w_gate {
+                Some(w_gate) => (w_gate, blk.b_gate),
+                None => (blk.w_up, blk.b_up),
+            };
             linear_forward(
                 ff_pre,
                 ln2,
-                MatRef::new(self.p(blk.w_up), c, f),
-                blk.b_up.map(|b| self.p(b)),
+                MatRef::new(self.p(w_pre), c, f),
+                b_pre.map(|b| self.p(b)),
                 n,
                 pieces,
             );
+            if blk.w_gate.is_some() {
+                linear_forward(
+                    &mut ws.ff_up[l * nf..][..nf],
+                    ln2,
+                    MatRef::new(self.p(blk.w_up), c, f),
+                    blk.b_up.map(|b| self.p(b)),
+                    n,
+                    pieces,
+                );
+            }
             let ff_act = &mut ws.ff_act[..nf];
             match cfg.activation {
                 Activation::GeluTanh => {
                     gelu_forward(ff_act, &mut ws.ff_tanh[l * nf..][..nf], ff_pre)
+                }
+                gated if gated.is_gated() => {
+                    gated_forward(gated, ff_act, ff_pre, &ws.ff_up[l * nf..][..nf])
                 }
                 other => activation_forward(other, ff_act, ff_pre),
             }
@@ -742,6 +761,8 @@ impl Model {
         let att_len = n * h;
         let lay = &self.layout;
         let pieces = ws.pieces;
+        let heads = self.heads();
+        let (w, kd) = (heads.width(), cfg.kv_dim());
 
         // Loss -> logits.
         let d_logits = &mut ws.d_logits[..n * v];
@@ -774,17 +795,18 @@ impl Model {
         );
 
         for (l, blk) in lay.blocks.iter().enumerate().rev() {
-            let qkv_weights = [blk.w_q, blk.w_k, blk.w_v];
             let x = &ws.residual[l * nc..][..nc];
             let resid_mid = &ws.resid_mid[l * nc..][..nc];
             // x_next = resid_mid + ff_act @ W2 + b2: d_resid flows to resid_mid unchanged.
             let d_ff = &mut ws.d_ff[..nf];
             d_ff.fill(0.0);
             let ff_pre = &ws.ff_pre[l * nf..][..nf];
-            let ff_tanh = &ws.ff_tanh[l * nf..][..nf];
+            let ff_tanh = ws.ff_tanh.get(l * nf..(l + 1) * nf).unwrap_or(&[]);
+            let ff_up = ws.ff_up.get(l * nf..(l + 1) * nf).unwrap_or(&[]);
             let ff_act = &mut ws.ff_act[..nf];
             match cfg.activation {
                 Activation::GeluTanh => gelu_from_tanh(ff_act, ff_pre, ff_tanh),
+                gated if gated.is_gated() => gated_forward(gated, ff_act, ff_pre, ff_up),
                 other => activation_forward(other, ff_act, ff_pre),
             }
             {
@@ -800,8 +822,10 @@ impl Model {
                     pieces,
                 );
             }
+            let d_up = &mut ws.d_up[..];
             match cfg.activation {
                 Activation::GeluTanh => gelu_backward(d_ff, ff_pre, ff_tanh),
+                gated if gated.is_gated() => gated_backward(gated, d_ff, d_up, ff_pre, ff_up),
                 other => activation_backward(other, d_ff, ff_pre),
             }
             d_ln.fill(0.0);
@@ -813,15 +837,23 @@ impl Model {
                 &ws.ln2_mean[l * n..][..n],
                 &ws.ln2_rstd[l * n..][..n],
             );
-            {
-                let (dw, db) = weight_and_bias_mut(grads, blk.w_up, blk.b_up);
+            // ff_pre = ln2 @ W + b (W = W_gate if gated, else W_up), ff_up = ln2 @ W_up + b_up.
+            let parts = match blk.w_gate {
+                Some(w_gate) => [
+                    Some((w_gate, blk.b_gate, &*d_ff)),
+                    Some((blk.w_up, blk.b_up, &d_up[..nf])),
+                ],
+                None => [Some((blk.w_up, blk.b_up, &*d_ff)), None],
+            };
+            for (weight, bias, d_out) in parts.into_iter().flatten() {
+                let (dw, db) = weight_and_bias_mut(grads, weight, bias);
                 linear_backward(
                     Some(d_ln),
                     MatMut::new(dw, c, f),
                     db,
-                    d_ff,
+                    d_out,
                     ln2,
-                    MatRef::new(self.p(blk.w_up), c, f),
+                    MatRef::new(self.p(weight), c, f),
                     n,
                     pieces,
                 );
@@ -870,18 +902,21 @@ impl Model {
                     }
                 }
             }
-            let d_qkv = &mut ws.d_qkv[..3 * nc];
+            let d_qkv = &mut ws.d_qkv[..n * w];
             d_qkv.fill(0.0);
-            let qkv = &ws.qkv[l * 3 * nc..][..3 * nc];
+            let qkv = &ws.qkv[l * n * w..][..n * w];
             attention_backward(
                 d_qkv,
                 d_att_out,
                 qkv,
                 &ws.att_lse[l * att_len..][..att_len],
                 t,
-                c,
-                h,
+                heads,
             );
+            // q = rope(q_lin), k = rope(k_lin): the gradients rotated back, in place.
+            if cfg.position == Position::Rope {
+                rope_backward(d_qkv, w, c + kd, t, &ws.rope);
+            }
             // q = ln1 @ W_q + b_q (likewise k, v): d_ln1 = sum_i d_i @ W_i^T, dW_i += ln1^T @ d_i.
             d_ln.fill(0.0);
             let ln1 = &mut ws.ln_out[..nc];
@@ -893,21 +928,22 @@ impl Model {
                 &ws.ln1_rstd[l * n..][..n],
             );
             let ln1 = &*ln1;
-            for i in 0..3 {
-                let d_i = MatRef::strided(&d_qkv[i * c..], n, c, 3 * c, 1);
-                let w_i = MatRef::new(self.p(qkv_weights[i]), c, c);
+            let biases = [blk.b_q, blk.b_k, blk.b_v];
+            for ((weight, (col, width)), bias) in qkv_parts(blk, c, kd).into_iter().zip(biases) {
+                let d_i = MatRef::strided(&d_qkv[col..], n, width, w, 1);
+                let w_i = MatRef::new(self.p(weight), c, width);
                 matmul_in(pieces, MatMut::new(d_ln, n, c), d_i, w_i.t(), true);
                 matmul_in(
                     pieces,
-                    MatMut::new(qkv_weights[i].of_mut(grads), c, c),
+                    MatMut::new(weight.of_mut(grads), c, width),
                     MatRef::new(ln1, n, c).t(),
                     d_i,
                     true,
                 );
-                if let Some(bias) = [blk.b_q, blk.b_k, blk.b_v][i] {
+                if let Some(bias) = bias {
                     let db = bias.of_mut(grads);
-                    for row in d_qkv.chunks_exact(3 * c) {
-                        for (g, d) in db.iter_mut().zip(&row[i * c..(i + 1) * c]) {
+                    for row in d_qkv.chunks_exact(w) {
+                        for (g, d) in db.iter_mut().zip(&row[col..col + width]) {
                             *g += d;
                         }
                     }
@@ -923,10 +959,21 @@ impl Model {
                 &ws.ln1_rstd[l * n..][..n],
             );
         }
-        let (dwte, dwpe) = two_mut(grads, lay.token_embed, fast(lay.pos_embed));
+        let (dwte, dwpe) = weight_and_bias_mut(grads, lay.token_embed, lay.pos_embed);
         embedding_backward(dwte, dwpe, d_resid, &ws.ids, t, c);
         Ok(())
     }
+}
+
+/// Where q, k and v sit in a row of the projections (C + 2 K D wide): (first column, width).
+fn qkv_cols(c: usize, kd: usize) -> [(usize, usize); 3] {
+    [(0, c), (c, kd), (c + kd, kd)]
+}
+
+/// The q, k and v projections' weights and where their outputs sit in a row.
+fn qkv_parts(blk: &BlockParams, c: usize, kd: usize) -> [(Span, (usize, usize)); 3] {
+    let [q, k, v] = qkv_cols(c, kd);
+    [(blk.w_q, q), (blk.w_k, k), (blk.w_v, v)]
 }
 
 fn add_in_place(acc: &mut [f32], x: &[f32]) {

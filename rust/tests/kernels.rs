@@ -3,7 +3,7 @@
 
 mod common;
 
-use tinylm::kernels::attention::{attention_backward, attention_forward};
+use tinylm::kernels::attention::{attention_backward, attention_forward, Heads};
 use tinylm::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use tinylm::kernels::gelu::{gelu_backward, gelu_forward};
 use tinylm::kernels::layernorm::{layernorm_backward, layernorm_forward};
@@ -358,25 +358,29 @@ fn fast_exp_and_tanh_are_accurate() {
     assert!(vecmath::tanh(f32::NAN).is_nan());
 }
 
-/// Attention output (B, T, C) and row log-sum-exps (B, H, T), in float64.
+/// Attention output (B, T, C) and row log-sum-exps (B, H, T), in float64, from rows of
+/// q (H D), k (K D), v (K D); query head h reads key/value head h / (H / K).
 fn attention_reference(
     qkv: &[f32],
     b: usize,
     t: usize,
     c: usize,
     h: usize,
+    kv: usize,
 ) -> (Vec<f64>, Vec<f64>) {
     let d = c / h;
+    let w = c + 2 * kv * d;
     let mut out = vec![0.0f64; b * t * c];
     let mut lse = vec![0.0f64; b * h * t];
     for bi in 0..b {
-        let at = |ti: usize, col: usize| qkv[(bi * t + ti) * 3 * c + col] as f64;
+        let at = |ti: usize, col: usize| qkv[(bi * t + ti) * w + col] as f64;
         for hh in 0..h {
+            let (k0, v0) = (c + hh / (h / kv) * d, c + kv * d + hh / (h / kv) * d);
             for ti in 0..t {
                 let scores: Vec<f64> = (0..=ti)
                     .map(|s| {
                         (0..d)
-                            .map(|j| at(ti, hh * d + j) * at(s, c + hh * d + j))
+                            .map(|j| at(ti, hh * d + j) * at(s, k0 + j))
                             .sum::<f64>()
                             / (d as f64).sqrt()
                     })
@@ -387,7 +391,7 @@ fn attention_reference(
                 lse[(bi * h + hh) * t + ti] = m + z.ln();
                 for j in 0..d {
                     out[(bi * t + ti) * c + hh * d + j] =
-                        (0..=ti).map(|s| e[s] / z * at(s, 2 * c + hh * d + j)).sum();
+                        (0..=ti).map(|s| e[s] / z * at(s, v0 + j)).sum();
                 }
             }
         }
@@ -414,23 +418,35 @@ fn attention_with_wide_heads() {
     attention_case_every(7, 1, 70, 80, 2);
 }
 
+#[test]
+fn attention_with_grouped_query_heads() {
+    // Four query heads over two key/value heads, and over one (multi-query), 24 wide.
+    attention_case_grouped(1, 2, 37, 96, 4, 2);
+    attention_case_grouped(3, 1, 40, 96, 4, 1);
+}
+
 fn attention_case(b: usize, t: usize, c: usize, h: usize) {
     attention_case_every(1, b, t, c, h);
 }
 
-/// Forward against the float64 reference, backward against finite differences on every
-/// `step`-th input.
 fn attention_case_every(step: usize, b: usize, t: usize, c: usize, h: usize) {
-    let qkv = randn(b * t * 3 * c, 14);
+    attention_case_grouped(step, b, t, c, h, h);
+}
+
+/// Forward against the float64 reference, backward against finite differences on every
+/// `step`-th input; H query heads over K key/value heads.
+fn attention_case_grouped(step: usize, b: usize, t: usize, c: usize, h: usize, kv: usize) {
+    let heads = Heads { h, kv, d: c / h };
+    let qkv = randn(b * t * heads.width(), 14);
     let mut out = vec![0.0f32; b * t * c];
     let mut lse = vec![0.0f32; b * h * t];
-    attention_forward(&mut out, &mut lse, &qkv, t, c, h);
-    let (want_out, want_lse) = attention_reference(&qkv, b, t, c, h);
+    attention_forward(&mut out, &mut lse, &qkv, t, heads);
+    let (want_out, want_lse) = attention_reference(&qkv, b, t, c, h, kv);
     assert_close(&out, &want_out, 1e-5, "attention");
     assert_close(&lse, &want_lse, 1e-5, "log-sum-exp");
     let g = randn(b * t * c, 15);
     let mut dqkv = vec![0.0f32; qkv.len()];
-    attention_backward(&mut dqkv, &g, &qkv, &lse, t, c, h);
+    attention_backward(&mut dqkv, &g, &qkv, &lse, t, heads);
     check_fd_every(
         step,
         &mut qkv.clone(),
@@ -438,7 +454,7 @@ fn attention_case_every(step: usize, b: usize, t: usize, c: usize, h: usize) {
         |x| {
             let mut o = vec![0.0f32; b * t * c];
             let mut a = vec![0.0f32; b * h * t];
-            attention_forward(&mut o, &mut a, x, t, c, h);
+            attention_forward(&mut o, &mut a, x, t, heads);
             o.iter()
                 .zip(&g)
                 .map(|(p, q)| (*p as f64) * (*q as f64))

@@ -1,7 +1,8 @@
 //! The reference path: each operation's backward pass against central finite
 //! differences, the whole model's gradients against finite differences for every option
-//! combination, the fast path against the reference for GPT-2 style blocks, and models on
-//! the reference backend (training, generation, files).
+//! combination, the fast path (training and key/value-cache generation) against the
+//! reference for every option combination, and models on either backend (training,
+//! generation, files).
 
 mod common;
 
@@ -805,7 +806,7 @@ fn reference_greedy_generation_follows_the_argmax_past_the_context() {
 }
 
 #[test]
-fn options_survive_a_safetensors_round_trip_and_the_fast_loader_names_them() {
+fn options_survive_a_safetensors_round_trip_on_both_backends() {
     let dir = common::temp_dir("reference-options");
     let path = dir.join("llama.safetensors");
     let model = Model::new_on(llama_config(), 6, Backend::Reference).unwrap();
@@ -813,11 +814,10 @@ fn options_survive_a_safetensors_round_trip_and_the_fast_loader_names_them() {
     let loaded = weights::load_on(&path, Backend::Reference).unwrap().model;
     assert_eq!(loaded.config, model.config);
     assert_eq!(loaded.params(), model.params());
-    let err = weights::load(&path).unwrap_err().to_string();
-    assert!(
-        err.contains("llama.safetensors") && err.contains("activation = swiglu"),
-        "{err}"
-    );
+    let fast = weights::load(&path).unwrap().model;
+    assert_eq!(fast.backend(), Backend::Fast);
+    assert_eq!(fast.config, model.config);
+    assert_eq!(fast.params(), model.params());
     let err = weights::save(&dir.join("go.json"), &model, None, WeightsFormat::GoJson).unwrap_err();
     assert!(err.to_string().contains("activation = swiglu"), "{err}");
 }
@@ -832,99 +832,160 @@ fn a_fast_model_moves_to_the_reference_backend_and_back() {
     let d = scaled_difference(fast_ws.logits(&model.config), ref_ws.logits(&model.config));
     assert!(d < 1e-5, "{d:e}");
     let llama = Model::new_on(llama_config(), 0, Backend::Reference).unwrap();
-    let err = llama.on_backend(Backend::Fast).unwrap_err().to_string();
-    assert!(
-        err.contains("activation = swiglu is not supported by the fast backend"),
-        "{err}"
-    );
+    let on_fast = llama.clone().on_backend(Backend::Fast).unwrap();
+    let (mut fast_ws, mut ref_ws) = (Workspace::new(), Workspace::new());
+    on_fast.forward(&mut fast_ws, &[1, 2, 3], 1, 3).unwrap();
+    llama.forward(&mut ref_ws, &[1, 2, 3], 1, 3).unwrap();
+    let d = scaled_difference(fast_ws.logits(&llama.config), ref_ws.logits(&llama.config));
+    assert!(d < 1e-5, "{d:e}");
     assert!(Backend::from_name("gpu")
         .unwrap_err()
         .to_string()
         .contains("unknown backend \"gpu\""));
 }
 
-#[test]
-fn fast_path_matches_the_reference_for_every_ungated_activation_norm_and_mlp_bias() {
-    let ungated = Activation::ALL.iter().filter(|a| !a.is_gated());
-    let cases = ungated.flat_map(|a| [(a, true), (a, false)]);
-    for ((&activation, mlp_bias), &norm) in
-        cases.flat_map(|c| Norm::ALL.iter().map(move |n| (c, n)))
-    {
-        let small = Config {
-            activation,
-            mlp_bias,
-            norm,
-            ..small_config(true, false)
-        };
-        let mut wide = random_model(
-            Config {
-                activation,
-                mlp_bias,
-                norm,
-                ..wide_config()
-            },
-            4,
-        );
-        for p in wide.params_mut() {
-            *p *= 0.2;
+/// Every combination of the block options: activation, norm, position, biases (attention
+/// and feed-forward together, the head tied with them) and key/value heads K (H, H / 2, 1).
+fn every_option(base: &Config) -> Vec<Config> {
+    let mut configs = Vec::new();
+    for &activation in Activation::ALL {
+        for &norm in Norm::ALL {
+            for &position in Position::ALL {
+                for biases in [true, false] {
+                    for kv in [base.n_heads, base.n_heads / 2, 1] {
+                        configs.push(Config {
+                            activation,
+                            norm,
+                            position,
+                            attn_bias: biases,
+                            mlp_bias: biases,
+                            tie_embeddings: biases,
+                            n_kv_heads: Some(kv),
+                            rope_theta: 100.0,
+                            ..base.clone()
+                        });
+                    }
+                }
+            }
         }
-        for (model, b, t) in [(random_model(small, 1), 3, 5), (wide, 2, 32)] {
+    }
+    configs
+}
+
+fn describe(c: &Config) -> String {
+    format!(
+        "{}, {}, {}, biases {}, K = {}, C = {}",
+        c.activation,
+        c.norm,
+        c.position,
+        c.mlp_bias,
+        c.kv_heads(),
+        c.d_model
+    )
+}
+
+#[test]
+fn fast_path_matches_the_reference_for_every_option_combination() {
+    // Small (head size 2) and wide enough for the tiled kernels (head size 16, 32 positions).
+    let small = Config {
+        vocab_size: 7,
+        d_model: 8,
+        n_heads: 4,
+        d_ff: 10,
+        max_seq_len: 5,
+        ..small_config(true, true)
+    };
+    let (mut worst_logits, mut worst_grads) = (0.0f64, 0.0f64);
+    let mut count = 0;
+    // (One layer for the wide one keeps the test fast; the small one has two.)
+    let wide = Config {
+        n_layers: 1,
+        ..wide_config()
+    };
+    for (base, b, t, scale) in [(small, 3, 5, 1.0), (wide, 2, 32, 0.2)] {
+        for config in every_option(&base) {
+            let mut model = random_model(config, 4);
+            for p in model.params_mut() {
+                *p *= scale; // activations in a realistic range for the wide model
+            }
             let (logits, loss, grads) = check_fast_against_reference(&model, b, t);
-            let what = format!(
-                "{activation}, {norm}, mlp_bias {mlp_bias}, C = {}",
-                model.config.d_model
-            );
-            eprintln!("{what}: logits {logits:e}, loss {loss:e}, gradients {grads:e}");
+            let what = describe(&model.config);
             assert!(
                 logits < 1e-5,
                 "{what}: logits differ by {logits:e} of their scale"
             );
             assert!(loss < 1e-6, "{what}: losses differ by {loss:e}");
+            worst_logits = worst_logits.max(logits);
+            worst_grads = worst_grads.max(grads);
+            count += 1;
+        }
+    }
+    eprintln!(
+        "{count} models: logits within {worst_logits:e}, gradients within {worst_grads:e} of their scale"
+    );
+}
+
+/// Greedy generation (the key/value cache, one sequence) equals the argmax of the
+/// reference's logits over what the window rule lets the model see, step by step.
+fn check_greedy_follows_the_reference(model: &Model, prompt: &[u32], opts: &GenerateOptions) {
+    let generated = generate(model, prompt, opts).unwrap();
+    assert_eq!(generated.len(), opts.max_new_tokens);
+    let (v, p) = (model.config.vocab_size, model.config.max_seq_len);
+    // The tokens the model sees: the last P under the sliding rule; under the shift rule
+    // the cache refills from the last P / 2 when it is full.
+    let mut window = prompt[prompt.len().saturating_sub(p)..].to_vec();
+    for &tok in &generated {
+        let acts = reference::forward(weights(model), &window, 1, window.len());
+        assert_eq!(
+            argmax(&acts.logits[(window.len() - 1) * v..]) as u32,
+            tok,
+            "{} ({:?})",
+            describe(&model.config),
+            opts.window
+        );
+        window.push(tok);
+        if window.len() > p {
+            let keep = match opts.window {
+                Window::Sliding => p,
+                Window::Shift => (p / 2).max(1),
+            };
+            window.drain(..window.len() - keep);
         }
     }
 }
 
 #[test]
-fn fast_generation_follows_the_reference_for_every_ungated_activation() {
-    // C = 128 and more: generation runs in two lanes (heads and d_ff split in halves).
-    for (i, &activation) in Activation::ALL.iter().filter(|a| !a.is_gated()).enumerate() {
-        let config = Config {
-            activation,
-            mlp_bias: activation != Activation::Relu,
-            norm: Norm::ALL[i % 2],
-            d_model: 128,
-            n_heads: 4,
-            d_ff: 200,
-            max_seq_len: 8,
-            ..wide_config()
-        };
+fn fast_generation_follows_the_reference_for_every_option_combination() {
+    // C = 128 and more: generation runs in two lanes (key/value heads and d_ff split in
+    // halves; with K = 1 the second lane has no heads).
+    let base = Config {
+        d_model: 128,
+        n_heads: 4,
+        d_ff: 200,
+        max_seq_len: 8,
+        ..wide_config()
+    };
+    for (i, config) in every_option(&base).into_iter().enumerate() {
         let mut model = random_model(config, 9);
         for p in model.params_mut() {
             *p *= 0.3;
         }
-        let opts = GenerateOptions {
-            max_new_tokens: 10, // past the context of 8
-            sampling: SamplingParams::default(),
-            seed: 0,
-            stop: vec![],
-            window: Window::Sliding,
+        // Every model under the shift rule (the default), every third under the sliding one.
+        let windows = if i % 3 == 0 {
+            &[Window::Shift, Window::Sliding][..]
+        } else {
+            &[Window::Shift][..]
         };
-        let prompt = [5u32, 17, 40];
-        let generated = generate(&model, &prompt, &opts).unwrap();
-        let (mut seq, v, p) = (
-            prompt.to_vec(),
-            model.config.vocab_size,
-            model.config.max_seq_len,
-        );
-        for &tok in &generated {
-            let window = &seq[seq.len().saturating_sub(p)..];
-            let acts = reference::forward(weights(&model), window, 1, window.len());
-            assert_eq!(
-                argmax(&acts.logits[(window.len() - 1) * v..]) as u32,
-                tok,
-                "{activation}"
-            );
-            seq.push(tok);
+        for &window in windows {
+            let opts = GenerateOptions {
+                max_new_tokens: 10, // past the context of 8
+                sampling: SamplingParams::default(),
+                seed: 0,
+                stop: vec![],
+                window,
+            };
+            let prompt = [5u32, 17, 40 + i as u32 % 20];
+            check_greedy_follows_the_reference(&model, &prompt, &opts);
         }
     }
 }
@@ -956,20 +1017,97 @@ fn the_reference_backend_follows_the_shift_window_as_the_cache_does() {
 }
 
 #[test]
-fn beam_search_on_a_model_the_cache_cannot_run_is_an_error_naming_the_option() {
-    let model = Model::new_on(llama_config(), 1, Backend::Reference).unwrap();
+fn beam_search_of_width_one_on_a_llama_model_is_greedy() {
+    let mut model = Model::new(llama_config(), 1).unwrap();
+    for p in model.params_mut() {
+        *p *= 20.0; // peaked logits: no ties
+    }
     let opts = BeamOptions {
-        num_beams: 2,
-        max_new_tokens: 3,
+        num_beams: 1,
+        max_new_tokens: 9, // past the context of 6
         length_penalty: 1.0,
         early_stopping: EarlyStopping::False,
         no_repeat_ngram_size: 0,
         num_return_sequences: 1,
         stop: vec![],
     };
-    let err = beam_search(&model, &[1, 2], &opts).unwrap_err().to_string();
-    assert!(
-        err.contains("activation = swiglu") && err.contains("beam search"),
-        "{err}"
+    let beams = beam_search(&model, &[1, 2], &opts).unwrap();
+    let greedy = GenerateOptions {
+        max_new_tokens: 9,
+        sampling: SamplingParams::default(),
+        seed: 0,
+        stop: vec![],
+        window: Window::Shift,
+    };
+    check_greedy_follows_the_reference(&model, &[1, 2], &greedy);
+    assert_eq!(beams[0].tokens, generate(&model, &[1, 2], &greedy).unwrap());
+}
+
+#[test]
+fn fast_llama_training_follows_the_reference_backend_step_by_step() {
+    let fast = Model::new(llama_config(), 3).unwrap();
+    let mut on_reference = fast.clone().on_backend(Backend::Reference).unwrap();
+    let mut fast = fast;
+    let (mut opt_f, mut opt_r) = (
+        AdamW::new(AdamWConfig::default(), &fast.layout).unwrap(),
+        AdamW::new(AdamWConfig::default(), &fast.layout).unwrap(),
     );
+    let ids = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2];
+    let targets = [2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3];
+    let (mut runner_f, mut runner_r) = (BatchRunner::new(), BatchRunner::new());
+    for step in 0..30 {
+        let (lf, _) = runner_f
+            .train_step(&mut fast, &mut opt_f, &ids, &targets, 2, 6, 1e-2, Some(1.0))
+            .unwrap();
+        let (lr, _) = runner_r
+            .train_step(
+                &mut on_reference,
+                &mut opt_r,
+                &ids,
+                &targets,
+                2,
+                6,
+                1e-2,
+                Some(1.0),
+            )
+            .unwrap();
+        assert!(
+            (lf - lr).abs() < 1e-4 * lr.max(1.0),
+            "step {step}: {lf} vs {lr}"
+        );
+    }
+}
+
+#[test]
+fn a_fast_llama_checkpoint_resumes_exactly_where_it_stopped() {
+    let dir = common::temp_dir("fast-llama-resume");
+    let path = dir.join("ckpt.safetensors");
+    let ids = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2];
+    let targets = [2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3];
+    let steps = |model: &mut Model, opt: &mut AdamW, n: usize| -> Vec<f32> {
+        let mut runner = BatchRunner::new();
+        (0..n)
+            .map(|_| {
+                runner
+                    .train_step(model, opt, &ids, &targets, 2, 6, 1e-2, Some(1.0))
+                    .unwrap()
+                    .0
+            })
+            .collect()
+    };
+    let mut straight = Model::new(llama_config(), 7).unwrap();
+    let mut opt = AdamW::new(AdamWConfig::default(), &straight.layout).unwrap();
+    let want = steps(&mut straight, &mut opt, 6);
+    let mut first = Model::new(llama_config(), 7).unwrap();
+    let mut opt = AdamW::new(AdamWConfig::default(), &first.layout).unwrap();
+    let mut got = steps(&mut first, &mut opt, 3);
+    tinylm::weights::checkpoint::save_checkpoint(&path, &first, None, &opt, &Default::default())
+        .unwrap();
+    let (loaded, mut opt, _) = tinylm::weights::checkpoint::load_checkpoint(&path).unwrap();
+    let mut resumed = loaded.model;
+    assert_eq!(resumed.backend(), Backend::Fast);
+    assert_eq!(resumed.config, llama_config());
+    got.extend(steps(&mut resumed, &mut opt, 3));
+    assert_eq!(got, want);
+    assert_eq!(resumed.params(), straight.params());
 }

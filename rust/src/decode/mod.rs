@@ -6,14 +6,17 @@
 //! so they read weights repacked into panels that stream front to back ([`panels`]).
 //!
 //! The work of each block is cut into two *lanes*, one per thread of a [`Team`]: a lane
-//! owns half of the attention heads (their queries, keys, values, cache and attention) and
-//! half of the feed-forward width, and ends each half-block with a partial sum of the
+//! owns half of the key/value heads with the query heads that read them (their queries,
+//! keys, values, cache and attention) and half of the feed-forward width, and ends each half-block with a partial sum of the
 //! block's output, (C) = its part of the input to W_o or linear2 times the matching rows.
 //! The calling thread adds the two partial sums. So per block the threads meet twice and
 //! hand each other a few vectors of C values; every other value a lane needs it computed
 //! itself (on a virtual machine, a hand-off between cores was measured at 0.1 to 0.4 µs).
 //! Without a helper the calling thread runs both lanes, in the same way: the results are
 //! the same.
+//!
+//! With rotary positions the keys are cached rotated, each by its own position, so a
+//! cached key never changes; the cache holds K key/value heads (grouped-query attention).
 
 pub mod batched;
 pub mod panels;
@@ -22,15 +25,15 @@ pub mod team;
 pub use panels::{DecodeCache, LaneShape, PackedWeights, TWO_LANES_MIN_D_MODEL};
 pub use team::{with_team, Team};
 
-use crate::config::Activation;
-use crate::kernels::activation::activation_forward_chunk;
+use crate::config::{Activation, Position};
+use crate::kernels::activation::{activation_forward_chunk, gated_forward_chunk};
 use crate::kernels::gelu::gelu_forward_chunk;
 use crate::kernels::layernorm::layernorm_row;
 use crate::kernels::rmsnorm::rmsnorm_row;
+use crate::kernels::rope::{rotate_heads, rotation_at};
 use crate::kernels::simd::simd_fn;
-use crate::kernels::softmax::softmax_in_place;
-use crate::kernels::vecmath::{axpy, dot};
-use crate::model::{fast, Model};
+use crate::kernels::vecmath::{axpy, dot, softmax_in_place};
+use crate::model::Model;
 use crate::params::NormParams;
 use panels::LaneWeights;
 use team::both;
@@ -53,16 +56,17 @@ const LINE_FLOATS: usize = 16;
 
 simd_fn! {
     /// Causal attention of one query over the cached positions, for a lane's heads.
-    /// q and y are (heads * D); keys and values are (S, C_lane) rows, head i in columns
-    /// i D..(i + 1) D; scratch holds at least S + D floats. y = softmax(q k^T / sqrt(D)) v
-    /// per head, summed in the scratch and written to y once.
-    fn attend(y: &mut [f32], scratch: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], d: usize) {
+    /// q and y are (heads * D); keys and values are (S, heads / group * D) rows, key/value
+    /// head j in columns j D..(j + 1) D, read by query heads j group..(j + 1) group;
+    /// scratch holds at least S + D floats. y = softmax(q k^T / sqrt(D)) v per head, summed
+    /// in the scratch and written to y once.
+    fn attend(y: &mut [f32], scratch: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], d: usize, group: usize) {
         let scale = 1.0 / (d as f32).sqrt();
-        let c = y.len();
+        let c = y.len() / group;
         let (scores, acc) = scratch.split_at_mut(keys.len() / c);
         let acc = &mut acc[..d];
         for (i, (yh, qh)) in y.chunks_exact_mut(d).zip(q.chunks_exact(d)).enumerate() {
-            let col = i * d;
+            let col = i / group * d;
             for (score, key) in scores.iter_mut().zip(keys.chunks_exact(c)) {
                 *score = dot(qh, &key[col..col + d]) * scale;
             }
@@ -108,16 +112,17 @@ fn add_partials(x: &mut [f32], first: &[f32], second: &[f32], bias: Option<&[f32
 /// a cache line at most at the edge of two allocations.
 #[derive(Clone)]
 struct Lane {
-    /// (L, P, C_lane) each: the lane's columns of the keys and values.
+    /// (L, P, KD_lane) each: the lane's columns of the keys and values.
     keys: Vec<f32>,
     values: Vec<f32>,
-    /// (3 C_lane): q, k, v of the lane's heads.
+    /// (C_lane + 2 KD_lane): q, k, v of the lane's heads.
     qkv: Vec<f32>,
     /// (C_lane): the attention output of the lane's heads.
     att_y: Vec<f32>,
     /// (P + D + a cache line): see [`attend`].
     scratch: Vec<f32>,
-    /// (F_lane): linear1's output, GELU of it, and tanh inside GELU.
+    /// (F_lane): linear1's output (gated: (2 F_lane), the gate's then linear1's), the
+    /// activation of it, and tanh inside the tanh GELU.
     ff: Vec<f32>,
     ff_act: Vec<f32>,
     ff_tanh: Vec<f32>,
@@ -129,14 +134,15 @@ impl Lane {
     fn new(model: &Model, shape: &LaneShape) -> Lane {
         let cfg = &model.config;
         let (l, p, c, cl) = (cfg.n_layers, cfg.max_seq_len, cfg.d_model, shape.dims.len());
-        let d = c / cfg.n_heads;
+        let (d, kdl) = (cfg.head_dim(), shape.kv_dims.len());
+        let ff_in = if cfg.activation.is_gated() { 2 } else { 1 };
         Lane {
-            keys: vec![0.0; l * p * cl],
-            values: vec![0.0; l * p * cl],
-            qkv: vec![0.0; 3 * cl],
+            keys: vec![0.0; l * p * kdl],
+            values: vec![0.0; l * p * kdl],
+            qkv: vec![0.0; cl + 2 * kdl],
             att_y: vec![0.0; cl],
             scratch: vec![0.0; p + d + LINE_FLOATS],
-            ff: vec![0.0; shape.ff.len()],
+            ff: vec![0.0; ff_in * shape.ff.len()],
             ff_act: vec![0.0; shape.ff.len()],
             ff_tanh: vec![0.0; shape.ff.len()],
             partial: vec![0.0; c + LINE_FLOATS],
@@ -144,18 +150,32 @@ impl Lane {
     }
 
     /// The attention half of block `l` for the lane's heads at position `pos`, from
-    /// h = LN1(x): q, k, v = h @ W (+ biases), k and v into the cache, attention over
-    /// positions 0..=pos, partial = y @ W_o[the lane's rows].
-    fn attention(&mut self, w: &LaneWeights, h: &[f32], l: usize, pos: usize, p: usize, d: usize) {
+    /// h = LN1(x): q, k, v = h @ W (+ biases), q and k rotated by `rope` (cos, sin) if
+    /// given, k and v into the cache, attention over positions 0..=pos,
+    /// partial = y @ W_o[the lane's rows].
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        w: &LaneWeights,
+        h: &[f32],
+        l: usize,
+        pos: usize,
+        (p, d, group): (usize, usize, usize),
+        rope: Option<(&[f32], &[f32])>,
+    ) {
         let cl = self.att_y.len();
+        let kdl = (self.qkv.len() - cl) / 2;
         let c = h.len();
         w.qkv.matvec(&mut self.qkv, h);
         add_bias(&mut self.qkv, w.qkv_bias.as_deref());
-        let row = (l * p + pos) * cl;
-        self.keys[row..][..cl].copy_from_slice(&self.qkv[cl..2 * cl]);
-        self.values[row..][..cl].copy_from_slice(&self.qkv[2 * cl..]);
-        let keys = &self.keys[l * p * cl..][..(pos + 1) * cl];
-        let values = &self.values[l * p * cl..][..(pos + 1) * cl];
+        if let Some((cos, sin)) = rope {
+            rotate_heads(&mut self.qkv[..cl + kdl], cos, sin);
+        }
+        let row = (l * p + pos) * kdl;
+        self.keys[row..][..kdl].copy_from_slice(&self.qkv[cl..cl + kdl]);
+        self.values[row..][..kdl].copy_from_slice(&self.qkv[cl + kdl..]);
+        let keys = &self.keys[l * p * kdl..][..(pos + 1) * kdl];
+        let values = &self.values[l * p * kdl..][..(pos + 1) * kdl];
         if cl > 0 {
             attend(
                 &mut self.att_y,
@@ -164,13 +184,15 @@ impl Lane {
                 keys,
                 values,
                 d,
+                group,
             );
         }
         w.proj.matvec(&mut self.partial[..c], &self.att_y);
     }
 
     /// The feed-forward half of a block for the lane's slice, from h = LN2(x):
-    /// partial = act(h @ W1[:, slice] + b1[slice]) @ W2[slice, :].
+    /// partial = act(h @ W1[:, slice] + b1[slice]) @ W2[slice, :] (gated:
+    /// act(h @ W_gate[:, slice] + b) * (h @ W1[:, slice] + b1[slice])).
     fn feed_forward(&mut self, w: &LaneWeights, h: &[f32], act: Activation) {
         let c = h.len();
         w.ff1.matvec(&mut self.ff, h);
@@ -178,6 +200,10 @@ impl Lane {
         match act {
             Activation::GeluTanh => {
                 gelu_forward_chunk(&mut self.ff_act, &mut self.ff_tanh, &self.ff)
+            }
+            gated if gated.is_gated() => {
+                let (gate, up) = self.ff.split_at(self.ff_act.len());
+                gated_forward_chunk(gated, &mut self.ff_act, gate, up)
             }
             other => activation_forward_chunk(other, &mut self.ff_act, &self.ff),
         }
@@ -197,6 +223,9 @@ pub struct DecodeState {
     /// Lane 0 runs on the calling thread, lane 1 on the helper when there is one.
     first: Lane,
     second: Lane,
+    /// (D / 2) each: the rotary angles' cos and sin at the position being fed (RoPE).
+    cos: Vec<f32>,
+    sin: Vec<f32>,
     /// (V) logits of the last position pushed with `want_logits`.
     pub logits: Vec<f32>,
 }
@@ -211,13 +240,15 @@ impl DecodeState {
             h: vec![0.0; cfg.d_model],
             first: Lane::new(model, &first),
             second: Lane::new(model, &second),
+            cos: vec![0.0; cfg.head_dim() / 2],
+            sin: vec![0.0; cfg.head_dim() / 2],
             logits: vec![0.0; cfg.vocab_size],
         }
     }
 
-    /// Bytes of the key/value cache of a new state, (2, L, P, C) floats: the rest is small.
+    /// Bytes of the key/value cache of a new state, (2, L, P, K D) floats: the rest is small.
     pub fn cache_bytes(config: &crate::config::Config) -> u128 {
-        2 * 4 * (config.n_layers as u128) * (config.max_seq_len as u128) * (config.d_model as u128)
+        2 * 4 * (config.n_layers as u128) * (config.max_seq_len as u128) * (config.kv_dim() as u128)
     }
 
     pub fn len(&self) -> usize {
@@ -247,7 +278,7 @@ simd_fn! {
 }
 
 impl DecodeState {
-    /// x = token_embed[token] + pos_embed[pos]; each block: x += attn(LN1(x)),
+    /// x = token_embed[token] (+ pos_embed[pos]); each block: x += attn(LN1(x)),
     /// x += ffn(LN2(x)), each as the sum of the two lanes' partial sums; then
     /// logits = LN_f(x) lm_head^T.
     #[inline(always)]
@@ -257,22 +288,30 @@ impl DecodeState {
         let lay = &model.layout;
         let prm = model.params();
         let (c, v, p) = (cfg.d_model, cfg.vocab_size, cfg.max_seq_len);
-        let d = c / cfg.n_heads;
+        let (d, group) = (cfg.head_dim(), cfg.n_heads / cfg.kv_heads());
         let pos = self.len;
         assert!(pos < p, "decode cache is full");
         let tok = &lay.token_embed.of(prm)[token as usize * c..][..c];
-        let pe = &fast(lay.pos_embed).of(prm)[pos * c..][..c];
-        for ((x, a), b) in self.x.iter_mut().zip(tok).zip(pe) {
-            *x = a + b;
+        self.x.copy_from_slice(tok);
+        if let Some(pe) = lay.pos_embed {
+            for (x, b) in self.x.iter_mut().zip(&pe.of(prm)[pos * c..][..c]) {
+                *x += b;
+            }
         }
+        let rope = if cfg.position == Position::Rope {
+            rotation_at(&mut self.cos, &mut self.sin, pos, d, cfg.rope_theta);
+            Some((&self.cos[..], &self.sin[..]))
+        } else {
+            None
+        };
         let (first, second) = (&mut self.first, &mut self.second);
         for (l, (blk, [w_first, w_second])) in lay.blocks.iter().zip(&packed.blocks).enumerate() {
             norm_row(&mut self.h, &self.x, blk.ln1, prm, cfg.eps);
             let h = &self.h;
             both(
                 team,
-                || second.attention(w_second, h, l, pos, p, d),
-                || first.attention(w_first, h, l, pos, p, d),
+                || second.attention(w_second, h, l, pos, (p, d, group), rope),
+                || first.attention(w_first, h, l, pos, (p, d, group), rope),
             );
             let bias_o = blk.b_o.map(|b| b.of(prm));
             add_partials(&mut self.x, &first.partial, &second.partial, bias_o);

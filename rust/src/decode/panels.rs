@@ -10,8 +10,8 @@
 //! ```
 //!
 //! Each block's weights are packed per lane (see [`crate::decode`]): the columns of
-//! W_q, W_k, W_v and linear1 that a lane computes, and the rows of W_o and linear2 that
-//! multiply what it computed.
+//! W_q, W_k, W_v and linear1 (and the gate) that a lane computes, and the rows of W_o and
+//! linear2 that multiply what it computed.
 
 use std::fmt;
 use std::ops::Range;
@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use crate::config::Config;
 use crate::kernels::simd::simd_fn;
 use crate::kernels::vecmath::axpy;
-use crate::model::{fast, Model};
+use crate::model::Model;
 
 /// Columns per panel: 8 AVX registers of accumulators.
 pub const PANEL: usize = 64;
@@ -130,36 +130,47 @@ simd_fn! {
 /// thread to pay for the hand-offs.
 pub const TWO_LANES_MIN_D_MODEL: usize = 128;
 
-/// What one lane computes: a run of attention heads and a slice of the feed-forward
-/// width. Lane 0 takes the first half (rounded up) of each, lane 1 the rest (nothing, in
-/// a model narrower than [`TWO_LANES_MIN_D_MODEL`]): a function of the configuration
-/// alone.
+/// What one lane computes: a run of key/value heads with the query heads that read them,
+/// and a slice of the feed-forward width. Lane 0 takes the first half (rounded up) of the
+/// key/value heads and of the width, lane 1 the rest (nothing, in a model narrower than
+/// [`TWO_LANES_MIN_D_MODEL`]): a function of the configuration alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaneShape {
     pub heads: Range<usize>,
-    /// Columns of q, k and v (and rows of W_o): heads * head size.
+    /// Columns of q (and rows of W_o): query heads * head size.
     pub dims: Range<usize>,
-    /// Columns of linear1 (and rows of linear2).
+    /// Columns of k and v: key/value heads * head size.
+    pub kv_dims: Range<usize>,
+    /// Columns of linear1 and of the gate (and rows of linear2).
     pub ff: Range<usize>,
 }
 
 impl LaneShape {
     pub fn both(config: &Config) -> [LaneShape; 2] {
-        let (h, d, f) = (config.n_heads, config.d_model / config.n_heads, config.d_ff);
-        let (h0, f0) = if config.d_model >= TWO_LANES_MIN_D_MODEL {
-            (h.div_ceil(2), f.div_ceil(2))
+        let (h, kv, d, f) = (
+            config.n_heads,
+            config.kv_heads(),
+            config.head_dim(),
+            config.d_ff,
+        );
+        let group = h / kv;
+        let (k0, f0) = if config.d_model >= TWO_LANES_MIN_D_MODEL {
+            (kv.div_ceil(2), f.div_ceil(2))
         } else {
-            (h, f)
+            (kv, f)
         };
+        let h0 = k0 * group;
         [
             LaneShape {
                 heads: 0..h0,
                 dims: 0..h0 * d,
+                kv_dims: 0..k0 * d,
                 ff: 0..f0,
             },
             LaneShape {
                 heads: h0..h,
                 dims: h0 * d..h * d,
+                kv_dims: k0 * d..kv * d,
                 ff: f0..f,
             },
         ]
@@ -169,13 +180,14 @@ impl LaneShape {
 /// One lane's weights of one block.
 #[derive(Clone)]
 pub struct LaneWeights {
-    /// [W_q | W_k | W_v] for the lane's heads: (C, 3 C_lane).
+    /// [W_q | W_k | W_v] for the lane's heads: (C, C_lane + 2 KD_lane).
     pub qkv: Panels,
-    /// Their biases, side by side (3 C_lane), if the model has them.
+    /// Their biases, side by side, if the model has them.
     pub qkv_bias: Option<Vec<f32>>,
     /// The rows of W_o for the lane's heads: (C_lane, C).
     pub proj: Panels,
-    /// linear1's columns for the lane's slice: (C, F_lane), and their biases.
+    /// linear1's columns for the lane's slice: (C, F_lane), and their biases; with a gated
+    /// activation [W_gate | linear1]'s: (C, 2 F_lane).
     pub ff1: Panels,
     pub ff1_bias: Option<Vec<f32>>,
     /// linear2's rows for the lane's slice: (F_lane, C).
@@ -192,7 +204,11 @@ pub struct PackedWeights {
 
 impl PackedWeights {
     pub fn new(model: &Model) -> PackedWeights {
-        let (c, f) = (model.config.d_model, model.config.d_ff);
+        let (c, f, kd) = (
+            model.config.d_model,
+            model.config.d_ff,
+            model.config.kv_dim(),
+        );
         let prm = model.params();
         let lanes = LaneShape::both(&model.config);
         let blocks = model
@@ -200,25 +216,43 @@ impl PackedWeights {
             .blocks
             .iter()
             .map(|blk| {
-                let w = |i: usize| [blk.w_q, blk.w_k, blk.w_v, blk.w_o][i].of(prm);
-                let (w1, w2) = (blk.w_up.of(prm), blk.w_down.of(prm));
-                let b1 = blk.b_up.map(|b| b.of(prm));
+                let w2 = blk.w_down.of(prm);
+                // The gate's columns (if gated) before linear1's, and their biases.
+                let ff_in: Vec<_> = blk.w_gate.into_iter().chain([blk.w_up]).collect();
+                let ff_bias: Vec<_> = blk.b_gate.into_iter().chain(blk.b_up).collect();
                 let pack_lane = |lane: &LaneShape| {
-                    let dims = lane.dims.clone();
+                    let (dims, kv_dims) = (lane.dims.clone(), lane.kv_dims.clone());
+                    let qkv_cols = [
+                        (blk.w_q, c, dims.clone()),
+                        (blk.w_k, kd, kv_dims.clone()),
+                        (blk.w_v, kd, kv_dims.clone()),
+                    ];
+                    let qkv_bias = [(blk.b_q, &dims), (blk.b_k, &kv_dims), (blk.b_v, &kv_dims)];
+                    let ff_cols: Vec<Columns> = ff_in
+                        .iter()
+                        .map(|w| Columns::range(w.of(prm), f, lane.ff.clone()))
+                        .collect();
                     LaneWeights {
                         qkv: Panels::pack(
                             c,
-                            &[0, 1, 2].map(|i| Columns::range(w(i), c, dims.clone())),
+                            &qkv_cols.map(|(w, cols, r)| Columns::range(w.of(prm), cols, r)),
                         ),
-                        qkv_bias: blk.b_q.map(|_| {
-                            [blk.b_q, blk.b_k, blk.b_v]
+                        qkv_bias: qkv_bias
+                            .iter()
+                            .map(|(bias, r)| bias.map(|b| b.of(prm)[(*r).clone()].to_vec()))
+                            .collect::<Option<Vec<_>>>()
+                            .map(|parts| parts.concat()),
+                        proj: Panels::pack(
+                            dims.len(),
+                            &[Columns::all(&blk.w_o.of(prm)[dims.start * c..], c)],
+                        ),
+                        ff1: Panels::pack(c, &ff_cols),
+                        ff1_bias: (!ff_bias.is_empty()).then(|| {
+                            ff_bias
                                 .iter()
-                                .flat_map(|bias| fast(*bias).of(prm)[dims.clone()].iter().copied())
+                                .flat_map(|b| b.of(prm)[lane.ff.clone()].iter().copied())
                                 .collect()
                         }),
-                        proj: Panels::pack(dims.len(), &[Columns::all(&w(3)[dims.start * c..], c)]),
-                        ff1: Panels::pack(c, &[Columns::range(w1, f, lane.ff.clone())]),
-                        ff1_bias: b1.map(|b1| b1[lane.ff.clone()].to_vec()),
                         ff2: Panels::pack(
                             lane.ff.len(),
                             &[Columns::all(&w2[lane.ff.start * c..], c)],

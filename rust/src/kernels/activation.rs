@@ -4,10 +4,15 @@
 //!   relu(u)  = max(0, u),                                 relu'(u) = [u > 0]
 //!   relu2(u) = max(0, u)^2,                               relu2'(u) = 2 max(0, u)
 //!   silu(u)  = u s(u), s the sigmoid,                     silu'(u) = s (1 + u (1 - s))
-//! The gated activations are not here yet: the fast path refuses them.
+//! and the gated ones, on the gate g and the up projection u:
+//!   swiglu: h = silu(g) u,   geglu: h = gelu(g) u
+//! SiLU (alone or as SwiGLU's gate, Llama's activation) runs vectorised, with the
+//! polynomial exp of [`super::vecmath`].
 
 use rayon::prelude::*;
 
+use super::simd::simd_fn;
+use super::vecmath::exp;
 use crate::config::Activation;
 
 /// Elements per rayon task.
@@ -25,7 +30,7 @@ fn erf(x: f32) -> f32 {
 }
 
 /// f(u) and f'(u).
-#[inline]
+#[inline(always)]
 fn value_and_slope(act: Activation, u: f32) -> (f32, f32) {
     match act {
         Activation::Gelu => {
@@ -35,14 +40,19 @@ fn value_and_slope(act: Activation, u: f32) -> (f32, f32) {
         }
         Activation::Relu => (u.max(0.0), if u > 0.0 { 1.0 } else { 0.0 }),
         Activation::Relu2 => (u.max(0.0) * u.max(0.0), 2.0 * u.max(0.0)),
-        Activation::Silu => {
-            let s = 1.0 / (1.0 + (-u).exp());
-            (u * s, s * (1.0 + u * (1.0 - s)))
-        }
+        Activation::Silu | Activation::SwiGlu => silu(u),
+        Activation::GeGlu => value_and_slope(Activation::Gelu, u),
         other => {
             unreachable!("the fast path has no kernel for {other} (checked at model creation)")
         }
     }
+}
+
+/// silu(u) and silu'(u), with the vectorised exp.
+#[inline(always)]
+fn silu(u: f32) -> (f32, f32) {
+    let s = 1.0 / (1.0 + exp(-u));
+    (u * s, s * (1.0 + u * (1.0 - s)))
 }
 
 /// inp and out are (N * F), elementwise: out = f(inp).
@@ -52,10 +62,12 @@ pub fn activation_forward(act: Activation, out: &mut [f32], inp: &[f32]) {
         .for_each(|(o, x)| activation_forward_chunk(act, o, x));
 }
 
-/// [`activation_forward`] on one thread.
-pub fn activation_forward_chunk(act: Activation, out: &mut [f32], inp: &[f32]) {
-    for (o, &u) in out.iter_mut().zip(inp) {
-        *o = value_and_slope(act, u).0;
+simd_fn! {
+    /// [`activation_forward`] on one thread.
+    pub fn activation_forward_chunk(act: Activation, out: &mut [f32], inp: &[f32]) {
+        for (o, &u) in out.iter_mut().zip(inp) {
+            *o = value_and_slope(act, u).0;
+        }
     }
 }
 
@@ -64,9 +76,64 @@ pub fn activation_forward_chunk(act: Activation, out: &mut [f32], inp: &[f32]) {
 pub fn activation_backward(act: Activation, grad: &mut [f32], inp: &[f32]) {
     grad.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
-        .for_each(|(g, x)| {
-            for (gi, &u) in g.iter_mut().zip(x) {
-                *gi *= value_and_slope(act, u).1;
+        .for_each(|(g, x)| activation_backward_chunk(act, g, x));
+}
+
+simd_fn! {
+    fn activation_backward_chunk(act: Activation, grad: &mut [f32], inp: &[f32]) {
+        for (gi, &u) in grad.iter_mut().zip(inp) {
+            *gi *= value_and_slope(act, u).1;
+        }
+    }
+}
+
+/// gate, up and out are (N * F), elementwise: out = f(gate) * up (f = silu for swiglu,
+/// gelu for geglu).
+pub fn gated_forward(act: Activation, out: &mut [f32], gate: &[f32], up: &[f32]) {
+    out.par_chunks_mut(CHUNK)
+        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+        .for_each(|(o, (g, u))| gated_forward_chunk(act, o, g, u));
+}
+
+simd_fn! {
+    /// [`gated_forward`] on one thread.
+    pub fn gated_forward_chunk(act: Activation, out: &mut [f32], gate: &[f32], up: &[f32]) {
+        // One loop per function, so that SwiGLU's vectorises.
+        if act == Activation::SwiGlu {
+            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                *o = silu(g).0 * u;
             }
-        });
+        } else {
+            for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+                *o = value_and_slope(act, g).0 * u;
+            }
+        }
+    }
+}
+
+/// In the forward pass this was: out = f(gate) * up; so dup = f(gate) dout and
+/// dgate = f'(gate) up dout. `grad` holds dout on entry and dgate on return; dup is
+/// overwritten (neither input feeds anything else).
+pub fn gated_backward(
+    act: Activation,
+    grad: &mut [f32],
+    dup: &mut [f32],
+    gate: &[f32],
+    up: &[f32],
+) {
+    grad.par_chunks_mut(CHUNK)
+        .zip(dup.par_chunks_mut(CHUNK))
+        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+        .for_each(|((dg, du), (g, u))| gated_backward_chunk(act, dg, du, g, u));
+}
+
+simd_fn! {
+    fn gated_backward_chunk(act: Activation, grad: &mut [f32], dup: &mut [f32], gate: &[f32], up: &[f32]) {
+        let f = |g: f32| if act == Activation::SwiGlu { silu(g) } else { value_and_slope(act, g) };
+        for (((dg, du), &g), &u) in grad.iter_mut().zip(dup.iter_mut()).zip(gate).zip(up) {
+            let (f, slope) = f(g);
+            *du = f * *dg;
+            *dg *= slope * u;
+        }
+    }
 }

@@ -1,7 +1,9 @@
-//! Causal multi-head self-attention (the part after the q, k, v projections).
+//! Causal multi-head self-attention (the part after the q, k, v projections), with
+//! grouped-query heads: H query heads share K key/value heads, query head h reading
+//! key/value head h / (H / K) (K = H is ordinary multi-head attention).
 //!
-//! For each sequence b and head h, with D = C / H and Q, K, V the head's (T, D) column
-//! slices of qkv:
+//! Each row of qkv holds q (H D), k (K D) and v (K D) side by side. For each sequence b and
+//! query head h, with D the head size and Q, K, V the (T, D) column slices of its heads:
 //!   S = Q K^T / sqrt(D)                       (T, T) scores
 //!   P = softmax over each row of S, masked so that position t sees only s <= t
 //!   out = P V                                  (T, D), the head's columns of out
@@ -12,6 +14,9 @@
 //! As in FlashAttention, P is not kept for the backward pass (it would be B H T T
 //! floats): the forward pass saves each row's log-sum-exp, L = log sum_s exp(S[t][s]),
 //! and the backward pass rebuilds a block of P as exp(S - L) from Q and K.
+//! The query heads of a group run one after the other on the same transposed K^T (and
+//! V^T), and their gradients of k and v add up in the group's columns: grouped heads cost
+//! no copy of k or v.
 
 use std::cell::RefCell;
 
@@ -40,59 +45,77 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// kt (D, T) = the transpose of the head's (T, D) slice of q, k or v (which = 0, 1, 2):
-/// the tiled products read their b operand by rows, and S = Q K^T, dP = dout V^T need K^T, V^T.
-fn transpose_head(
-    kt: &mut [f32],
-    qkv: &[f32],
-    which: usize,
-    t: usize,
-    c: usize,
-    d: usize,
-    head: usize,
-) {
-    let col0 = which * c + head * d;
+/// The heads of one attention call: H query heads and K key/value heads of size D.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    pub h: usize,
+    pub kv: usize,
+    pub d: usize,
+}
+
+impl Heads {
+    /// Width of a row of qkv: (H + 2K) D.
+    pub fn width(self) -> usize {
+        (self.h + 2 * self.kv) * self.d
+    }
+
+    /// Query heads per key/value head.
+    fn group(self) -> usize {
+        self.h / self.kv
+    }
+
+    /// First column of query head `head`, of key head `g`, of value head `g` in a row.
+    fn q_col(self, head: usize) -> usize {
+        head * self.d
+    }
+
+    fn k_col(self, g: usize) -> usize {
+        (self.h + g) * self.d
+    }
+
+    fn v_col(self, g: usize) -> usize {
+        (self.h + self.kv + g) * self.d
+    }
+}
+
+/// kt (D, T) = the transpose of the (T, D) columns col0.. of qkv (rows `width` wide): the
+/// tiled products read their b operand by rows, and S = Q K^T, dP = dout V^T need K^T, V^T.
+fn transpose_head(kt: &mut [f32], qkv: &[f32], col0: usize, width: usize, t: usize, d: usize) {
     for (i, kt_row) in kt.chunks_exact_mut(t).take(d).enumerate() {
-        for (x, row) in kt_row.iter_mut().zip(qkv.chunks_exact(3 * c)) {
+        for (x, row) in kt_row.iter_mut().zip(qkv.chunks_exact(width)) {
             *x = row[col0 + i];
         }
     }
 }
 
-/// The head's (T, D) slice of q, k or v (which = 0, 1, 2) inside qkv (T, 3C), as an operand.
-fn head_operand(qkv: &[f32], which: usize, c: usize, d: usize, head: usize) -> Operand<'_> {
+/// The (T, D) columns col0.. of qkv (rows `width` wide), as an operand.
+fn head_operand(qkv: &[f32], col0: usize, width: usize) -> Operand<'_> {
     Operand {
-        data: &qkv[which * c + head * d..],
-        row_stride: 3 * c,
+        data: &qkv[col0..],
+        row_stride: width,
         col_stride: 1,
     }
 }
 
-/// qkv is (B, T, 3C) holding q, k and v side by side; out will be (B, T, C) with the heads
-/// side by side; lse will be (B, H, T), the log-sum-exp of each row of scaled scores.
-pub fn attention_forward(
-    out: &mut [f32],
-    lse: &mut [f32],
-    qkv: &[f32],
-    t: usize,
-    c: usize,
-    h: usize,
-) {
+/// qkv is (B, T, (H + 2K) D) holding q, k and v side by side; out will be (B, T, H D) with
+/// the heads side by side; lse will be (B, H, T), the log-sum-exp of each row of scaled
+/// scores.
+pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], t: usize, heads: Heads) {
+    let (c, h, d) = (heads.h * heads.d, heads.h, heads.d);
     out.par_chunks_mut(t * c)
         .zip(lse.par_chunks_mut(h * t))
-        .zip(qkv.par_chunks(t * 3 * c))
+        .zip(qkv.par_chunks(t * heads.width()))
         .for_each(|((out_b, lse_b), qkv_b)| {
             let block = ROW_BLOCK.min(t) * t;
-            with_scratch(block + c / h * t, |scratch| {
+            with_scratch(block + d * t, |scratch| {
                 let (p, kt) = scratch.split_at_mut(block);
-                attention_forward_seq(out_b, lse_b, qkv_b, p, kt, t, c, h)
+                attention_forward_seq(out_b, lse_b, qkv_b, p, kt, t, heads)
             });
         });
 }
 
-/// One sequence: out (T, C), lse (H, T), qkv (T, 3C); p is scratch for a block of P, kt
-/// for a head's K^T (D, T).
-#[allow(clippy::too_many_arguments)]
+/// One sequence: out (T, H D), lse (H, T), qkv (T, (H + 2K) D); p is scratch for a block
+/// of P, kt for a key head's K^T (D, T).
 fn attention_forward_seq(
     out: &mut [f32],
     lse: &mut [f32],
@@ -100,15 +123,17 @@ fn attention_forward_seq(
     p: &mut [f32],
     kt: &mut [f32],
     t: usize,
-    c: usize,
-    h: usize,
+    heads: Heads,
 ) {
-    let d = c / h;
+    let (d, w, c) = (heads.d, heads.width(), heads.h * heads.d);
     let scale = 1.0 / (d as f32).sqrt();
-    for head in 0..h {
-        transpose_head(kt, qkv, 1, t, c, d, head);
-        let q = head_operand(qkv, 0, c, d, head);
-        let v = &qkv[2 * c + head * d..];
+    for head in 0..heads.h {
+        let g = head / heads.group();
+        if head % heads.group() == 0 {
+            transpose_head(kt, qkv, heads.k_col(g), w, t, d);
+        }
+        let q = head_operand(qkv, heads.q_col(head), w);
+        let v = &qkv[heads.v_col(g)..];
         for r0 in (0..t).step_by(ROW_BLOCK) {
             let r1 = (r0 + ROW_BLOCK).min(t);
             let rows = r1 - r0;
@@ -140,7 +165,7 @@ fn attention_forward_seq(
                 c,
                 p_blk,
                 v,
-                3 * c,
+                w,
                 (rows, r1, d),
                 Causal::TermsThrough(r0),
                 false,
@@ -187,31 +212,32 @@ simd_fn! {
     }
 }
 
-/// Backward of [`attention_forward`], accumulating into dqkv (B, T, 3C).
+/// Backward of [`attention_forward`], accumulating into dqkv (B, T, (H + 2K) D).
 /// In the forward pass this was: out = P V; so dV += P^T dout and dP = dout V^T.
 /// Softmax backward gives dS = P * (dP - rowsum(P * dP)), and since S = Q K^T / sqrt(D):
-/// dQ += dS K / sqrt(D), dK += dS^T Q / sqrt(D).
+/// dQ += dS K / sqrt(D), dK += dS^T Q / sqrt(D). A key/value head's gradients sum over
+/// the query heads of its group.
 pub fn attention_backward(
     dqkv: &mut [f32],
     dout: &[f32],
     qkv: &[f32],
     lse: &[f32],
     t: usize,
-    c: usize,
-    h: usize,
+    heads: Heads,
 ) {
-    dqkv.par_chunks_mut(t * 3 * c)
+    let (c, h, w) = (heads.h * heads.d, heads.h, heads.width());
+    dqkv.par_chunks_mut(t * w)
         .zip(dout.par_chunks(t * c))
-        .zip(qkv.par_chunks(t * 3 * c).zip(lse.par_chunks(h * t)))
+        .zip(qkv.par_chunks(t * w).zip(lse.par_chunks(h * t)))
         .for_each(|((dqkv_b, dout_b), (qkv_b, lse_b))| {
             let block = ROW_BLOCK.min(t) * t;
-            let head_t = c / h * t;
+            let head_t = heads.d * t;
             with_scratch(2 * block + 2 * head_t, |scratch| {
                 let (p, rest) = scratch.split_at_mut(block);
                 let (dp, rest) = rest.split_at_mut(block);
                 let (kt, vt) = rest.split_at_mut(head_t);
                 let scratch = Scratch { p, dp, kt, vt };
-                attention_backward_seq(dqkv_b, dout_b, qkv_b, lse_b, scratch, t, c, h);
+                attention_backward_seq(dqkv_b, dout_b, qkv_b, lse_b, scratch, t, heads);
             });
         });
 }
@@ -224,8 +250,7 @@ struct Scratch<'a> {
     vt: &'a mut [f32],
 }
 
-/// One sequence: dqkv (T, 3C), dout (T, C), qkv (T, 3C), lse (H, T).
-#[allow(clippy::too_many_arguments)]
+/// One sequence: dqkv (T, (H + 2K) D), dout (T, H D), qkv (T, (H + 2K) D), lse (H, T).
 fn attention_backward_seq(
     dqkv: &mut [f32],
     dout: &[f32],
@@ -233,17 +258,20 @@ fn attention_backward_seq(
     lse: &[f32],
     scratch: Scratch,
     t: usize,
-    c: usize,
-    h: usize,
+    heads: Heads,
 ) {
     let Scratch { p, dp, kt, vt } = scratch;
-    let d = c / h;
+    let (d, w, c) = (heads.d, heads.width(), heads.h * heads.d);
     let scale = 1.0 / (d as f32).sqrt();
-    for head in 0..h {
-        transpose_head(kt, qkv, 1, t, c, d, head);
-        transpose_head(vt, qkv, 2, t, c, d, head);
-        let q = head_operand(qkv, 0, c, d, head);
-        let k = &qkv[c + head * d..];
+    for head in 0..heads.h {
+        let g = head / heads.group();
+        let (qc, kc, vc) = (heads.q_col(head), heads.k_col(g), heads.v_col(g));
+        if head % heads.group() == 0 {
+            transpose_head(kt, qkv, kc, w, t, d);
+            transpose_head(vt, qkv, vc, w, t, d);
+        }
+        let q = head_operand(qkv, qc, w);
+        let k = &qkv[kc..];
         let dout_h = Operand {
             data: &dout[head * d..],
             row_stride: c,
@@ -280,8 +308,8 @@ fn attention_backward_seq(
                 col_stride: r1,
             };
             tiled_matmul(
-                &mut dqkv[2 * c + head * d..],
-                3 * c,
+                &mut dqkv[vc..],
+                w,
                 p_t,
                 &dout[r0 * c + head * d..],
                 c,
@@ -297,11 +325,11 @@ fn attention_backward_seq(
                 col_stride: 1,
             };
             tiled_matmul(
-                &mut dqkv[r0 * 3 * c + head * d..],
-                3 * c,
+                &mut dqkv[r0 * w + qc..],
+                w,
                 ds,
                 k,
-                3 * c,
+                w,
                 (rows, r1, d),
                 Causal::TermsThrough(r0),
                 true,
@@ -313,11 +341,11 @@ fn attention_backward_seq(
                 col_stride: r1,
             };
             tiled_matmul(
-                &mut dqkv[c + head * d..],
-                3 * c,
+                &mut dqkv[kc..],
+                w,
                 ds_t,
-                &qkv[r0 * 3 * c + head * d..],
-                3 * c,
+                &qkv[r0 * w + qc..],
+                w,
                 (r1, rows, d),
                 Causal::TermsFrom(r0),
                 true,

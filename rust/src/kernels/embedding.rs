@@ -1,20 +1,23 @@
-//! Token plus position embedding: out[b][t] = wte[ids[b][t]] + wpe[t].
+//! Token plus position embedding: out[b][t] = wte[ids[b][t]] + wpe[t], or wte[ids[b][t]]
+//! alone when the model has no position table (rotary positions act inside attention).
 
-/// ids is (B, T), wte is (V, C), wpe is (P, C) with P >= T, out will be (B, T, C).
+/// ids is (B, T), wte is (V, C), wpe is (P, C) with P >= T (or None), out will be (B, T, C).
 /// Ids must already be checked against V.
 pub fn embedding_forward(
     out: &mut [f32],
     ids: &[u32],
     wte: &[f32],
-    wpe: &[f32],
+    wpe: Option<&[f32]>,
     t: usize,
     c: usize,
 ) {
     for (i, (row, &id)) in out.chunks_exact_mut(c).zip(ids).enumerate() {
         let tok = &wte[id as usize * c..][..c];
-        let pos = &wpe[(i % t) * c..][..c];
-        for ((o, a), b) in row.iter_mut().zip(tok).zip(pos) {
-            *o = a + b;
+        row.copy_from_slice(tok);
+        if let Some(wpe) = wpe {
+            for (o, b) in row.iter_mut().zip(&wpe[(i % t) * c..][..c]) {
+                *o += b;
+            }
         }
     }
 }
@@ -24,7 +27,7 @@ pub fn embedding_forward(
 /// Rows are visited in order, so repeated tokens sum in a fixed order.
 pub fn embedding_backward(
     dwte: &mut [f32],
-    dwpe: &mut [f32],
+    mut dwpe: Option<&mut [f32]>,
     dout: &[f32],
     ids: &[u32],
     t: usize,
@@ -35,9 +38,10 @@ pub fn embedding_backward(
         for (g, d) in dtok.iter_mut().zip(drow) {
             *g += d;
         }
-        let dpos = &mut dwpe[(i % t) * c..][..c];
-        for (g, d) in dpos.iter_mut().zip(drow) {
-            *g += d;
+        if let Some(dwpe) = dwpe.as_deref_mut() {
+            for (g, d) in dwpe[(i % t) * c..][..c].iter_mut().zip(drow) {
+                *g += d;
+            }
         }
     }
 }

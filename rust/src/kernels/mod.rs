@@ -12,6 +12,7 @@ pub mod gelu;
 pub mod layernorm;
 pub mod matmul;
 pub mod rmsnorm;
+pub mod rope;
 pub mod simd;
 pub mod softmax;
 pub mod tiled;

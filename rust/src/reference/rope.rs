@@ -6,7 +6,7 @@
 //! Applied to q and k, so the score q_t . k_s depends on the positions only through t - s.
 
 /// The cosine and sine of the angle of pair i at position t (computed in f64).
-fn rotation(t: usize, i: usize, d: usize, theta: f32) -> (f32, f32) {
+pub fn rotation(t: usize, i: usize, d: usize, theta: f32) -> (f32, f32) {
     let angle = t as f64 * (theta as f64).powf(-2.0 * i as f64 / d as f64);
     (angle.cos() as f32, angle.sin() as f32)
 }
