@@ -59,7 +59,7 @@ DEMO_PROMPTS = ("the cat", "the dog")
 
 
 BACKENDS = ("fast", "reference")
-BACKEND_HELP = "fast kernels, or the plain reference implementation (slow, every option)"
+BACKEND_HELP = "fast kernels, or the plain reference implementation (slow)"
 
 
 class CliError(Exception):
@@ -589,7 +589,7 @@ def _new_run(args: argparse.Namespace, out: Path) -> _Run:
         seed=args.seed,
     )
     # The fast backend runs GPT-2 style blocks only, for now.
-    backend = args.backend or ("reference" if args.arch == "llama" else "fast")
+    backend = args.backend
     model = Transformer(model_config, seed=args.seed, tokenizer=tok, backend=backend)
     return _Run(model, config, data, text, args.val_fraction)
 
@@ -623,7 +623,7 @@ def _resumed_run(args: argparse.Namespace, out: Path) -> _Run:
     ckpt = out / CHECKPOINT_NAME
     if not ckpt.exists():
         raise CliError(f"--resume: there is no checkpoint at {ckpt}")
-    model, _, state = load_checkpoint(ckpt, args.backend or "fast")
+    model, _, state = load_checkpoint(ckpt, args.backend)
     tok = model.tokenizer
     if tok is None:
         raise CliError(f"{ckpt}: the checkpoint holds no tokenizer")
@@ -1185,12 +1185,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="gpt2",
         help="block style: gpt2 (default) or llama (RMSNorm, RoPE, SwiGLU, no biases, untied)",
     )
-    t.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=None,
-        help=BACKEND_HELP + " (default: fast for gpt2, reference for llama)",
-    )
+    _add_backend_argument(t)
     t.add_argument(
         "--d-model",
         type=_int_in(1, MAX_D_MODEL),
