@@ -19,7 +19,7 @@ from tinylm._core import (
     get_num_threads,
     set_num_threads,
 )
-from tinylm.model import Beam, Config, Score, Transformer, bundled_weights
+from tinylm.model import Beam, Config, Score, TraceStep, Transformer, bundled_weights
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import TrainConfig, TrainingInterrupted, TrainResult, evaluate, train
 
@@ -34,6 +34,7 @@ __all__ = [
     "TinyLMError",
     "Tokenizer",
     "TokenizerError",
+    "TraceStep",
     "TrainConfig",
     "TrainResult",
     "TrainingInterrupted",

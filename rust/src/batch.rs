@@ -46,6 +46,12 @@ impl BatchRunner {
         BatchRunner::default()
     }
 
+    /// The gradient the last training step applied (after clipping), laid out like the
+    /// parameters; empty before the first step.
+    pub fn last_step_gradient(&self) -> &[f32] {
+        &self.grads
+    }
+
     fn ensure(&mut self, shards: usize) {
         while self.workspaces.len() < shards {
             self.workspaces.push(Workspace::with_pieces(Pieces::Whole));
