@@ -19,6 +19,7 @@ from tinylm._core import (
     get_num_threads,
     set_num_threads,
 )
+from tinylm.gradient_check import GradCheck, TensorCheck, gradcheck
 from tinylm.model import Beam, Config, Score, TraceStep, Transformer, bundled_weights
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import TrainConfig, TrainingInterrupted, TrainResult, evaluate, train
@@ -28,9 +29,11 @@ __all__ = [
     "Config",
     "ConfigError",
     "FormatError",
+    "GradCheck",
     "NonFiniteError",
     "Score",
     "ShapeError",
+    "TensorCheck",
     "TinyLMError",
     "Tokenizer",
     "TokenizerError",
@@ -43,6 +46,7 @@ __all__ = [
     "bundled_weights",
     "evaluate",
     "get_num_threads",
+    "gradcheck",
     "set_num_threads",
     "train",
 ]
