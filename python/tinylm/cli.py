@@ -40,6 +40,7 @@ from tinylm.model import (
     Transformer,
     bundled_weights,
 )
+from tinylm.report import TrainingReport
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import (
     CHECKPOINT_NAME,
@@ -384,6 +385,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     started = time.perf_counter()
+    seq_len = config.seq_len or context
+    report = TrainingReport(
+        prompt=tok.encode(_default_prompt(tok)),
+        tokens_per_step=config.batch_size * config.grad_accum * seq_len,
+        seed=config.seed,
+    )
     try:
         model, result = train(
             model,
@@ -394,9 +401,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.quiet,
             data_info=data_info,
+            report=report,
         )
     except TrainingInterrupted as stop:
         _save_curves(out, stop.result)
+        _save_report(out, report)
         print(
             f"interrupted at step {stop.result.steps_done} of {config.steps}; continue with: "
             f"{_program()} train --resume --out {shlex.quote(str(out))}",
@@ -405,6 +414,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     wall = time.perf_counter() - started
     _save_curves(out, result)
+    _save_report(out, report)
     model_path = out / MODEL_NAME
     model.save(model_path)
     print(
@@ -577,6 +587,15 @@ def _save_curves(out: Path, result: Any) -> None:
             "matplotlib is not installed: no loss-curve PNG (pip install 'tinylm[plot]')",
             file=sys.stderr,
         )
+
+
+def _save_report(out: Path, report: TrainingReport) -> None:
+    """``report.html`` beside ``loss.png`` (nothing without matplotlib: _save_curves says so)."""
+    try:
+        report.write_html(out / "report.html", title=f"tinylm training report: {out}")
+    except ImportError:
+        return
+    print(f"training report: {out / 'report.html'}", file=sys.stderr)
 
 
 def _final_eval(

@@ -36,6 +36,7 @@ from tinylm import _core
 from tinylm._io import write_text_atomic
 from tinylm._progress import Progress
 from tinylm.model import Config, Transformer
+from tinylm.report import TrainingReport
 from tinylm.tokenizer import Tokenizer
 
 CHECKPOINT_NAME = "ckpt.safetensors"
@@ -293,6 +294,7 @@ def train(
     progress: bool = True,
     on_eval: Callable[[int, float, float | None], None] | None = None,
     data_info: dict[str, Any] | None = None,
+    report: TrainingReport | None = None,
 ) -> tuple[Transformer, TrainResult]:
     """Trains ``model`` (or, with ``resume``, the model of the checkpoint in ``out_dir``).
 
@@ -302,7 +304,8 @@ def train(
     with different ``data_info`` is refused, since the run could not continue as it was.
     Resuming needs the checkpoint's settings, except that ``steps`` may grow (see the
     module's notes on the schedule). Ctrl-C or SIGTERM saves a checkpoint and raises
-    :class:`TrainingInterrupted`.
+    :class:`TrainingInterrupted`. A :class:`tinylm.report.TrainingReport` given as
+    ``report`` records every step and evaluation (with a sample, which is printed).
     """
     seq_len = config.seq_len or model.config.max_seq_len
     if seq_len > model.config.max_seq_len:
@@ -384,7 +387,7 @@ def train(
             t0 = time.perf_counter()
             x, y = get_batch(train_data, step_batch, seq_len, config.seed, step)
             try:
-                loss, _ = model._core.train_step(
+                loss, grad_norm = model._core.train_step(
                     optimizer, x, y, config.lr_at(step), clip, config.grad_accum
                 )
             except _core.NonFiniteError as exc:
@@ -399,6 +402,9 @@ def train(
                     f"training diverged at step {step}: {exc}; {kept}"
                 ) from None
             result.train_losses.append(float(loss))
+            if report is not None:
+                seconds = time.perf_counter() - t0
+                report.record_step(model, step + 1, loss, config.lr_at(step), grad_norm, seconds)
             step += 1
             result.steps_done = step
             is_last = step == config.steps
@@ -408,6 +414,9 @@ def train(
                 )
                 result.val_losses.append((step, last_val))
                 bar.note(f"step {step}: train loss {loss:.4f}, val loss {last_val:.4f}")
+                if report is not None:
+                    sample = report.record_evaluation(model, step, float(loss), last_val)
+                    bar.note(f"sample at step {step}: {sample!r}")
                 if on_eval is not None:
                     on_eval(step, float(loss), last_val)
             result.elapsed += time.perf_counter() - t0
