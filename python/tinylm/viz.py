@@ -61,13 +61,19 @@ def plot_attention(
     plt = pyplot()
     n_layers, n_heads, t, _ = att.shape
     cell = min(max(0.28 * t, 0.4 * t + 0.8, 2.2), 6.0)  # inches per map
-    fig, axes = plt.subplots(
-        n_layers,
-        n_heads,
-        figsize=(cell * n_heads + 1.6, cell * n_layers + 1.0),
-        dpi=110,
-        squeeze=False,
-        constrained_layout=True,
+    # A fixed layout in inches (matplotlib's layout engines take seconds on many maps):
+    # room for the tick labels and titles around each map, the colour bar on the right.
+    gap, left, right, bottom, top = 0.9, 1.0, 1.3, 1.0, 0.7
+    width = left + n_heads * cell + (n_heads - 1) * gap + right
+    height = bottom + n_layers * cell + (n_layers - 1) * gap + top
+    fig, axes = plt.subplots(n_layers, n_heads, figsize=(width, height), dpi=110, squeeze=False)
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=gap / cell,
+        hspace=gap / cell,
     )
     step = 1 if t <= ALL_LABELS_UP_TO else math.ceil(t / ALL_LABELS_UP_TO)
     # Labels about 0.6 of the space between two of them (in points), 5 to 10 points.
@@ -98,6 +104,7 @@ def plot_attention(
                 ax.set_ylabel("query (attends from)", fontsize=8)
             if layer == n_layers - 1:
                 ax.set_xlabel("key (attends to)", fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="attention probability")
-    fig.suptitle(title, fontsize=11)
+    bar = fig.add_axes((1 - 0.8 * right / width, 0.3, 0.15 / width, 0.4))
+    fig.colorbar(image, cax=bar, label="attention probability")
+    fig.suptitle(title, fontsize=11, y=1 - 0.15 / height, va="top")
     save_figure(fig, path)
