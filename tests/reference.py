@@ -71,8 +71,9 @@ def _get(config, field: str, default):
     return getattr(config, field, default)
 
 
-def forward(params: dict[str, np.ndarray], config, ids: np.ndarray) -> np.ndarray:
-    """Logits (B, T, V) for ids (B, T)."""
+def trace(params: dict[str, np.ndarray], config, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Every activation of the forward pass on ids (B, T), by the names of tinylm's
+    ``Transformer.trace`` (see rust/src/reference/trace.rs), in float64."""
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     ids = np.asarray(ids)
     b, t = ids.shape
@@ -82,19 +83,29 @@ def forward(params: dict[str, np.ndarray], config, ids: np.ndarray) -> np.ndarra
     activation = _get(config, "activation", "gelu_tanh")
     rotary = _get(config, "position", "learned") == "rope"
     mlp_bias = _get(config, "mlp_bias", True)
+    rms = _get(config, "norm", "layernorm") == "rmsnorm"
+    out: dict[str, np.ndarray] = {}
 
-    def norm(x: np.ndarray, name: str) -> np.ndarray:
-        if _get(config, "norm", "layernorm") == "rmsnorm":
-            return rms_norm(x, p[f"{name}.weight"], config.eps)
-        return layer_norm(x, p[f"{name}.weight"], p[f"{name}.bias"], config.eps)
+    def norm(x: np.ndarray, name: str, key: str) -> np.ndarray:
+        if rms:
+            out[f"{key}.rstd"] = 1.0 / np.sqrt((x**2).mean(axis=-1) + config.eps)
+            y = rms_norm(x, p[f"{name}.weight"], config.eps)
+        else:
+            out[f"{key}.mean"] = x.mean(axis=-1)
+            out[f"{key}.rstd"] = 1.0 / np.sqrt(x.var(axis=-1) + config.eps)
+            y = layer_norm(x, p[f"{name}.weight"], p[f"{name}.bias"], config.eps)
+        out[key] = y
+        return y
 
-    x = p["token_embed.weight"][ids]
+    x = out["embed.token"] = p["token_embed.weight"][ids]
     if not rotary:
-        x = x + p["pos_embed.weight"][:t]
+        out["embed.position"] = np.broadcast_to(p["pos_embed.weight"][:t], (b, t, c))
+        x = x + out["embed.position"]
     causal = np.tril(np.ones((t, t), dtype=bool))
     for layer in range(config.n_layers):
         pre = f"blocks.{layer}"
-        a = norm(x, f"{pre}.norm1")
+        out[f"{pre}.x"] = x
+        a = norm(x, f"{pre}.norm1", f"{pre}.norm1")
 
         def proj(name: str, inp: np.ndarray, pre: str = pre) -> np.ndarray:
             out = inp @ p[f"{pre}.attn.{name}.weight"]
@@ -106,28 +117,48 @@ def forward(params: dict[str, np.ndarray], config, ids: np.ndarray) -> np.ndarra
         k = proj("W_k", a).reshape(b, t, kv_heads, d)
         v = proj("W_v", a).reshape(b, t, kv_heads, d)
         if rotary:
+            out[f"{pre}.q_lin"], out[f"{pre}.k_lin"] = q, k
             q, k = rope(q, config.rope_theta), rope(k, config.rope_theta)
-        heads = []
+        out[f"{pre}.q"], out[f"{pre}.k"], out[f"{pre}.v"] = q, k, v
+        heads, scores_all, probs_all = [], [], []
         for hh in range(h):
             kv = hh // (h // kv_heads)  # the key/value head this query head shares
             scores = q[:, :, hh] @ np.swapaxes(k[:, :, kv], -1, -2) / math.sqrt(d)
-            scores = np.where(causal, scores, -np.inf)
-            heads.append(softmax(scores) @ v[:, :, kv])
-        x = x + proj("W_o", np.concatenate(heads, axis=-1))
-        m = norm(x, f"{pre}.norm2")
+            scores_all.append(scores)
+            probs = softmax(np.where(causal, scores, -np.inf))
+            probs_all.append(probs)
+            heads.append(probs @ v[:, :, kv])
+        out[f"{pre}.att_scores"] = np.stack(scores_all, axis=1)  # (B, H, T, T)
+        out[f"{pre}.att"] = np.stack(probs_all, axis=1)
+        out[f"{pre}.y"] = np.concatenate(heads, axis=-1)
+        out[f"{pre}.attn_out"] = proj("W_o", out[f"{pre}.y"])
+        x = out[f"{pre}.x_mid"] = x + out[f"{pre}.attn_out"]
+        m = norm(x, f"{pre}.norm2", f"{pre}.norm2")
 
         def ff(name: str, inp: np.ndarray, pre: str = pre) -> np.ndarray:
             out = inp @ p[f"{pre}.ff.{name}.weight"]
             return out + p[f"{pre}.ff.{name}.bias"] if mlp_bias else out
 
+        up = out[f"{pre}.up"] = ff("linear1", m)
         if activation in GATED:
-            hidden = GATED[activation](ff("gate", m)) * ff("linear1", m)
+            gate = out[f"{pre}.gate"] = ff("gate", m)
+            hidden = GATED[activation](gate) * up
         else:
-            hidden = ELEMENTWISE[activation](ff("linear1", m))
-        x = x + ff("linear2", hidden)
-    x = norm(x, "ln_f")
+            hidden = ELEMENTWISE[activation](up)
+        out[f"{pre}.hidden"] = hidden
+        out[f"{pre}.ff_out"] = ff("linear2", hidden)
+        x = x + out[f"{pre}.ff_out"]
+    out["x_final"] = x
+    x = norm(x, "ln_f", "norm_f")
     head = p["token_embed.weight"] if config.tie_embeddings else p["lm_head.weight"]
-    return x @ head.T
+    out["logits"] = x @ head.T
+    out["probs"] = softmax(out["logits"])
+    return out
+
+
+def forward(params: dict[str, np.ndarray], config, ids: np.ndarray) -> np.ndarray:
+    """Logits (B, T, V) for ids (B, T)."""
+    return trace(params, config, ids)["logits"]
 
 
 def loss(params: dict[str, np.ndarray], config, ids: np.ndarray, targets: np.ndarray) -> float:

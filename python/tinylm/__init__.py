@@ -19,7 +19,8 @@ from tinylm._core import (
     get_num_threads,
     set_num_threads,
 )
-from tinylm.model import Beam, Config, Score, StepStats, Transformer, bundled_weights
+from tinylm.gradient_check import GradCheck, TensorCheck, gradcheck
+from tinylm.model import Beam, Config, Score, StepStats, TraceStep, Transformer, bundled_weights
 from tinylm.optim import AdamW
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import (
@@ -37,13 +38,16 @@ __all__ = [
     "Config",
     "ConfigError",
     "FormatError",
+    "GradCheck",
     "NonFiniteError",
     "Score",
     "ShapeError",
     "StepStats",
+    "TensorCheck",
     "TinyLMError",
     "Tokenizer",
     "TokenizerError",
+    "TraceStep",
     "TrainConfig",
     "TrainResult",
     "TrainingInterrupted",
@@ -53,6 +57,7 @@ __all__ = [
     "evaluate",
     "get_batch",
     "get_num_threads",
+    "gradcheck",
     "set_num_threads",
     "train",
 ]

@@ -40,6 +40,7 @@ from tinylm.model import (
     Transformer,
     bundled_weights,
 )
+from tinylm.report import TrainingReport
 from tinylm.tokenizer import Tokenizer
 from tinylm.train import (
     CHECKPOINT_NAME,
@@ -514,6 +515,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     started = time.perf_counter()
+    seq_len = config.seq_len or context
+    report = TrainingReport(
+        prompt=tok.encode(_default_prompt(tok)),
+        tokens_per_step=config.batch_size * config.grad_accum * seq_len,
+        seed=config.seed,
+    )
     try:
         model, result = train(
             model,
@@ -524,9 +531,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.quiet,
             data_info=data_info,
+            report=report,
         )
     except TrainingInterrupted as stop:
         _save_curves(out, stop.result)
+        _save_report(out, report)
         print(
             f"interrupted at step {stop.result.steps_done} of {config.steps}; continue with: "
             f"{_program()} train --resume --out {shlex.quote(str(out))}",
@@ -535,6 +544,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     wall = time.perf_counter() - started
     _save_curves(out, result)
+    _save_report(out, report)
     model_path = out / MODEL_NAME
     model.save(model_path)
     print(
@@ -707,6 +717,15 @@ def _save_curves(out: Path, result: Any) -> None:
             "matplotlib is not installed: no loss-curve PNG (pip install 'tinylm[plot]')",
             file=sys.stderr,
         )
+
+
+def _save_report(out: Path, report: TrainingReport) -> None:
+    """``report.html`` beside ``loss.png`` (nothing without matplotlib: _save_curves says so)."""
+    try:
+        report.write_html(out / "report.html", title=f"tinylm training report: {out}")
+    except ImportError:
+        return
+    print(f"training report: {out / 'report.html'}", file=sys.stderr)
 
 
 def _final_eval(
@@ -889,6 +908,94 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out = model.generate(tok.encode(prompt), max_new_tokens=5, temperature=0.0, stop=end)
         print(tok.decode(out))
     return 0
+
+
+# ------------------------------------------------------------------------------ explain, attention
+
+#: The prompt of ``explain`` and ``attention``: the Go TinyLM's.
+LEARNER_PROMPT = "the cat"
+
+
+def _learner_inputs(args: argparse.Namespace) -> tuple[Transformer, list[int], str]:
+    """The model of ``--weights`` (default: the Go demo model) and the ids of ``--prompt``,
+    checked against its context; and the model's file name for titles."""
+    path = _weights_path(args.weights, default="tiny")
+    model = Transformer.load(path)
+    tok = model.tokenizer
+    if tok is None:
+        raise CliError(f"{path}: this model file holds no tokenizer, so it cannot read a prompt")
+    if args.prompt == "":
+        raise CliError("the prompt is empty: give at least one word or character with --prompt")
+    ids = (
+        tok.encode(args.prompt, allowed_special="all")
+        if tok.kind == "bpe"
+        else tok.encode(args.prompt)
+    )
+    context = model.config.max_seq_len
+    if len(ids) > context:
+        raise CliError(
+            f"the prompt is {len(ids)} tokens long, more than the model's context of {context} "
+            "tokens (max_seq_len): shorten --prompt"
+        )
+    return model, ids, path.name
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Prints one forward pass step by step (see :mod:`tinylm.explain`)."""
+    from tinylm.explain import explain
+
+    model, ids, name = _learner_inputs(args)
+    full = {"auto": None, "full": True, "summary": False}[args.matrices]
+    print(f"tinylm explain: one forward pass of {name} on {args.prompt!r}")
+    sys.stdout.write(explain(model, ids, full=full))
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    """Draws the attention probabilities of every layer and head (see :mod:`tinylm.viz`)."""
+    from tinylm.explain import token_label
+    from tinylm.viz import plot_attention
+
+    model, ids, name = _learner_inputs(args)
+    labels = [token_label(model.tokenizer, i) for i in ids]
+    try:
+        plot_attention(
+            model.attention(ids), labels, args.out, title=f"{name}: attention on {args.prompt!r}"
+        )
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+    c = model.config
+    print(
+        f"wrote {args.out}: {c.n_layers} layer{'s' * (c.n_layers > 1)} x {c.n_heads} "
+        f"head{'s' * (c.n_heads > 1)} of attention over {len(ids)} tokens"
+    )
+    return 0
+
+
+def _add_learner_commands(
+    command: Callable[[str, str], argparse.ArgumentParser], bundled: str
+) -> None:
+    """The subcommands that show a model at work: ``explain`` and ``attention``."""
+    weights_help = f"model file or bundled model ({bundled}); default: tiny (the Go demo model)"
+    prompt_help = f"the text to run (default: {LEARNER_PROMPT!r})"
+    e = command("explain", "walk through one forward pass, step by step, with every number")
+    e.add_argument("--weights", help=weights_help)
+    e.add_argument("--prompt", default=LEARNER_PROMPT, help=prompt_help)
+    e.add_argument(
+        "--matrices",
+        choices=("auto", "full", "summary"),
+        default="auto",
+        help="print whole matrices, or each row's norm and largest entries (default: auto, "
+        "whole matrices for a model as small as the Go demo model)",
+    )
+    e.set_defaults(func=cmd_explain)
+    a = command("attention", "draw the attention of every layer and head as heat maps (PNG)")
+    a.add_argument("--weights", help=weights_help)
+    a.add_argument("--prompt", default=LEARNER_PROMPT, help=prompt_help)
+    a.add_argument(
+        "--out", default="attention.png", help="the PNG to write (default: attention.png)"
+    )
+    a.set_defaults(func=cmd_attention)
 
 
 # ------------------------------------------------------------------------------ main
@@ -1332,6 +1439,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--lr", type=NON_NEGATIVE, default=0.01, help="SGD learning rate")
     _add_backend_argument(d)
     d.set_defaults(func=cmd_demo)
+    _add_learner_commands(command, bundled)
     return parser
 
 

@@ -190,6 +190,20 @@ class StepStats(NamedTuple):
 
 
 @dataclass(frozen=True)
+class TraceStep:
+    """One activation of a forward pass (see :meth:`Transformer.trace_steps`)."""
+
+    #: Its name, e.g. ``"blocks.0.att"``.
+    name: str
+    #: Its values, float32.
+    value: np.ndarray
+    #: How it is computed, e.g. ``"S = q k^T / sqrt(D), before the causal mask"``.
+    formula: str
+    #: The reference function that computed it: ``"rust/src/reference/<file>.rs: <name>"``.
+    source: str
+
+
+@dataclass(frozen=True)
 class Score:
     """What :meth:`Transformer.score` finds: per-token log-probabilities (natural logs)
     and the usual summaries of them."""
@@ -527,6 +541,56 @@ class Transformer:
         micro = int_arg("micro_batches", micro_batches, 1, 2**31)
         loss, norm = self._core.train_step(optimizer._core, x, y, optimizer.lr, clip or None, micro)
         return StepStats(float(loss), float(norm))
+
+    # ------------------------------------------------------------------------- looking in
+
+    def trace_steps(self, ids: IdsLike) -> list[TraceStep]:
+        """Every intermediate activation of one forward pass, in the order it is computed,
+        each with its formula and the reference function that computed it (see
+        :meth:`trace` for the names)."""
+        arr, was_1d = as_ids(ids)
+        return [
+            TraceStep(name, value[0] if was_1d else value, formula, f"{file}: {function}")
+            for name, value, formula, file, function in self._core.trace(arr)
+        ]
+
+    def trace(self, ids: IdsLike) -> dict[str, np.ndarray]:
+        """Every intermediate activation of one forward pass by name, float32 NumPy
+        arrays, from the reference path (``rust/src/reference``, whatever the backend).
+
+        For one sequence of T ids the shapes are those below without B; for a batch (B, T)
+        they start with B. l is the block, C ``d_model``, H heads, K key/value heads,
+        D = C / H, F ``d_ff``, V the vocabulary:
+
+        - ``embed.token`` (T, C), ``embed.position`` (T, C; learned positions only)
+        - ``blocks.l.x`` (T, C): the residual stream entering block l
+        - ``blocks.l.norm1`` (T, C) with ``.mean`` (layer norm only) and ``.rstd`` (T)
+        - ``blocks.l.q`` (T, H, D), ``.k``, ``.v`` (T, K, D); with RoPE also ``.q_lin``,
+          ``.k_lin``, the projections before the rotation
+        - ``blocks.l.att_scores`` (H, T, T): q k^T / sqrt(D) before the causal mask;
+          ``blocks.l.att`` (H, T, T): the probabilities, zero above the diagonal
+        - ``blocks.l.y`` (T, C): the heads' outputs side by side; ``.attn_out`` = y W_o + b_o;
+          ``.x_mid`` = x + attn_out
+        - ``blocks.l.norm2`` (with ``.mean``, ``.rstd``), ``.gate`` (gated activations only),
+          ``.up``, ``.hidden`` (T, F), ``.ff_out`` (T, C)
+        - ``x_final``, ``norm_f`` (with ``.mean``, ``.rstd``), ``logits`` (T, V) and
+          ``probs`` (T, V), the softmax of the logits
+
+        T may not exceed ``config.max_seq_len``.
+        """
+        return {step.name: step.value for step in self.trace_steps(ids)}
+
+    def attention(self, ids: IdsLike) -> np.ndarray:
+        """The attention probabilities of every layer and head, from the reference path:
+        (L, H, T, T) for one sequence of T ids, (B, L, H, T, T) for a batch. Row t is how
+        much position t attends to each position s <= t: it sums to 1 and is zero above
+        the diagonal."""
+        arr, was_1d = as_ids(ids)
+        traced = dict((name, value) for name, value, *_ in self._core.trace(arr))
+        att = np.stack(
+            [traced[f"blocks.{layer}.att"] for layer in range(self._config.n_layers)], axis=1
+        )
+        return att[0] if was_1d else att
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter as float32 arrays, in a fixed order. Projections are

@@ -39,6 +39,7 @@ from tinylm._io import write_text_atomic
 from tinylm._progress import Progress
 from tinylm.model import Config, Transformer
 from tinylm.optim import AdamW
+from tinylm.report import TrainingReport
 from tinylm.tokenizer import Tokenizer
 
 CHECKPOINT_NAME = "ckpt.safetensors"
@@ -298,6 +299,7 @@ def train(
     progress: bool = True,
     on_eval: Callable[[int, float, float | None], None] | None = None,
     data_info: dict[str, Any] | None = None,
+    report: TrainingReport | None = None,
 ) -> tuple[Transformer, TrainResult]:
     """Trains ``model`` (or, with ``resume``, the model of the checkpoint in ``out_dir``).
 
@@ -307,7 +309,8 @@ def train(
     with different ``data_info`` is refused, since the run could not continue as it was.
     Resuming needs the checkpoint's settings, except that ``steps`` may grow (see the
     module's notes on the schedule). Ctrl-C or SIGTERM saves a checkpoint and raises
-    :class:`TrainingInterrupted`.
+    :class:`TrainingInterrupted`. A :class:`tinylm.report.TrainingReport` given as
+    ``report`` records every step and evaluation (with a sample, which is printed).
     """
     seq_len = config.seq_len or model.config.max_seq_len
     if seq_len > model.config.max_seq_len:
@@ -420,6 +423,9 @@ def train(
                 ) from None
             result.train_losses.append(float(loss))
             result.grad_norms.append(grad_norm)
+            if report is not None:
+                seconds = time.perf_counter() - t0
+                report.record_step(model, step + 1, loss, config.lr_at(step), grad_norm, seconds)
             step += 1
             result.steps_done = step
             is_last = step == config.steps
@@ -429,6 +435,9 @@ def train(
                 )
                 result.val_losses.append((step, last_val))
                 bar.note(f"step {step}: train loss {loss:.4f}, val loss {last_val:.4f}")
+                if report is not None:
+                    sample = report.record_evaluation(model, step, float(loss), last_val)
+                    bar.note(f"sample at step {step}: {sample!r}")
                 if on_eval is not None:
                     on_eval(step, float(loss), last_val)
             result.elapsed += time.perf_counter() - t0

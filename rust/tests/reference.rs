@@ -1057,7 +1057,17 @@ fn fast_llama_training_follows_the_reference_backend_step_by_step() {
     let (mut runner_f, mut runner_r) = (BatchRunner::new(), BatchRunner::new());
     for step in 0..30 {
         let (lf, _) = runner_f
-            .train_step(&mut fast, &mut opt_f, &ids, &targets, 2, 6, 1e-2, Some(1.0))
+            .train_step(
+                &mut fast,
+                &mut opt_f,
+                &ids,
+                &targets,
+                2,
+                6,
+                1,
+                1e-2,
+                Some(1.0),
+            )
             .unwrap();
         let (lr, _) = runner_r
             .train_step(
@@ -1067,6 +1077,7 @@ fn fast_llama_training_follows_the_reference_backend_step_by_step() {
                 &targets,
                 2,
                 6,
+                1,
                 1e-2,
                 Some(1.0),
             )
@@ -1089,7 +1100,7 @@ fn a_fast_llama_checkpoint_resumes_exactly_where_it_stopped() {
         (0..n)
             .map(|_| {
                 runner
-                    .train_step(model, opt, &ids, &targets, 2, 6, 1e-2, Some(1.0))
+                    .train_step(model, opt, &ids, &targets, 2, 6, 1, 1e-2, Some(1.0))
                     .unwrap()
                     .0
             })
@@ -1110,4 +1121,52 @@ fn a_fast_llama_checkpoint_resumes_exactly_where_it_stopped() {
     got.extend(steps(&mut resumed, &mut opt, 3));
     assert_eq!(got, want);
     assert_eq!(resumed.params(), straight.params());
+}
+
+#[test]
+fn every_source_a_trace_names_is_a_function_of_its_file() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for source in tinylm::reference::trace::SOURCES {
+        let text = std::fs::read_to_string(root.join(source.file)).unwrap();
+        assert!(
+            text.contains(&format!("fn {}(", source.function)),
+            "{} has no function {}",
+            source.file,
+            source.function
+        );
+    }
+}
+
+#[test]
+fn a_trace_holds_the_forward_pass_and_its_scores_give_its_probabilities() {
+    let model = random_model(small_config(true, false), 4);
+    let (b, t) = (2, 4);
+    let ids = [1, 0, 6, 2, 3, 3, 5, 1];
+    let acts = reference::forward(model.weights(), &ids, b, t);
+    let traced = tinylm::reference::trace::trace(model.weights(), &ids, b, t);
+    let get = |name: &str| {
+        let found = traced.iter().find(|a| a.name == name);
+        &found.unwrap_or_else(|| panic!("no {name}")).data
+    };
+    assert_eq!(get("logits"), &acts.logits);
+    assert_eq!(get("blocks.1.att"), &acts.blocks[1].att);
+    assert_eq!(get("blocks.0.x_mid"), &acts.blocks[0].x_mid);
+    // softmax of each score row over s <= t is the probability row.
+    let (scores, att) = (get("blocks.1.att_scores"), get("blocks.1.att"));
+    for (i, (s, p)) in scores.chunks_exact(t).zip(att.chunks_exact(t)).enumerate() {
+        let row = i % t;
+        let mut expected = vec![0.0; row + 1];
+        softmax_forward(&mut expected, &s[..=row]);
+        assert_eq!(&p[..=row], &expected[..]);
+        assert!(p[row + 1..].iter().all(|&x| x == 0.0));
+    }
+    // Every activation's shape holds its data.
+    for a in &traced {
+        assert_eq!(
+            a.shape.iter().product::<usize>(),
+            a.data.len(),
+            "{}",
+            a.name
+        );
+    }
 }

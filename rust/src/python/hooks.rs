@@ -1,5 +1,7 @@
-//! Functions for tests and benchmarks: tinylm's matrix product on its own, and a panic on
-//! purpose.
+//! Functions for tests and benchmarks: tinylm's matrix product on its own, a panic on
+//! purpose, and a deliberately wrong gradient.
+
+use std::sync::Mutex;
 
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
@@ -92,4 +94,27 @@ pub fn time_matmul(
 #[pyfunction]
 pub fn _panic_for_tests(py: Python<'_>, message: String) -> PyResult<()> {
     run(py, move || -> Result<()> { panic!("{message}") })
+}
+
+/// The tensor whose gradient `Model.gradients` scales, and by what: a bug put in on
+/// purpose, for tests that check that `tinylm.gradcheck` finds it. None: no bug.
+static WRONG_GRADIENT: Mutex<Option<(String, f32)>> = Mutex::new(None);
+
+/// Makes `Model.gradients` return the gradient of the tensor `name` times `factor` (for
+/// tests only); `None` puts things right again.
+#[pyfunction]
+#[pyo3(signature = (name, factor = 1.0))]
+pub fn _scale_gradient_for_tests(name: Option<String>, factor: f32) {
+    let mut wrong = WRONG_GRADIENT.lock().unwrap_or_else(|e| e.into_inner());
+    *wrong = name.map(|n| (n, factor));
+}
+
+/// Applies the test's deliberate error, if any, to the gradient of the tensor `name`.
+pub fn spoil_gradient(name: &str, grad: &mut [f32]) {
+    let wrong = WRONG_GRADIENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((target, factor)) = wrong.as_ref() {
+        if target == name {
+            grad.iter_mut().for_each(|g| *g *= factor);
+        }
+    }
 }

@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
 use crate::generate_many::BatchGeneration;
-use crate::model::{Backend, Model, Workspace};
+use crate::model::{check_ids, Backend, Model, Workspace};
+use crate::reference::trace;
 use crate::sample::{check_finite_logits, SamplingParams};
 use crate::weights::{self, checkpoint, WeightsFormat};
 
@@ -27,6 +28,7 @@ use super::convert::{
     copy_out, float_array, ids_from_array, ids_from_list, named_arrays, NamedArrays, NamedPyArrays,
 };
 use super::errors::{lock_err, panic_to_py_err, to_py_err};
+use super::hooks::spoil_gradient;
 use super::optimizer::PyAdamW;
 use super::tokenizer::PyTokenizer;
 use super::{detached, in_pool, run};
@@ -316,7 +318,11 @@ impl PyModel {
                     .layout
                     .specs
                     .iter()
-                    .map(|s| (s.name.clone(), s.shape.clone(), grads[s.range()].to_vec()))
+                    .map(|s| {
+                        let mut grad = grads[s.range()].to_vec();
+                        spoil_gradient(&s.name, &mut grad);
+                        (s.name.clone(), s.shape.clone(), grad)
+                    })
                     .collect();
                 Ok((loss, tensors))
             })
@@ -583,6 +589,68 @@ impl PyModel {
         })?;
         let n = scores.len();
         float_array(py, scores, &[n])
+    }
+
+    /// Every activation of the reference path's forward pass on ids (B, T), whatever the
+    /// backend: [(name, array, formula, source file, source function)] in the order the
+    /// pass computes them (see `reference/trace.rs`).
+    #[allow(clippy::type_complexity)]
+    fn trace<'py>(
+        &self,
+        py: Python<'py>,
+        ids: PyReadonlyArray2<'py, i64>,
+    ) -> PyResult<
+        Vec<(
+            String,
+            Bound<'py, PyAny>,
+            &'static str,
+            &'static str,
+            &'static str,
+        )>,
+    > {
+        let (ids, b, t) = ids_from_array(&ids, "input ids")?;
+        let traced = detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let model = &*model;
+            check_ids(&model.config, &ids, b, t, "input ids")?;
+            crate::alloc::check_available(
+                (crate::reference::model::floats_needed(&model.config, b, t)
+                    + trace::extra_floats_needed(&model.config, b, t))
+                    * 4,
+                "the traced activations",
+            )?;
+            let traced = in_pool(|| trace::trace(model.weights(), &ids, b, t));
+            if let Some(logits) = traced.iter().find(|a| a.name == "logits") {
+                check_logits(&logits.data, t, model.config.vocab_size)?;
+            }
+            Ok(traced)
+        })?;
+        traced
+            .into_iter()
+            .map(|a| {
+                let array = float_array(py, a.data, &a.shape)?;
+                Ok((a.name, array, a.formula, a.source.file, a.source.function))
+            })
+            .collect()
+    }
+
+    /// [(name, L2 norm)] of each tensor of the held gradient (after the last step: the
+    /// gradient it applied, clipped), in layout order; empty when there is none.
+    fn grad_norms(&self, py: Python<'_>) -> PyResult<Vec<(String, f64)>> {
+        detached(py, || {
+            let model = self.model.read().map_err(lock_err)?;
+            let runner = self.runner.lock().map_err(lock_err)?;
+            let Some(grads) = runner.gradient() else {
+                return Ok(Vec::new());
+            };
+            let norm = |g: &[f32]| g.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+            Ok(model
+                .layout
+                .specs
+                .iter()
+                .map(|s| (s.name.clone(), norm(&grads[s.range()])))
+                .collect())
+        })
     }
 
     /// [(name, array)] copies of every parameter, in layout order.

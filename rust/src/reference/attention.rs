@@ -74,6 +74,23 @@ pub fn attention_forward(
     }
 }
 
+/// q is (B, T, H, D), k is (B, T, K, D), scores will be (B, H, T, T): the whole matrix
+/// S[t][j] = q_t . k_j / sqrt(D), above the diagonal too, before the causal mask. What
+/// [`attention_forward`] computes row by row for j <= t, kept for a learner to look at.
+pub fn attention_scores(scores: &mut [f32], q: &[f32], k: &[f32], s: AttentionShape) {
+    let (d, scale) = (s.d, 1.0 / (s.d as f32).sqrt());
+    for b in 0..s.b {
+        for h in 0..s.h {
+            for t in 0..s.t {
+                let q_t = &q[s.q_at(b, t, h)..][..d];
+                for (j, out) in scores[s.att_at(b, h, t)..][..s.t].iter_mut().enumerate() {
+                    *out = dot(q_t, &k[s.kv_at(b, j, h)..][..d]) * scale;
+                }
+            }
+        }
+    }
+}
+
 /// In the forward pass this was: out_t = sum_j P[t][j] v_j, P[t] = softmax(S[t][..=t]),
 /// S[t][j] = q_t . k_j / sqrt(D); so dP[t][j] = dout_t . v_j and dv_j += P[t][j] dout_t,
 /// dS[t] = softmax backward of dP[t], and dq_t += sum_j dS[t][j] k_j / sqrt(D),

@@ -21,3 +21,4 @@ pub mod model;
 pub mod rmsnorm;
 pub mod rope;
 pub mod softmax;
+pub mod trace;

@@ -105,7 +105,7 @@ pub fn floats_needed(config: &Config, b: usize, t: usize) -> u128 {
 }
 
 /// The position of each of the N rows: 0, 1, ..., T - 1 for each sequence.
-fn positions(b: usize, t: usize) -> Vec<u32> {
+pub(super) fn positions(b: usize, t: usize) -> Vec<u32> {
     (0..b * t).map(|i| (i % t) as u32).collect()
 }
 
@@ -188,7 +188,13 @@ fn norm_backward(
     }
 }
 
-fn linear(w: Weights, x: &[f32], weight: Span, bias: Option<Span>, i: usize) -> Vec<f32> {
+pub(super) fn linear(
+    w: Weights,
+    x: &[f32],
+    weight: Span,
+    bias: Option<Span>,
+    i: usize,
+) -> Vec<f32> {
     let mut out = vec![0.0; x.len() / i * (weight.len / i)];
     linear_forward(
         &mut out,
