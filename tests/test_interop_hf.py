@@ -533,6 +533,21 @@ def test_a_loaded_folder_stops_at_its_eos_token_by_default(tmp_path: Path) -> No
     assert len(back.generate([5], 10, temperature=0, logit_bias=certain, stop=[])) == 11
 
 
+@pytest.mark.parametrize("eos", [7, [7, 9]])
+def test_a_folder_read_without_a_tokenizer_keeps_its_eos_token_id_when_saved_again(
+    tmp_path: Path, eos: object
+) -> None:
+    model_of(gpt2_config(), seed=20).save_pretrained(tmp_path / "a")
+    edit_config(tmp_path / "a", eos_token_id=eos)
+    (tmp_path / "a" / "generation_config.json").unlink()
+    back = tinylm.Transformer.from_pretrained(tmp_path / "a")
+    assert back.tokenizer is None and back.default_stop == [7, 9][: 1 if eos == 7 else 2]
+    back.save_pretrained(tmp_path / "b")
+    for name in ("config.json", "generation_config.json"):
+        assert json.loads((tmp_path / "b" / name).read_text())["eos_token_id"] == eos
+    assert tinylm.Transformer.from_pretrained(tmp_path / "b").default_stop == back.default_stop
+
+
 def test_an_eos_token_id_outside_the_vocabulary_is_a_format_error(gpt2_dir: Path) -> None:
     path = gpt2_dir / "generation_config.json"
     path.write_text(json.dumps({"eos_token_id": 50256}))

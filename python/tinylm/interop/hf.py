@@ -93,9 +93,11 @@ def architecture(config: Config) -> str:
     return "llama"
 
 
-def hf_config(config: Config, tokenizer: Tokenizer | None) -> dict[str, Any]:
-    """config.json for this tinylm config."""
-    ids = _special_ids(tokenizer)
+def hf_config(
+    config: Config, tokenizer: Tokenizer | None, default_stop: list[int] | None = None
+) -> dict[str, Any]:
+    """config.json for this tinylm config (``default_stop``: see :func:`_special_ids`)."""
+    ids = _special_ids(tokenizer, default_stop)
     if architecture(config) == "gpt2":
         return {
             "architectures": ["GPT2LMHeadModel"],
@@ -145,16 +147,21 @@ def hf_config(config: Config, tokenizer: Tokenizer | None) -> dict[str, Any]:
     }
 
 
-def _special_ids(tokenizer: Tokenizer | None) -> dict[str, int | None]:
-    """bos_token_id and eos_token_id from the tokenizer's end-of-text token; None without
-    one (GPT2Config would otherwise assume GPT-2's 50256)."""
-    if tokenizer is None:
-        return {"bos_token_id": None, "eos_token_id": None}
-    specials = tokenizer.special_tokens
+def _special_ids(
+    tokenizer: Tokenizer | None, default_stop: list[int] | None = None
+) -> dict[str, Any]:
+    """bos_token_id and eos_token_id from the tokenizer's end-of-text token; else the
+    model's ``default_stop`` as eos_token_id (a folder read without a usable tokenizer keeps
+    its eos_token_id when saved again); else None (GPT2Config would otherwise assume GPT-2's
+    50256)."""
+    specials = {} if tokenizer is None else tokenizer.special_tokens
     for name in ("<|endoftext|>", "</s>", "<|end_of_text|>"):
         if name in specials:
             bos = specials.get("<s>", specials.get("<|begin_of_text|>", specials[name]))
             return {"bos_token_id": bos, "eos_token_id": specials[name]}
+    if default_stop:
+        eos = default_stop[0] if len(default_stop) == 1 else list(default_stop)
+        return {"bos_token_id": None, "eos_token_id": eos}
     return {"bos_token_id": None, "eos_token_id": None}
 
 
@@ -583,7 +590,8 @@ def load(directory: Path, backend: str) -> Transformer:
 def save(model: Transformer, directory: Path, max_shard_bytes: int) -> None:
     """Writes ``model`` as a Hugging Face directory (created if needed; each file atomic)."""
     config = model.config
-    hf = hf_config(config, model.tokenizer)  # refuses what HF cannot hold, before any write
+    # Refuses what HF cannot hold, before any write.
+    hf = hf_config(config, model.tokenizer, model.default_stop)
     directory = Path(directory)
     tensors = to_hf(config, model.state_dict())
     # Every tensor is checked before anything is written, so a refused model leaves no new
@@ -598,7 +606,7 @@ def save(model: Transformer, directory: Path, max_shard_bytes: int) -> None:
         "temperature": 0.8,
         "top_k": 40,
         "max_new_tokens": 200,
-        **_special_ids(model.tokenizer),
+        **_special_ids(model.tokenizer, model.default_stop),
     }
     write_text_atomic(directory / "generation_config.json", json.dumps(generation, indent=2) + "\n")
     _write_tokenizer(directory, model.tokenizer, config)
