@@ -93,6 +93,23 @@ def test_hub_style_gpt2_names_and_mask_buffers_are_read(tmp_path: Path) -> None:
     assert_same_model(model, tinylm.Transformer.from_pretrained(tmp_path))
 
 
+def test_a_bool_mask_buffer_is_ignored_and_an_integer_weight_refused(tmp_path: Path) -> None:
+    """Buffers of any safetensors dtype may sit beside the weights; a weight must be float."""
+    model = model_of(gpt2_config(), seed=21)
+    model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["transformer.h.0.attn.bias"] = np.tril(np.ones((1, 1, 16, 16), dtype=bool))
+    save_file(tensors, tmp_path / "model.safetensors")
+    assert_same_model(model, tinylm.Transformer.from_pretrained(tmp_path))
+    tensors["transformer.ln_f.bias"] = np.zeros(32, dtype=np.int64)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(
+        tinylm.FormatError,
+        match=r"model\.safetensors: tensor 'transformer\.ln_f\.bias' has dtype I64",
+    ):
+        tinylm.Transformer.from_pretrained(tmp_path)
+
+
 def test_a_stored_tied_head_is_ignored(tmp_path: Path) -> None:
     model = model_of(gpt2_config(), seed=5)
     model.save_pretrained(tmp_path)
@@ -495,6 +512,25 @@ def test_an_absurd_safetensors_header_length_is_a_format_error(gpt2_dir: Path) -
     path = gpt2_dir / "model.safetensors"
     path.write_bytes((1 << 60).to_bytes(8, "little") + b"{}")
     with pytest.raises(tinylm.FormatError, match=r"model\.safetensors: header length"):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ({"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}, "dtype"),
+        ({"dtype": "F32", "shape": {"a": 1}, "data_offsets": [0, 4]}, "shape"),
+        ({"dtype": "F32", "shape": [1], "data_offsets": {"a": 1}}, "data_offsets"),
+        ({"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}, "dtype"),
+    ],
+)
+def test_a_malformed_safetensors_header_entry_is_a_format_error(
+    gpt2_dir: Path, entry: dict, needle: str
+) -> None:
+    text = json.dumps({"transformer.wte.weight": entry}).encode()
+    path = gpt2_dir / "model.safetensors"
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"\0" * 8)
+    with pytest.raises(tinylm.FormatError, match=rf"tensor 'transformer\.wte\.weight': {needle}"):
         tinylm.Transformer.from_pretrained(gpt2_dir)
 
 

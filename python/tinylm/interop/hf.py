@@ -450,6 +450,12 @@ def from_hf(
         if info is None:
             raise format_error(where, f"missing tensor {row.theirs!r}")
         want = row.hf_shape(shapes)
+        if info.dtype not in st.ITEM_BYTES:
+            raise format_error(
+                info.path,
+                f"tensor {info.name!r} has dtype {info.dtype}, not a float one "
+                f"({', '.join(st.ITEM_BYTES)})",
+            )
         if info.shape != want:
             raise format_error(
                 info.path,
