@@ -35,6 +35,9 @@ import tinylm
 REPO = Path(__file__).resolve().parent.parent
 TORCH_VENV = REPO / "benchmarks" / ".torch-venv"
 TOLERANCE = 1e-4
+#: Llama 3's RoPE base, not the default 10000, so that a base read from the wrong field
+#: (transformers 5 writes only ``rope_parameters.rope_theta``) changes the logits.
+ROPE_THETA = 500000.0
 TEXT = "First Citizen: Before we proceed any further, hear me speak. 'Tis 42, isn't it?\n"
 
 SIZES = {
@@ -93,6 +96,7 @@ TORCH_SIDE = textwrap.dedent(
                 vocab_size=v, hidden_size=c, intermediate_size=(8 * c // 3 + 7) // 8 * 8,
                 num_hidden_layers=n_layers, num_attention_heads=h, num_key_value_heads=kv,
                 max_position_embeddings=ctx, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                rope_theta=job["rope_theta"],
             )
             model = LlamaForCausalLM(config)
         with torch.no_grad():  # random weights big enough to matter (norms around 1)
@@ -142,6 +146,7 @@ def tinylm_config(kind: str, sizes: tuple[int, ...]) -> tinylm.Config:
         n_heads=h,
         n_kv_heads=None if kv == h else kv,
         max_seq_len=ctx,
+        rope_theta=ROPE_THETA,
     )
 
 
@@ -188,6 +193,7 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         job: dict = {"load": [], "make": [], "new": args.new_tokens, "prompt": [1, 2, 3]}
+        job["rope_theta"] = ROPE_THETA
         job["ids"] = rng.integers(0, min(s[0] for s in sizes.values()), size=(2, 24)).tolist()
         ours = {}
         for kind, s in sizes.items():

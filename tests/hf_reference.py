@@ -91,7 +91,9 @@ def llama_logits(directory: Path, ids: list[int]) -> np.ndarray:
     c, h = cfg["hidden_size"], cfg["num_attention_heads"]
     kv = cfg.get("num_key_value_heads") or h
     # Defaults are LlamaConfig's.
-    d, eps, theta = c // h, cfg.get("rms_norm_eps", 1e-6), cfg.get("rope_theta", 10000.0)
+    # transformers 5 writes the base only as rope_parameters.rope_theta.
+    theta = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 1e4)
+    d, eps = c // h, cfg.get("rms_norm_eps", 1e-6)
     act = ACT[cfg.get("hidden_act", "silu")]
 
     def rms(x: np.ndarray, name: str) -> np.ndarray:

@@ -93,6 +93,23 @@ def test_hub_style_gpt2_names_and_mask_buffers_are_read(tmp_path: Path) -> None:
     assert_same_model(model, tinylm.Transformer.from_pretrained(tmp_path))
 
 
+def test_a_bool_mask_buffer_is_ignored_and_an_integer_weight_refused(tmp_path: Path) -> None:
+    """Buffers of any safetensors dtype may sit beside the weights; a weight must be float."""
+    model = model_of(gpt2_config(), seed=21)
+    model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["transformer.h.0.attn.bias"] = np.tril(np.ones((1, 1, 16, 16), dtype=bool))
+    save_file(tensors, tmp_path / "model.safetensors")
+    assert_same_model(model, tinylm.Transformer.from_pretrained(tmp_path))
+    tensors["transformer.ln_f.bias"] = np.zeros(32, dtype=np.int64)
+    save_file(tensors, tmp_path / "model.safetensors")
+    with pytest.raises(
+        tinylm.FormatError,
+        match=r"model\.safetensors: tensor 'transformer\.ln_f\.bias' has dtype I64",
+    ):
+        tinylm.Transformer.from_pretrained(tmp_path)
+
+
 def test_a_stored_tied_head_is_ignored(tmp_path: Path) -> None:
     model = model_of(gpt2_config(), seed=5)
     model.save_pretrained(tmp_path)
@@ -271,10 +288,93 @@ def test_a_llama_file_with_rope_scaling_is_refused(tmp_path: Path) -> None:
         tinylm.Transformer.from_pretrained(tmp_path, backend="reference")
 
 
+def test_a_transformers_5_config_gives_its_rope_theta_from_rope_parameters(
+    tmp_path: Path,
+) -> None:
+    """transformers 5 writes ``rope_parameters: {rope_theta, rope_type}`` and no top-level
+    ``rope_theta``: reading 10000 there would silently change every Llama 3 model."""
+    model = model_of(llama_config(rope_theta=500000.0), seed=13)
+    model.save_pretrained(tmp_path)
+    params = {"rope_theta": 500000.0, "rope_type": "default"}
+    edit_config(tmp_path, rope_theta=None, rope_scaling=None, rope_parameters=params)
+    back = tinylm.Transformer.from_pretrained(tmp_path, backend="reference")
+    assert back.config.rope_theta == 500000.0
+    assert rel_err(back.logits(IDS), llama_logits(tmp_path, IDS)) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}},
+        {"rope_parameters": {"rope_type": "default", "rope_theta": 1.0}},  # disagrees
+    ],
+)
+def test_rope_parameters_tinylm_cannot_run_are_refused(tmp_path: Path, changes: dict) -> None:
+    model_of(llama_config(), seed=14).save_pretrained(tmp_path)
+    edit_config(tmp_path, **changes)
+    with pytest.raises(
+        tinylm.FormatError, match=r"config\.json: field '(rope_parameters|rope_theta)'"
+    ):
+        tinylm.Transformer.from_pretrained(tmp_path, backend="reference")
+
+
 def test_a_directory_without_weights_is_a_format_error(gpt2_dir: Path) -> None:
     (gpt2_dir / "model.safetensors").unlink()
     with pytest.raises(tinylm.FormatError, match=r"no model\.safetensors"):
         tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def nan_in_last_layer(model: tinylm.Transformer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes ``model.state_dict()`` hold a NaN (the core refuses one in load_state_dict, so
+    this stands in for a model that diverged)."""
+    state = model.state_dict()
+    state["ln_f.weight"][0] = np.nan
+    monkeypatch.setattr(model, "state_dict", lambda: state)
+
+
+def test_a_non_finite_model_leaves_no_folder_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = model_of(gpt2_config(), seed=15)
+    nan_in_last_layer(model, monkeypatch)
+    with pytest.raises(tinylm.NonFiniteError, match=r"'transformer\.ln_f\.weight'"):
+        model.save_pretrained(tmp_path / "hf")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_a_non_finite_model_saved_over_a_folder_keeps_the_old_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = model_of(llama_config(), seed=16)
+    old.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    new = model_of(llama_config(), seed=17)
+    nan_in_last_layer(new, monkeypatch)
+    with pytest.raises(tinylm.NonFiniteError):
+        new.save_pretrained(tmp_path, max_shard_size=20_000)  # would be shards
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert_same_model(old, tinylm.Transformer.from_pretrained(tmp_path, backend="reference"))
+
+
+def test_saving_shards_over_a_single_file_then_back_leaves_one_checkpoint(tmp_path: Path) -> None:
+    model = model_of(llama_config(), seed=18)
+    model.save_pretrained(tmp_path, max_shard_size=20_000)
+    model.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("model*")) == ["model.safetensors"]
+    model.save_pretrained(tmp_path, max_shard_size=20_000)
+    assert not (tmp_path / "model.safetensors").exists()
+    assert_same_model(model, tinylm.Transformer.from_pretrained(tmp_path, backend="reference"))
+
+
+def test_a_bpe_tokenizer_saved_over_a_word_level_one_is_the_one_read(tmp_path: Path) -> None:
+    model = bpe_model(gpt2_config())
+    bpe = model.tokenizer
+    model.tokenizer = tinylm.Tokenizer.word_level([f"w{i}" for i in range(bpe.vocab_size)])
+    assert model.tokenizer.vocab_size == bpe.vocab_size
+    model.save_pretrained(tmp_path)
+    model.tokenizer = bpe
+    model.save_pretrained(tmp_path)
+    assert tinylm.Transformer.from_pretrained(tmp_path).tokenizer.kind == "bpe"
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -415,6 +515,25 @@ def test_an_absurd_safetensors_header_length_is_a_format_error(gpt2_dir: Path) -
         tinylm.Transformer.from_pretrained(gpt2_dir)
 
 
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ({"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}, "dtype"),
+        ({"dtype": "F32", "shape": {"a": 1}, "data_offsets": [0, 4]}, "shape"),
+        ({"dtype": "F32", "shape": [1], "data_offsets": {"a": 1}}, "data_offsets"),
+        ({"dtype": "F4", "shape": [2], "data_offsets": [0, 1]}, "dtype"),
+    ],
+)
+def test_a_malformed_safetensors_header_entry_is_a_format_error(
+    gpt2_dir: Path, entry: dict, needle: str
+) -> None:
+    text = json.dumps({"transformer.wte.weight": entry}).encode()
+    path = gpt2_dir / "model.safetensors"
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"\0" * 8)
+    with pytest.raises(tinylm.FormatError, match=rf"tensor 'transformer\.wte\.weight': {needle}"):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
 def test_bf16_checkpoints_are_read_as_float32(gpt2_dir: Path) -> None:
     """A BF16 file written by hand from the safetensors spec (NumPy has no bfloat16): each
     value is the top 16 bits of a float32."""
@@ -448,6 +567,21 @@ def test_a_loaded_folder_stops_at_its_eos_token_by_default(tmp_path: Path) -> No
     certain = {eos: 1e9}
     assert back.generate([5], 10, temperature=0, logit_bias=certain) == [5, eos]
     assert len(back.generate([5], 10, temperature=0, logit_bias=certain, stop=[])) == 11
+
+
+@pytest.mark.parametrize("eos", [7, [7, 9]])
+def test_a_folder_read_without_a_tokenizer_keeps_its_eos_token_id_when_saved_again(
+    tmp_path: Path, eos: object
+) -> None:
+    model_of(gpt2_config(), seed=20).save_pretrained(tmp_path / "a")
+    edit_config(tmp_path / "a", eos_token_id=eos)
+    (tmp_path / "a" / "generation_config.json").unlink()
+    back = tinylm.Transformer.from_pretrained(tmp_path / "a")
+    assert back.tokenizer is None and back.default_stop == [7, 9][: 1 if eos == 7 else 2]
+    back.save_pretrained(tmp_path / "b")
+    for name in ("config.json", "generation_config.json"):
+        assert json.loads((tmp_path / "b" / name).read_text())["eos_token_id"] == eos
+    assert tinylm.Transformer.from_pretrained(tmp_path / "b").default_stop == back.default_stop
 
 
 def test_an_eos_token_id_outside_the_vocabulary_is_a_format_error(gpt2_dir: Path) -> None:

@@ -3,6 +3,7 @@ own run.c (compiled here with the system C compiler) generating tinylm's greedy 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import struct
@@ -279,3 +280,25 @@ def test_cli_export_to_llama2c_writes_both_files(tmp_path: Path) -> None:
     run("import", "--from", "llama2c", "out/model.bin", "back.safetensors", cwd=tmp_path)
     back = tinylm.Transformer.load(tmp_path / "back.safetensors", backend="reference")
     assert_same_model(model, back)
+
+
+def test_a_model_the_backend_does_not_run_is_a_config_error_not_a_bad_file(
+    tmp_path: Path,
+) -> None:
+    config = CONFIGS["mha_tied"]
+    if backend_for(config) == "fast":
+        pytest.skip("the fast backend runs llama2.c's models")
+    model_of(config, seed=6).save(tmp_path / "model.bin", format="llama2c")
+    with pytest.raises(tinylm.ConfigError, match=r"model\.bin: .*backend=\"reference\"") as err:
+        tinylm.Transformer.load(tmp_path / "model.bin", format="llama2c", backend="fast")
+    assert not isinstance(err.value, tinylm.FormatError)
+
+
+def test_an_odd_head_size_in_the_header_is_a_format_error(tmp_path: Path) -> None:
+    # dim 24 over 8 heads: head size 3, which RoPE cannot rotate in pairs.
+    config = tinylm.Config.llama(61, d_model=24, n_layers=1, n_heads=4, max_seq_len=16)
+    config = dataclasses.replace(config, n_heads=8, tie_embeddings=True, eps=1e-5)
+    body = sum(int(np.prod(shape)) for _, shape in llama2c._tensors(config, 0))
+    write_header(tmp_path / "m.bin", [24, config.d_ff, 1, 8, 8, 61, 16], body)
+    with pytest.raises(tinylm.FormatError, match=r"m\.bin: the header describes an invalid"):
+        tinylm.Transformer.load(tmp_path / "m.bin", format="llama2c", backend="reference")

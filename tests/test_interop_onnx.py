@@ -124,3 +124,24 @@ def test_a_large_model_keeps_its_weights_in_a_data_file(
     (logits,) = session(forward).run(["logits"], {"input_ids": np.array([[7, 3, 9]])})
     assert rel_err(logits, model.logits([[7, 3, 9]])) <= 1e-4
     assert greedy_with_past(decoder, model, [7, 3], 4) == model.generate([7, 3], 4, temperature=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "big.onnx",
+        "big.onnx.data",
+        "big_with_past.onnx",
+        "big_with_past.onnx.data",
+    ]  # no staging folder left behind
+
+
+def test_a_large_model_that_fails_its_check_leaves_no_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tinylm.interop import onnx_graph
+
+    def refuse(path: object) -> None:
+        raise onnx.checker.ValidationError("refused by the test")
+
+    monkeypatch.setattr(onnx_graph, "MAX_INLINE_BYTES", 0)
+    monkeypatch.setattr(onnx.checker, "check_model", refuse)
+    with pytest.raises(onnx.checker.ValidationError):
+        model_of(CONFIGS["gpt2"], seed=6).export_onnx(tmp_path / "big.onnx")
+    assert list(tmp_path.iterdir()) == []

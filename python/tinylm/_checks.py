@@ -42,7 +42,9 @@ def float_arg(
     too_low = number <= low if low_open else number < low
     if not math.isfinite(number) or too_low or number > high:
         bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}], got {number}")
+        # With an infinite bound, "must be in [0, inf], got inf" alone would not say why.
+        finite = " and finite" if math.isinf(low) or math.isinf(high) else ""
+        raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}]{finite}, got {number}")
     return number
 
 

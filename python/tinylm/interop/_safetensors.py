@@ -24,8 +24,23 @@ from tinylm._io import write_bytes_atomic
 #: Largest header read (the safetensors library's own limit).
 MAX_HEADER_BYTES = 100 << 20
 
-#: Item sizes of the dtypes read; every one is converted to float32.
+#: Item sizes of the dtypes read as weights; every one is converted to float32.
 ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+#: Item sizes of the other whole-byte dtypes a file may hold: their tensors (buffers such
+#: as a BOOL causal mask, which are ignored) are checked in the header but never read.
+OTHER_ITEM_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "I32": 4,
+    "U32": 4,
+    "I64": 8,
+    "U64": 8,
+}
 
 
 def format_error(path: Path | str, detail: str) -> _core.FormatError:
@@ -54,6 +69,12 @@ class TensorInfo:
 
     def read(self) -> np.ndarray:
         """The tensor as a float32 array (F64, F16 and BF16 converted)."""
+        if self.dtype not in ITEM_BYTES:
+            raise format_error(
+                self.path,
+                f"tensor {self.name!r}: dtype {self.dtype!r} is not read as a weight "
+                f"(expected one of {', '.join(ITEM_BYTES)})",
+            )
         count = (self.end - self.begin) // ITEM_BYTES[self.dtype]
         with open(self.path, "rb") as f:
             f.seek(self.begin)
@@ -114,7 +135,10 @@ def _tensor_info(path: Path, name: str, entry: object, start: int, data_len: int
     if not isinstance(entry, dict):
         raise bad("its header entry is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in ITEM_BYTES:
+    item = (
+        (ITEM_BYTES.get(dtype) or OTHER_ITEM_BYTES.get(dtype)) if isinstance(dtype, str) else None
+    )
+    if item is None:
         raise bad(f"dtype {dtype!r} is not read (expected one of {', '.join(ITEM_BYTES)})")
     if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
         raise bad(f"shape {shape!r} is not a list of sizes")
@@ -126,9 +150,9 @@ def _tensor_info(path: Path, name: str, entry: object, start: int, data_len: int
     ):
         raise bad(f"data_offsets {offsets!r} are outside the file's {data_len} data bytes")
     count = int(np.prod(shape, dtype=object))
-    if count * ITEM_BYTES[dtype] != offsets[1] - offsets[0]:
+    if count * item != offsets[1] - offsets[0]:
         raise bad(
-            f"shape {shape} of {dtype} needs {count * ITEM_BYTES[dtype]} bytes, "
+            f"shape {shape} of {dtype} needs {count * item} bytes, "
             f"data_offsets give {offsets[1] - offsets[0]}"
         )
     return TensorInfo(path, name, dtype, tuple(shape), start + offsets[0], start + offsets[1])

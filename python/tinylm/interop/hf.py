@@ -93,9 +93,11 @@ def architecture(config: Config) -> str:
     return "llama"
 
 
-def hf_config(config: Config, tokenizer: Tokenizer | None) -> dict[str, Any]:
-    """config.json for this tinylm config."""
-    ids = _special_ids(tokenizer)
+def hf_config(
+    config: Config, tokenizer: Tokenizer | None, default_stop: list[int] | None = None
+) -> dict[str, Any]:
+    """config.json for this tinylm config (``default_stop``: see :func:`_special_ids`)."""
+    ids = _special_ids(tokenizer, default_stop)
     if architecture(config) == "gpt2":
         return {
             "architectures": ["GPT2LMHeadModel"],
@@ -145,16 +147,21 @@ def hf_config(config: Config, tokenizer: Tokenizer | None) -> dict[str, Any]:
     }
 
 
-def _special_ids(tokenizer: Tokenizer | None) -> dict[str, int | None]:
-    """bos_token_id and eos_token_id from the tokenizer's end-of-text token; None without
-    one (GPT2Config would otherwise assume GPT-2's 50256)."""
-    if tokenizer is None:
-        return {"bos_token_id": None, "eos_token_id": None}
-    specials = tokenizer.special_tokens
+def _special_ids(
+    tokenizer: Tokenizer | None, default_stop: list[int] | None = None
+) -> dict[str, Any]:
+    """bos_token_id and eos_token_id from the tokenizer's end-of-text token; else the
+    model's ``default_stop`` as eos_token_id (a folder read without a usable tokenizer keeps
+    its eos_token_id when saved again); else None (GPT2Config would otherwise assume GPT-2's
+    50256)."""
+    specials = {} if tokenizer is None else tokenizer.special_tokens
     for name in ("<|endoftext|>", "</s>", "<|end_of_text|>"):
         if name in specials:
             bos = specials.get("<s>", specials.get("<|begin_of_text|>", specials[name]))
             return {"bos_token_id": bos, "eos_token_id": specials[name]}
+    if default_stop:
+        eos = default_stop[0] if len(default_stop) == 1 else list(default_stop)
+        return {"bos_token_id": None, "eos_token_id": eos}
     return {"bos_token_id": None, "eos_token_id": None}
 
 
@@ -222,8 +229,7 @@ def config_from_hf(path: Path, raw: Mapping[str, Any]) -> Config:
         gated = {v: k for k, v in LLAMA_ACTIVATIONS.items()}.get(act)
         if gated is None:
             raise format_error(path, f"field 'hidden_act' = {act!r} is not supported")
-        if f.get("rope_scaling", dict) is not None:
-            raise format_error(path, "field 'rope_scaling' is not supported (only plain RoPE)")
+        theta = _rope_theta(f)
         c, heads = f.size("hidden_size"), f.size("num_attention_heads")
         head_dim = f.get("head_dim", int, c // heads)
         if head_dim * heads != c:
@@ -244,7 +250,7 @@ def config_from_hf(path: Path, raw: Mapping[str, Any]) -> Config:
             d_ff=f.size("intermediate_size"),
             max_seq_len=positions,
             eps=f.get("rms_norm_eps", float, 1e-6),
-            rope_theta=f.get("rope_theta", float, 10000.0),
+            rope_theta=theta,
             attn_bias=f.get("attention_bias", bool, False),
             mlp_bias=f.get("mlp_bias", bool, False),
             tie_embeddings=f.get("tie_word_embeddings", bool, False),
@@ -255,6 +261,30 @@ def config_from_hf(path: Path, raw: Mapping[str, Any]) -> Config:
     raise format_error(
         path, f"field 'model_type' = {model_type!r} is not supported (gpt2, llama, mistral)"
     )
+
+
+def _rope_theta(f: _Fields) -> float:
+    """The RoPE base of a Llama config.json: ``rope_theta`` (transformers 4) or
+    ``rope_parameters.rope_theta`` (transformers 5 writes only this). Any rope type but
+    ``"default"`` (linear, dynamic, yarn, llama3 scaling...), in ``rope_scaling`` or
+    ``rope_parameters``, is refused: tinylm runs plain RoPE only."""
+    theta = f.get("rope_theta", float)
+    for key in ("rope_scaling", "rope_parameters"):
+        params = f.get(key, dict)
+        if params is None:
+            continue
+        kind = params.get("rope_type", params.get("type", "default"))
+        if kind != "default":
+            raise format_error(
+                f.path, f"field {key!r} has rope_type {kind!r}: only plain RoPE is supported"
+            )
+        inner = _Fields(f.path, params).get("rope_theta", float)
+        if inner is not None and theta is not None and inner != theta:
+            raise format_error(
+                f.path, f"field 'rope_theta' = {theta} disagrees with {key}.rope_theta = {inner}"
+            )
+        theta = inner if inner is not None else theta
+    return 10000.0 if theta is None else theta
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -420,6 +450,12 @@ def from_hf(
         if info is None:
             raise format_error(where, f"missing tensor {row.theirs!r}")
         want = row.hf_shape(shapes)
+        if info.dtype not in st.ITEM_BYTES:
+            raise format_error(
+                info.path,
+                f"tensor {info.name!r} has dtype {info.dtype}, not a float one "
+                f"({', '.join(st.ITEM_BYTES)})",
+            )
         if info.shape != want:
             raise format_error(
                 info.path,
@@ -560,10 +596,15 @@ def load(directory: Path, backend: str) -> Transformer:
 def save(model: Transformer, directory: Path, max_shard_bytes: int) -> None:
     """Writes ``model`` as a Hugging Face directory (created if needed; each file atomic)."""
     config = model.config
-    hf = hf_config(config, model.tokenizer)  # refuses what HF cannot hold, before any write
+    # Refuses what HF cannot hold, before any write.
+    hf = hf_config(config, model.tokenizer, model.default_stop)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = to_hf(config, model.state_dict())
+    # Every tensor is checked before anything is written, so a refused model leaves no new
+    # folder and the folder's previous checkpoint whole.
+    for name, w in tensors.items():
+        st.check_finite(directory / SINGLE, name, w)
+    directory.mkdir(parents=True, exist_ok=True)
     _write_weights(directory, tensors, max_shard_bytes)
     write_text_atomic(directory / CONFIG, json.dumps(hf, indent=2) + "\n")
     generation = {
@@ -571,7 +612,7 @@ def save(model: Transformer, directory: Path, max_shard_bytes: int) -> None:
         "temperature": 0.8,
         "top_k": 40,
         "max_new_tokens": 200,
-        **_special_ids(model.tokenizer),
+        **_special_ids(model.tokenizer, model.default_stop),
     }
     write_text_atomic(directory / "generation_config.json", json.dumps(generation, indent=2) + "\n")
     _write_tokenizer(directory, model.tokenizer, config)
@@ -587,23 +628,27 @@ def _write_weights(directory: Path, tensors: dict[str, np.ndarray], max_shard_by
         shards[-1][name] = w
         size += w.nbytes
     metadata = {"format": "pt"}
-    for stale in [
-        directory / SINGLE,
-        directory / INDEX,
-        *directory.glob("model-*-of-*.safetensors"),
-    ]:
-        stale.unlink(missing_ok=True)
+    # The files a previous save left and this one does not write are removed only after
+    # the new ones are in place.
+    stale = {directory / SINGLE, directory / INDEX, *directory.glob("model-*-of-*.safetensors")}
+    written = []
     if len(shards) == 1:
-        st.write(directory / SINGLE, shards[0], metadata)
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards, 1):
-        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        st.write(directory / name, shard, metadata)
-        weight_map.update(dict.fromkeys(shard, name))
-    total = sum(w.nbytes for w in tensors.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    write_text_atomic(directory / INDEX, json.dumps(index, indent=2) + "\n")
+        written.append(directory / SINGLE)
+        st.write(written[-1], shards[0], metadata)
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            written.append(directory / name)
+            st.write(written[-1], shard, metadata)
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(w.nbytes for w in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        written.append(directory / INDEX)
+        write_text_atomic(written[-1], json.dumps(index, indent=2) + "\n")
+    # The index goes first: while it exists, readers take it over model.safetensors.
+    for path in sorted(stale - set(written), key=lambda p: p != directory / INDEX):
+        path.unlink(missing_ok=True)
 
 
 def _write_tokenizer(directory: Path, tok: Tokenizer | None, config: Config) -> None:
@@ -613,6 +658,8 @@ def _write_tokenizer(directory: Path, tok: Tokenizer | None, config: Config) -> 
         tok.save(directory / TINYLM_TOKENIZER)
         return
     tok.save_hf_json(directory / "tokenizer.json")
+    # A word or character tokenizer an earlier save left would be read before this one.
+    (directory / TINYLM_TOKENIZER).unlink(missing_ok=True)
     try:
         tok.save_gpt2_files(directory / "vocab.json", directory / "merges.txt")
         gpt2_files = True

@@ -18,6 +18,9 @@ grouped-query attention. RoPE rotates adjacent pairs as ``rust/src/reference/rop
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -235,6 +238,22 @@ def with_past_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}_with_past.onnx")
 
 
+def _save_external(onnx: Any, proto: Any, target: Path) -> None:
+    """Writes ``target`` and its weights ``target.data`` in a hidden folder beside it, checks
+    them there, then renames both into place (the data first): a failure leaves neither."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        data = target.name + ".data"
+        onnx.save_model(
+            proto, str(staging / target.name), save_as_external_data=True, location=data
+        )
+        onnx.checker.check_model(str(staging / target.name))
+        os.replace(staging / data, target.parent / data)
+        os.replace(staging / target.name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def export(model: Transformer, path: Path) -> tuple[Path, Path]:
     """Writes the forward graph at ``path`` and the decoder at :func:`with_past_path`."""
     onnx = _onnx()
@@ -244,13 +263,7 @@ def export(model: Transformer, path: Path) -> tuple[Path, Path]:
         proto = _graph(model, with_past)
         big = proto.ByteSize() > MAX_INLINE_BYTES
         if big:
-            onnx.save_model(
-                proto,
-                str(target),
-                save_as_external_data=True,
-                location=target.name + ".data",
-            )
-            onnx.checker.check_model(str(target))
+            _save_external(onnx, proto, target)
         else:
             onnx.checker.check_model(proto)
             write_bytes_atomic(target, proto.SerializeToString())
