@@ -84,10 +84,7 @@ def tinylm_model(shape: tuple, llama: bool):
         config = tinylm.Config(
             vocab_size=v, d_model=c, n_layers=n_layers, n_heads=h, max_seq_len=ctx
         )
-    try:
-        model = tinylm.Transformer(config, seed=0, backend="fast")
-    except tinylm.ConfigError:  # the fast path does not run this config yet
-        model = tinylm.Transformer(config, seed=0, backend="reference")
+    model = tinylm.Transformer(config, seed=0)
     if llama:  # norms of 1 and 0.02 noise: random, as the issue asks, and stable
         rng = np.random.default_rng(0)
         state = {
@@ -327,10 +324,6 @@ def main() -> None:
         )
     if args.tiny:
         print("\nnote: --tiny shapes (the labels name the real ones): a trial, not a measurement")
-    if any(a.get("backend") == "reference" for _, _, a, _ in rows):
-        print(
-            "\nnote: tinylm ran a model on the reference backend (the fast path lacks its options)"
-        )
 
 
 if __name__ == "__main__":

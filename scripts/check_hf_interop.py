@@ -150,20 +150,12 @@ def tinylm_config(kind: str, sizes: tuple[int, ...]) -> tinylm.Config:
     )
 
 
-def backend_for(config: tinylm.Config) -> str:
-    try:
-        tinylm.Transformer(config, backend="fast")
-    except tinylm.ConfigError:
-        return "reference"
-    return "fast"
-
-
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
 def random_tinylm(config: tinylm.Config, seed: int) -> tinylm.Transformer:
-    model = tinylm.Transformer(config, seed=seed, backend=backend_for(config))
+    model = tinylm.Transformer(config, seed=seed)
     rng = np.random.default_rng(seed)
     state = {}
     for name, w in model.state_dict().items():
@@ -228,8 +220,7 @@ def main() -> int:
             directory = Path(tmp) / f"hf_{kind}"
             theirs = np.load(directory / "torch.npz")
             config = json.loads((directory / "config.json").read_text())
-            probe = tinylm.Transformer.from_pretrained(directory, backend="reference")
-            model = tinylm.Transformer.from_pretrained(directory, backend=backend_for(probe.config))
+            model = tinylm.Transformer.from_pretrained(directory)
             err = rel_err(model.logits(ids), theirs["logits"])
             same = (
                 model.generate(job["prompt"], args.new_tokens, temperature=0, stop=[])

@@ -1,4 +1,4 @@
-"""Helpers shared by the interop tests: models of every preset, on a backend that runs them."""
+"""Helpers shared by the interop tests: models of every preset."""
 
 from __future__ import annotations
 
@@ -11,20 +11,10 @@ from conftest import randomize
 BPE_TEXT = "the quick brown fox jumps over the lazy dog; " * 20 + "ROMEO: wherefore art thou?\n"
 
 
-def backend_for(config: tinylm.Config) -> str:
-    """The library's default backend if it runs this config, else the reference one (the
-    fast path does not run every Llama option yet)."""
-    try:
-        tinylm.Transformer(config, backend="fast")
-    except tinylm.ConfigError:
-        return "reference"
-    return "fast"
-
-
 def model_of(config: tinylm.Config, seed: int = 0, scale: float = 0.3) -> tinylm.Transformer:
     """A model whose every parameter is random (norms around 1), so that no tensor can be
     dropped or mixed up without changing the logits."""
-    model = tinylm.Transformer(config, seed=seed, backend=backend_for(config))
+    model = tinylm.Transformer(config, seed=seed)
     state = randomize(model, seed, scale)
     for name in state:
         if ".norm" in name or name.startswith("ln_f"):

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file, save_file
 
 import tinylm
 from hf_reference import gpt2_logits, llama_logits
-from interop_helpers import BPE_TEXT, backend_for, gpt2_config, llama_config, model_of, rel_err
+from interop_helpers import BPE_TEXT, gpt2_config, llama_config, model_of, rel_err
 
 IDS = [3, 17, 0, 42, 9, 9, 60, 1, 25, 33, 5]
 
@@ -43,7 +43,7 @@ def test_save_pretrained_then_from_pretrained_is_exact(tmp_path: Path, name: str
     config = ROUND_TRIP_CONFIGS[name]
     model = model_of(config, seed=1)
     model.save_pretrained(tmp_path / "hf")
-    back = tinylm.Transformer.from_pretrained(tmp_path / "hf", backend=backend_for(config))
+    back = tinylm.Transformer.from_pretrained(tmp_path / "hf")
     assert_same_model(model, back)
     np.testing.assert_array_equal(model.logits(IDS), back.logits(IDS))
 
@@ -137,9 +137,7 @@ def test_sharded_checkpoints_round_trip_with_an_index(tmp_path: Path) -> None:
     shards = set(index["weight_map"].values())
     assert len(shards) > 2 and not (tmp_path / "model.safetensors").exists()
     assert all((tmp_path / s).is_file() for s in shards)
-    assert_same_model(
-        model, tinylm.Transformer.from_pretrained(tmp_path, backend=backend_for(config))
-    )
+    assert_same_model(model, tinylm.Transformer.from_pretrained(tmp_path))
     assert rel_err(model.logits(IDS), llama_logits(tmp_path, IDS)) <= 1e-4
 
 
@@ -635,8 +633,7 @@ def test_a_llama_checkpoint_made_elsewhere_gives_hugging_faces_logits(tmp_path: 
             f"{p}.mlp.down_proj.weight": (c, f),
         }
     write_random_hf(tmp_path / "hf", config, shapes)
-    probe = tinylm.Config.llama(v, d_model=c, d_ff=f, n_layers=2, n_heads=4, n_kv_heads=2)
-    model = tinylm.Transformer.from_pretrained(tmp_path / "hf", backend=backend_for(probe))
+    model = tinylm.Transformer.from_pretrained(tmp_path / "hf")
     ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]
     assert rel_err(model.logits(ids), llama_logits(tmp_path / "hf", ids)) <= 1e-4
 

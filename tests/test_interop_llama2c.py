@@ -15,7 +15,7 @@ import pytest
 
 import tinylm
 from conftest import SHARED
-from interop_helpers import backend_for, llama_config, model_of
+from interop_helpers import llama_config, model_of
 from tinylm.interop import llama2c
 
 RUN_C = SHARED / "peers" / "llama2.c" / "run.c"
@@ -38,9 +38,7 @@ def test_model_bin_round_trips_exactly(tmp_path: Path, name: str, version: int) 
     config = CONFIGS[name]
     model = model_of(config, seed=1)
     llama2c.save(model, tmp_path / "model.bin", version)
-    back = tinylm.Transformer.load(
-        tmp_path / "model.bin", format="llama2c", backend=backend_for(config)
-    )
+    back = tinylm.Transformer.load(tmp_path / "model.bin", format="llama2c")
     assert_same_model(model, back)
 
 
@@ -280,18 +278,6 @@ def test_cli_export_to_llama2c_writes_both_files(tmp_path: Path) -> None:
     run("import", "--from", "llama2c", "out/model.bin", "back.safetensors", cwd=tmp_path)
     back = tinylm.Transformer.load(tmp_path / "back.safetensors", backend="reference")
     assert_same_model(model, back)
-
-
-def test_a_model_the_backend_does_not_run_is_a_config_error_not_a_bad_file(
-    tmp_path: Path,
-) -> None:
-    config = CONFIGS["mha_tied"]
-    if backend_for(config) == "fast":
-        pytest.skip("the fast backend runs llama2.c's models")
-    model_of(config, seed=6).save(tmp_path / "model.bin", format="llama2c")
-    with pytest.raises(tinylm.ConfigError, match=r"model\.bin: .*backend=\"reference\"") as err:
-        tinylm.Transformer.load(tmp_path / "model.bin", format="llama2c", backend="fast")
-    assert not isinstance(err.value, tinylm.FormatError)
 
 
 def test_an_odd_head_size_in_the_header_is_a_format_error(tmp_path: Path) -> None:
