@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::simd::simd_fn;
-use super::softmax::softmax_in_place;
+use super::vecmath::softmax_in_place;
 use super::vecmath::max;
 
 /// logits is (N, V), targets (N); probs will be (N, V), losses (N).
