@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench.py                  # all configurations, ~10 minutes
     .venv/bin/python benchmarks/bench.py --configs A,B --seconds 3
+    .venv/bin/python benchmarks/bench.py --configs D,Dllama   # GPT-2 and Llama blocks at D
     .venv/bin/python benchmarks/bench.py --shakespeare    # also the full 2000-step training
 
 Each measurement runs in a fresh process (benchmarks/worker.py), so its peak RSS is its
@@ -131,7 +132,7 @@ def shakespeare_run(torch_py: str | None, threads: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="A,B,C,D")
+    parser.add_argument("--configs", default="A,B,C,D,Dllama")
     parser.add_argument("--seconds", type=float, default=6.0, help="per measurement")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-torch", action="store_true")
@@ -210,7 +211,8 @@ def render(results: dict, scaling: dict, shakespeare: dict | None, args, with_to
             f"{c.batch})"
             for c in (CONFIGS[n] for n in results)
         )
-        + ".",
+        + ". Dllama has D's sizes with Llama's block (RMSNorm, RoPE, SwiGLU with d_ff = "
+        "1024, no biases, untied head; PyTorch side in benchmarks/torch_llama.py).",
         "",
         "## Training and generation",
         "",
@@ -242,7 +244,8 @@ def render(results: dict, scaling: dict, shakespeare: dict | None, args, with_to
         "Training: full steps (forward, backward, gradient clipping at 1.0, AdamW) on random",
         "batches of Tiny Shakespeare. Generation: greedy, batch 1, with a key/value cache,",
         "T - 1 new tokens from a one-token prompt. GFLOP/s counts 6 (12 L C^2 + V C + L T C)",
-        "FLOPs per trained token (causal attention counted at its useful half).",
+        "FLOPs per trained token (causal attention counted at its useful half; for Dllama",
+        "6 (L (4 C^2 + 3 C F) + V C + L T C), the same with F = 8 C / 3).",
         "",
         "## Peak memory (RSS of the measuring process, MiB)",
         "",
@@ -285,6 +288,17 @@ def render(results: dict, scaling: dict, shakespeare: dict | None, args, with_to
             f"At D a tinylm training step runs at {step_rate / 1e9:.0f} GFLOP/s, "
             f"{ratio_text(step_rate / best, 0.75)} of the best tinylm sgemm rate measured "
             f"above ({best / 1e9:.0f} GFLOP/s).",
+        ]
+    if "D" in results and "Dllama" in results:
+        rate = {
+            n: results[n]["tinylm_train"]["tokens_per_second"] * CONFIGS[n].train_flops_per_token()
+            for n in ("D", "Dllama")
+        }
+        lines += [
+            "",
+            f"The llama block's training step runs at {rate['Dllama'] / 1e9:.0f} GFLOP/s, "
+            f"{ratio_text(rate['Dllama'] / rate['D'], 0.9)} of the GPT-2 block's "
+            f"({rate['D'] / 1e9:.0f} GFLOP/s) at the same sizes.",
         ]
     if scaling:
         lines += [

@@ -42,21 +42,24 @@ def timed(step, seconds: float, warmup: int, min_steps: int = 3) -> tuple[float,
 # --------------------------------------------------------------------------------- tinylm
 
 
+def tinylm_model(cfg: ModelConfig):
+    """The benchmark's model on tinylm's fast backend."""
+    import tinylm
+
+    sizes = {"n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "max_seq_len": cfg.context}
+    if cfg.llama:
+        config = tinylm.Config.llama(cfg.vocab, d_model=cfg.d_model, d_ff=cfg.ff, **sizes)
+    else:
+        config = tinylm.Config(vocab_size=cfg.vocab, d_model=cfg.d_model, d_ff=cfg.ff, **sizes)
+    return tinylm.Transformer(config, seed=0)
+
+
 def tinylm_train(cfg: ModelConfig, seconds: float, threads: int) -> dict:
     import tinylm
     from tinylm import _core
 
     tinylm.set_num_threads(threads)
-    model = tinylm.Transformer(
-        tinylm.Config(
-            vocab_size=cfg.vocab,
-            d_model=cfg.d_model,
-            n_layers=cfg.n_layers,
-            n_heads=cfg.n_heads,
-            max_seq_len=cfg.context,
-        ),
-        seed=0,
-    )
+    model = tinylm_model(cfg)
     opt = _core.AdamW(model._core, 0.9, 0.99, 1e-8, 0.1)
     data = batches(corpus_ids(cfg.vocab), cfg.batch, cfg.context)
     losses = []
@@ -79,16 +82,7 @@ def tinylm_generate(cfg: ModelConfig, seconds: float, threads: int) -> dict:
     import tinylm
 
     tinylm.set_num_threads(threads)
-    model = tinylm.Transformer(
-        tinylm.Config(
-            vocab_size=cfg.vocab,
-            d_model=cfg.d_model,
-            n_layers=cfg.n_layers,
-            n_heads=cfg.n_heads,
-            max_seq_len=cfg.context,
-        ),
-        seed=0,
-    )
+    model = tinylm_model(cfg)
     new = cfg.context - 1
 
     def step() -> None:
@@ -152,15 +146,24 @@ def tinylm_sgemm(cfg: ModelConfig, seconds: float, threads: int) -> dict:
 # --------------------------------------------------------------------------------- torch
 
 
+def torch_model(cfg: ModelConfig):
+    """The benchmark's model in PyTorch: nanoGPT's, or the Llama block of torch_llama.py."""
+    if cfg.llama:
+        from torch_llama import Llama
+
+        return Llama(cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.context, cfg.ff)
+    from torch_gpt import GPT
+
+    return GPT(cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.context)
+
+
 def torch_trainer(cfg: ModelConfig, threads: int):
     """(step function, parameter count, losses list) of a PyTorch training run."""
     import torch
 
-    from torch_gpt import GPT
-
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = GPT(cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.context)
+    model = torch_model(cfg)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -206,11 +209,9 @@ def torch_train_steps(cfg: ModelConfig, steps: int, threads: int) -> None:
 def torch_generate(cfg: ModelConfig, seconds: float, threads: int) -> dict:
     import torch
 
-    from torch_gpt import GPT
-
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = GPT(cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.context).eval()
+    model = torch_model(cfg).eval()
     new = cfg.context - 1
 
     def step() -> None:

@@ -28,9 +28,28 @@ pub fn global_pool_from_env(default: usize) -> usize {
 }
 
 /// The configuration named by the first command-line argument (A, B, C or D; anything
-/// else is D), else `default`; returns its name, the model's configuration and the batch.
+/// else is D; Dllama is D's sizes with Llama's block, as benchmarks/configs.py), else
+/// `default`; returns its name, the model's configuration and the batch.
 pub fn reference_from_args(default: &str) -> (String, Config, usize) {
     let which = std::env::args().nth(1).unwrap_or_else(|| default.into());
+    if which == "Dllama" {
+        let config = Config {
+            vocab_size: 65,
+            d_model: 384,
+            n_layers: 6,
+            n_heads: 6,
+            d_ff: 1024,
+            max_seq_len: 256,
+            attn_bias: false,
+            tie_embeddings: false,
+            activation: tinylm::config::Activation::SwiGlu,
+            norm: tinylm::config::Norm::RmsNorm,
+            mlp_bias: false,
+            position: tinylm::config::Position::Rope,
+            ..Config::default()
+        };
+        return (which, config, 8);
+    }
     let (v, c, l, h, t, b) = match which.as_str() {
         "A" => (65, 64, 2, 4, 32, 16),
         "B" => (65, 128, 4, 4, 64, 12),
@@ -50,4 +69,24 @@ pub fn reference_from_args(default: &str) -> (String, Config, usize) {
         ..Config::default()
     };
     (which, config, b)
+}
+
+/// FLOPs of a training step per token (forward + backward = 3 x forward): 6 (L (4 C^2 +
+/// (2 or 3 with a gate) C F) + V C + L T C), causal attention at its useful half (as
+/// benchmarks/configs.py counts them).
+pub fn train_flops_per_token(config: &Config) -> f64 {
+    let (c, f, v, t, l) = (
+        config.d_model as f64,
+        config.d_ff as f64,
+        config.vocab_size as f64,
+        config.max_seq_len as f64,
+        config.n_layers as f64,
+    );
+    let ff = if config.activation.is_gated() {
+        3.0
+    } else {
+        2.0
+    } * c
+        * f;
+    6.0 * (l * (4.0 * c * c + ff) + v * c + l * t * c)
 }

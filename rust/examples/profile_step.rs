@@ -1,5 +1,6 @@
 //! Times the parts of a training step at a reference configuration:
-//! `THREADS=2 ROUNDS=6 cargo run --release --example profile_step -- B` (A, B, C or D).
+//! `THREADS=2 ROUNDS=6 cargo run --release --example profile_step -- B` (A, B, C, D or
+//! Dllama, D's sizes with Llama's block). Prints tokens/s and GFLOP/s.
 //! Reports the best of several rounds: the machine's speed drifts, the best round is the
 //! least disturbed one. RHS, LHS1 and LHS2 set the `gemm` crate's packing thresholds, for
 //! experiments (at C they made no measurable difference).
@@ -24,6 +25,7 @@ fn main() {
         gemm::set_lhs_packing_threshold_multi_thread(x);
     }
     let (v, c, t) = (config.vocab_size, config.d_model, config.max_seq_len);
+    let flops = common::train_flops_per_token(&config);
     let mut model = Model::new(config, 0).unwrap();
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7 % v) as u32).collect();
     let tg: Vec<u32> = (0..b * t).map(|i| (i * 11 % v) as u32).collect();
@@ -45,8 +47,9 @@ fn main() {
         }
     }
     println!(
-        "{which}: {:.2} ms per training step, {:.0} tokens/s",
+        "{which}: {:.2} ms per training step, {:.0} tokens/s, {:.0} GFLOP/s",
         best * 1e3,
-        (b * t) as f64 / best
+        (b * t) as f64 / best,
+        (b * t) as f64 / best * flops / 1e9
     );
 }

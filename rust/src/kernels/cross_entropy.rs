@@ -4,8 +4,8 @@
 use rayon::prelude::*;
 
 use super::simd::simd_fn;
-use super::softmax::softmax_in_place;
 use super::vecmath::max;
+use super::vecmath::softmax_in_place;
 
 /// logits is (N, V), targets (N); probs will be (N, V), losses (N).
 /// Targets must already be checked against V.

@@ -146,11 +146,6 @@ pub fn matmul(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
     matmul_in(Pieces::ByShape, out, a, b, accumulate);
 }
 
-/// [`matmul`] on the calling thread only: for products inside an already parallel loop.
-pub fn matmul_serial(out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
-    matmul_in(Pieces::Whole, out, a, b, accumulate);
-}
-
 /// [`matmul`], run as `pieces` says.
 pub fn matmul_in(pieces: Pieces, out: MatMut, a: MatRef, b: MatRef, accumulate: bool) {
     let product = Product::new(out, a, b, accumulate);

@@ -14,6 +14,5 @@ pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;
 pub mod simd;
-pub mod softmax;
 pub mod tiled;
 pub mod vecmath;
