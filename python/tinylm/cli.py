@@ -695,12 +695,13 @@ def _print_training_state(path: Path) -> None:
 
 def cmd_models(_args: argparse.Namespace) -> int:
     """The bundled models, by the names ``--weights`` accepts."""
+    width = max(map(len, BUNDLED_MODELS)) + 1
     for name in BUNDLED_MODELS:
         path = bundled_weights(name)
         model = Transformer.load(path)
         kind = model.tokenizer.kind if model.tokenizer is not None else "no"
         print(
-            f"{name:<12} {kind} level, {model.num_parameters:,} parameters, context "
+            f"{name:<{width}} {kind} level, {model.num_parameters:,} parameters, context "
             f"{model.config.max_seq_len}, {model.source_format}: {path}"
         )
     return 0
