@@ -1,14 +1,22 @@
 """BPE tokenizers side by side: tinylm against tiktoken and Hugging Face `tokenizers`.
 
-    .venv/bin/python benchmarks/tokenizers_bench.py            # the full run (minutes)
-    .venv/bin/python benchmarks/tokenizers_bench.py --tiny     # a check that it runs
+    .venv/bin/python benchmarks/tokenizers_bench.py               # the full run (minutes)
+    .venv/bin/python benchmarks/tokenizers_bench.py --write-docs  # ... and into docs/performance.md
+    .venv/bin/python benchmarks/tokenizers_bench.py --tiny        # a check that it runs
 
 Measures, on the same text with the same ranks:
 - encoding MB/s on 1 thread (one call on the whole text) and on 2 (the text's paragraphs
   through each library's batch call), with GPT-4's cl100k_base and with a vocabulary of
   4096 trained here on the text;
 - training time for vocab sizes 512, 4096 and 32768 against HF's BpeTrainer (and
-  `rustbpe`, if it is installed), each in a fresh process whose peak RSS is reported.
+  `rustbpe`, if it is installed), each in a fresh process; tinylm both from the string and
+  streamed from the file. Memory is the peak RSS of the process minus its RSS just before
+  training (Linux's VmHWM, reset first, so the interpreter and libraries do not count),
+  and the vocabulary size reached is shown (Shakespeare runs out of pairs before 32768
+  with GPT-4's pattern).
+
+`--write-docs` replaces the section between the `tokenizers-bench` markers in
+docs/performance.md (added at its end the first time) with the tables printed.
 
 Needs `tiktoken` and `tokenizers` (both in tinylm's `test` extra: pip install
 ".[test]"); `rustbpe` is optional (pip install rustbpe). OpenAI's cl100k file comes from
@@ -21,15 +29,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs" / "performance.md"
+START = "<!-- tokenizers-bench:start -->"
+END = "<!-- tokenizers-bench:end -->"
 CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 GPT4_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
@@ -113,16 +124,40 @@ def worker_encode(args: argparse.Namespace) -> dict:
     return {"mb_per_s": megabytes / seconds}
 
 
+def status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (Linux), MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_memory() -> float:
+    """Resets the process's peak RSS to its current RSS (Linux's clear_refs), and returns
+    it: the peak read after the work is then the work's own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return status_mb("VmRSS")
+
+
 def worker_train(args: argparse.Namespace) -> dict:
-    text = Path(args.text).read_text(encoding="utf-8")
-    if args.library == "tinylm":
+    text = "" if args.library == "tinylm-file" else Path(args.text).read_text(encoding="utf-8")
+    if args.library.startswith("tinylm"):
         import tinylm
 
+        source = Path(args.text) if args.library == "tinylm-file" else text
+        before = start_memory()
         start = time.perf_counter()
-        tinylm.Tokenizer.bpe(text, args.vocab_size, "gpt4")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # ran out of pairs
+            vocab = tinylm.Tokenizer.bpe(source, args.vocab_size, "gpt4", progress=False)
+        reached = vocab.vocab_size
     elif args.library == "hf":
         from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
+        before = start_memory()
         start = time.perf_counter()
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -138,14 +173,17 @@ def worker_train(args: argparse.Namespace) -> dict:
             min_frequency=0,
         )
         tok.train_from_iterator([text], trainer=trainer)
+        reached = tok.get_vocab_size()
     else:
         import rustbpe
 
+        before = start_memory()
         start = time.perf_counter()
-        rustbpe.Tokenizer().train_from_iterator([text], args.vocab_size, pattern=GPT4_PATTERN)
+        tok = rustbpe.Tokenizer()
+        tok.train_from_iterator([text], args.vocab_size, pattern=GPT4_PATTERN)
+        reached = len(tok.get_mergeable_ranks())
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mb": peak_mb}
+    return {"seconds": seconds, "memory_mb": status_mb("VmHWM") - before, "vocab": reached}
 
 
 def run_worker(mode: str, threads: int, **kw: object) -> dict | None:
@@ -175,6 +213,9 @@ def main() -> int:
     p.add_argument("--tiny", action="store_true", help="50 kB of text, small vocabularies")
     p.add_argument("--text", default=str(CORPUS))
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--write-docs", action="store_true", help="put the tables into docs/performance.md"
+    )
     p.add_argument("--worker", choices=("encode", "train"), help=argparse.SUPPRESS)
     p.add_argument("--library", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -212,11 +253,16 @@ def main() -> int:
         tok.save_hf_json(hf_json)
         vocabs[name] = {"ranks": ranks, "hf_json": hf_json, "vocab": name[:6]}
 
-    print("\nencoding, MB/s (ratio = tinylm / other)")
-    print(
-        f"{'vocabulary':<14} {'threads':>7} {'tinylm':>8} {'tiktoken':>9} {'HF':>8}"
-        f" {'vs tiktoken':>12} {'vs HF':>7}"
-    )
+    lines = [
+        f"Text: {len(text.encode()) / 1e6:.2f} MB of tinyshakespeare"
+        f"{' (first 50 kB: --tiny)' if args.tiny else ''}; best of {args.repeats}.",
+        "",
+        "Encoding, MB/s (1 thread: one call on the whole text; 2 threads: the paragraphs "
+        "through each library's batch call). Ratios are tinylm / other.",
+        "",
+        "| vocabulary | threads | tinylm | tiktoken | HF tokenizers | vs tiktoken | vs HF |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, files in vocabs.items():
         for threads in (1, 2):
             row = {}
@@ -225,36 +271,67 @@ def main() -> int:
                     "encode", threads, library=library, text=corpus, repeats=args.repeats, **files
                 )
                 row[library] = r["mb_per_s"] if r else float("nan")
-            print(
-                f"{name:<14} {threads:>7} {row['tinylm']:>8.1f} {row['tiktoken']:>9.1f}"
-                f" {row['hf']:>8.1f}"
-                f" {row['tinylm'] / row['tiktoken']:>11.2f}x {row['tinylm'] / row['hf']:>6.2f}x"
+            lines.append(
+                f"| {name} | {threads} | {row['tinylm']:.1f} | {row['tiktoken']:.1f}"
+                f" | {row['hf']:.1f} | **{row['tinylm'] / row['tiktoken']:.2f}x**"
+                f" | {row['tinylm'] / row['hf']:.2f}x |"
             )
+            print(lines[-1], flush=True)
 
     try:
         import rustbpe  # noqa: F401
 
-        trainers = ("tinylm", "hf", "rustbpe")
+        trainers = ("tinylm", "tinylm-file", "hf", "rustbpe")
     except ImportError:
-        trainers = ("tinylm", "hf")
-        print("\n(rustbpe is not installed: pip install rustbpe to compare with it)")
-    print("\ntraining, seconds and peak RSS (ratio = fastest other / tinylm)")
+        trainers = ("tinylm", "tinylm-file", "hf")
+        print("(rustbpe is not installed: pip install rustbpe to compare with it)")
+    lines += [
+        "",
+        "Training with GPT-4's pattern, seconds (2 threads; each in a fresh process), and the "
+        "memory training added (peak RSS minus RSS before). `tinylm-file` streams the text "
+        "from the file. Ratio: the fastest other / tinylm (> 1: tinylm is faster).",
+        "",
+        "| vocab asked (reached) | " + " | ".join(trainers) + " | ratio |",
+        "|---|" + "---|" * len(trainers) + "---|",
+    ]
     sizes = (300, 512) if args.tiny else (512, 4096, 32768)
     for size in sizes:
         results = {
             lib: run_worker("train", 2, library=lib, text=corpus, vocab_size=size)
             for lib in trainers
         }
-        cells = "  ".join(
-            f"{lib} {r['seconds']:.2f}s {r['peak_mb']:.0f}MB" if r else f"{lib} failed"
-            for lib, r in results.items()
+        cells = " | ".join(
+            f"{r['seconds']:.2f} s, {r['memory_mb']:.0f} MB" if r else "failed"
+            for r in results.values()
         )
-        others = [r["seconds"] for lib, r in results.items() if lib != "tinylm" and r]
+        reached = sorted({r["vocab"] for r in results.values() if r})
+        others = [r["seconds"] for lib, r in results.items() if not lib.startswith("tinylm") and r]
         ours = results["tinylm"]
-        ratio = f"{min(others) / ours['seconds']:.2f}x" if others and ours else "n/a"
-        print(f"vocab {size:>6}: {cells}  ratio {ratio}")
+        ratio = f"**{min(others) / ours['seconds']:.2f}x**" if others and ours else "n/a"
+        lines.append(f"| {size} ({', '.join(map(str, reached))}) | {cells} | {ratio} |")
+        print(lines[-1], flush=True)
     shutil.rmtree(work)
+
+    command = "python benchmarks/tokenizers_bench.py" + (" --tiny" if args.tiny else "")
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.write_docs:
+        write_docs(f"{START}\n## BPE tokenizers (`{command}`)\n\n{table}\n{END}")
+        print(f"\nwritten into {DOCS}")
     return 0
+
+
+def write_docs(section: str) -> None:
+    """Replaces the marked section of docs/performance.md, or appends it."""
+    from tinylm._io import write_text_atomic
+
+    doc = DOCS.read_text(encoding="utf-8")
+    if START in doc and END in doc:
+        head, rest = doc.split(START, 1)
+        doc = head + section + rest.split(END, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
+    write_text_atomic(DOCS, doc)
 
 
 if __name__ == "__main__":

@@ -260,6 +260,90 @@ def test_training_limits() -> None:
         Tokenizer.bpe("hello", 300, pattern="(unclosed")
 
 
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A file of 2.6 MB, several of the trainer's 1 MiB chunks, with multi-byte
+    characters and long runs of spaces and digits across the chunk boundaries."""
+    text = shakespeare()
+    text = text + " naïve café 😀 中文 it's IT'S 1234567 " * 3000 + "  " * 40_000 + text
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    assert path.stat().st_size > 2 * 2**20
+    return path, text
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4", "o200k"])
+def test_training_on_a_file_equals_training_on_its_text(
+    big_corpus: tuple[Path, str], pattern: str
+) -> None:
+    path, text = big_corpus
+    from_text = Tokenizer.bpe(text, 3000, pattern, progress=False)
+    # Equal tokenizers hold the same tokens in the same order: the same merges.
+    assert Tokenizer.bpe(path, 3000, pattern) == from_text
+    assert Tokenizer.bpe(files=[str(path)], vocab_size=3000, pattern=pattern) == from_text
+
+
+def test_training_on_files_and_texts_is_training_on_the_list_of_their_texts(
+    tmp_path: Path,
+) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("the cat sat on the mat\n", encoding="utf-8")
+    b.write_text("a cat ate the rat", encoding="utf-8")
+    texts = ["the cat sat on the mat\n", "a cat ate the rat", "the end"]
+    tokenizers = [
+        Tokenizer.bpe([a, b, "the end"], 275),
+        Tokenizer.bpe("the end", 275, files=[a, str(b)]),
+    ]
+    expected = minbpe_train(texts, 275, tokenizers[0].pattern or "")
+    for tok in tokenizers:
+        assert [tok.token_bytes(i) for i in range(tok.vocab_size)] == expected
+
+
+def test_max_bytes_trains_on_the_start_of_each_file(big_corpus: tuple[Path, str]) -> None:
+    path, text = big_corpus
+    data = text.encode()
+    cut = data.index("😀".encode()) + 2  # inside the emoji: cut back before it
+    head = data[: data.index("😀".encode())].decode()
+    assert Tokenizer.bpe(path, 1000, max_bytes=cut) == Tokenizer.bpe(head, 1000)
+
+
+def test_long_training_shows_a_progress_bar_on_stderr(
+    big_corpus: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = big_corpus
+    Tokenizer.bpe(path, 2000)  # under a second: no bar by default
+    assert capsys.readouterr().err == ""
+    Tokenizer.bpe(path, 2000, progress=True)
+    err = capsys.readouterr().err
+    size_kb = path.stat().st_size // 1024
+    assert f"BPE counting kB {size_kb}/{size_kb} [" in err
+    assert "BPE merges 1744/1744 [########################]" in err
+    assert "elapsed" in err
+
+
+def test_bad_training_files_are_clear_errors_naming_the_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.txt"
+    good.write_text("fine", encoding="utf-8")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café au lait".encode("latin-1"))
+    with pytest.raises(FileNotFoundError, match=r"missing\.txt: no such file"):
+        Tokenizer.bpe([good, tmp_path / "missing.txt"], 300)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        Tokenizer.bpe(files=[tmp_path], vocab_size=300)
+    with pytest.raises(tinylm.FormatError, match="/dev/zero: not a regular file"):
+        Tokenizer.bpe(files=["/dev/zero"], vocab_size=300)
+    with pytest.raises(
+        tinylm.FormatError, match=r"latin1\.txt: not UTF-8 text \(invalid byte 0xe9 at offset 3"
+    ):
+        Tokenizer.bpe(latin1, 300)
+    with pytest.raises(TypeError, match="a training file must be a path"):
+        Tokenizer.bpe(files=[3], vocab_size=300)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="nothing to train on"):
+        Tokenizer.bpe([], 300)
+    with pytest.raises(TokenizerError, match="vocab_size 100"):
+        Tokenizer.bpe(files=["/nonexistent"], vocab_size=100)  # checked before the files
+
+
 def test_lone_surrogates_are_a_clear_error(pairs: dict) -> None:
     ours, _ = pairs["cl100k"]
     with pytest.raises(TokenizerError, match="lone surrogate '\\\\ud800' at index 2"):
@@ -391,6 +475,27 @@ def test_cli_trains_a_bpe_model_on_the_training_split_and_shows_tokens(
     assert str(ids) in ids_line
     # Piped: brackets around each token; the emoji's four byte tokens are one group.
     assert shown == "".join(f"[{tok.decode([i])}]" for i in ids[:-4]) + "[😀]"
+
+
+def test_cli_streams_bpe_training_from_the_file_and_warns_when_the_text_is_too_small(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tinylm.cli import _split_text, main
+
+    corpus = tmp_path / "corpus.txt"
+    text = "naïve café 😀 über straße " * 40 + "中文 validation text 😀\n" * 10
+    corpus.write_text(text, encoding="utf-8")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--out", str(out), "--tokenizer", "bpe"]
+    argv += ["--vocab-size", "5000", "--d-model", "16", "--n-layers", "1", "--n-heads", "2"]
+    argv += ["--context", "8", "--steps", "2", "--eval-interval", "2", "--quiet"]
+    assert main(argv) == 0
+    assert "warning: BPE training ran out of pairs" in capsys.readouterr().err
+    tok = tinylm.Transformer.load(out / "model.safetensors").tokenizer
+    train_text, _ = _split_text(text, 0.1)
+    with pytest.warns(RuntimeWarning):
+        assert tok == Tokenizer.bpe(train_text, 5000)
+    assert tok is not None and tok.vocab_size < 5000
 
 
 def test_streamed_generation_equals_the_decode_of_the_generated_ids() -> None:

@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension module ``tinylm._core``."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from os import PathLike
 from typing import Literal
 
@@ -37,7 +37,13 @@ class Tokenizer:
     def char_level(text: str) -> Tokenizer: ...
     @staticmethod
     def bpe_train(
-        texts: list[str], vocab_size: int, pattern: str, special_tokens: list[str]
+        texts: list[str],
+        files: list[str],
+        vocab_size: int,
+        pattern: str,
+        special_tokens: list[str],
+        max_bytes: int | None = None,
+        on_progress: Callable[[str, int, int], None] | None = None,
     ) -> tuple[Tokenizer, bool]: ...
     @staticmethod
     def from_tiktoken(path: _Path, pattern: str, special_tokens: dict[str, int]) -> Tokenizer: ...

@@ -21,6 +21,7 @@ import shutil
 import stat
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -564,7 +565,7 @@ def _new_run(args: argparse.Namespace, out: Path) -> _Run:
     _claim_out_dir(out, args.force)
     data = Path(args.data)
     text = _read_training_text(data)
-    tok = _new_tokenizer(args, text, args.val_fraction)
+    tok = _new_tokenizer(args, data, text, args.val_fraction)
     sizes = {
         "vocab_size": tok.vocab_size,
         "d_model": args.d_model,
@@ -753,13 +754,28 @@ def _split_text(text: str, val_fraction: float) -> tuple[str, str]:
     return text[:n_train], text[n_train:]
 
 
-def _new_tokenizer(args: argparse.Namespace, text: str, val_fraction: float) -> Tokenizer:
+def _new_tokenizer(
+    args: argparse.Namespace, data: Path, text: str, val_fraction: float
+) -> Tokenizer:
     if args.tokenizer == "char":
         return Tokenizer.char_level(text)
     if args.tokenizer == "word":
         return _word_tokenizer(text)
+    # BPE learns from the training split only, streamed from the file: its first
+    # len(train_text) characters, as bytes.
     train_text, _ = _split_text(text, val_fraction)
-    return Tokenizer.bpe(train_text, args.vocab_size, pattern=args.bpe_pattern)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        tok = Tokenizer.bpe(
+            data,
+            args.vocab_size,
+            pattern=args.bpe_pattern,
+            max_bytes=len(train_text.encode("utf-8")),
+            progress=False if args.quiet else None,
+        )
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    return tok
 
 
 def _word_tokenizer(text: str) -> Tokenizer:
@@ -828,12 +844,13 @@ def _print_training_state(path: Path) -> None:
 
 def cmd_models(_args: argparse.Namespace) -> int:
     """The bundled models, by the names ``--weights`` accepts."""
+    width = max(map(len, BUNDLED_MODELS)) + 1
     for name in BUNDLED_MODELS:
         path = bundled_weights(name)
         model = Transformer.load(path)
         kind = model.tokenizer.kind if model.tokenizer is not None else "no"
         print(
-            f"{name:<12} {kind} level, {model.num_parameters:,} parameters, context "
+            f"{name:<{width}} {kind} level, {model.num_parameters:,} parameters, context "
             f"{model.config.max_seq_len}, {model.source_format}: {path}"
         )
     return 0

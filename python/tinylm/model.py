@@ -34,6 +34,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Models shipped in the package, by short name.
 BUNDLED_MODELS = {
     "shakespeare": "shakespeare_char.safetensors",
+    "shakespeare-bpe": "shakespeare_bpe.safetensors",
     "tiny": "tiny_gpt_weights.json",
 }
 

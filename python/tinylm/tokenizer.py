@@ -22,19 +22,24 @@ BPE in four lines (ids of GPT-4's ``cl100k_base``)::
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Union
+from typing import ClassVar, Literal, Union
 
 import numpy as np
 
 from tinylm import _core
 from tinylm._checks import MAX_ID, ids_arg, int_arg
 from tinylm._io import write_text_atomic
+from tinylm._progress import Progress
 
 #: ``"all"``, or the names of the special tokens that ``encode`` may turn into their ids.
 AllowedSpecial = Union[Literal["all"], Collection[str]]
+
+#: What :meth:`Tokenizer.bpe` trains on: a text, a file (``pathlib.Path``), or a list of them.
+TrainingText = Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]]
 
 #: The named pre-split patterns (any other string is a regex).
 PATTERNS = ("gpt2", "gpt4", "o200k")
@@ -76,6 +81,54 @@ def _path(name: str, value: object) -> str:
     if not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
     return os.fspath(value)  # type: ignore[arg-type]
+
+
+def _training_text(text_or_texts: object, files: object) -> tuple[list[str], list[str]]:
+    """The texts and the file paths to train on."""
+    items = [text_or_texts] if isinstance(text_or_texts, (str, os.PathLike)) else text_or_texts
+    if not isinstance(items, (list, tuple)):
+        raise TypeError(
+            "text_or_texts must be a str, a pathlib.Path, or a list of them, "
+            f"got {type(text_or_texts).__name__}"
+        )
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    if not isinstance(files, (list, tuple)):
+        raise TypeError(f"files must be a list of paths, got {type(files).__name__}")
+    texts = [t for t in items if isinstance(t, str)]
+    paths = [_path("a training file", p) for p in items if not isinstance(p, str)]
+    paths += [_path("a training file", p) for p in files]
+    if not texts and not paths:
+        raise ValueError("nothing to train on: give a text, a list of texts, or files")
+    return texts, paths
+
+
+class _TrainingBars:
+    """Progress bars for BPE training, one per stage, fed by the core's reports."""
+
+    LABELS: ClassVar[dict[str, str]] = {"counting": "BPE counting kB", "merging": "BPE merges"}
+
+    def __init__(self, enabled: bool | None) -> None:
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self.bars: dict[str, Progress] = {}
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage == "counting":
+            done, total = done // 1024, max(total // 1024, 1)
+        bar = self.bars.get(stage)
+        if bar is None:
+            if self.enabled is None and time.perf_counter() - self.start < 1.0:
+                return
+            for other in self.bars.values():
+                other.close()
+            bar = self.bars[stage] = Progress(total, label=self.LABELS[stage])
+        bar.total = total
+        bar.update(done)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _pattern(pattern: object) -> str:
@@ -126,10 +179,14 @@ class Tokenizer:
     @classmethod
     def bpe(
         cls,
-        text_or_texts: str | Sequence[str],
-        vocab_size: int,
+        text_or_texts: TrainingText = (),
+        vocab_size: int = 1024,
         pattern: str = "gpt4",
         special_tokens: Sequence[str] = (),
+        *,
+        files: Sequence[str | os.PathLike[str]] = (),
+        max_bytes: int | None = None,
+        progress: bool | None = None,
     ) -> Tokenizer:
         """Trains a byte-level BPE tokenizer (minbpe's algorithm).
 
@@ -139,17 +196,45 @@ class Tokenizer:
         included (they take the last ids). Ties go to the smallest pair of ids. If the
         text runs out of pairs first, the vocabulary is smaller and a ``RuntimeWarning``
         says so.
+
+        The text is a string, a list of strings, or UTF-8 files: ``pathlib.Path`` objects
+        in ``text_or_texts`` (a ``str`` there is text) or paths (``str`` or ``Path``) in
+        ``files``. Each string and each file is a text of its own: pieces never span two.
+        Files are read a chunk at a time, so a corpus larger than memory can be used
+        (memory grows with the number of distinct pre-split pieces); training on a file
+        gives the same merges as training on its text. ``max_bytes`` reads at most that
+        many bytes of each file (cut back to a whole character).
+
+        ``progress``: ``True`` draws a progress bar on stderr, ``False`` none, and
+        ``None`` (default) one only when training takes more than a second. The work runs
+        with the GIL released, and Ctrl-C stops it (``KeyboardInterrupt``).
+
+        >>> tok = Tokenizer.bpe("low lower lowest " * 50, vocab_size=260)
+        >>> tok.vocab[256:]
+        ['lo', 'low', ' low', ' lowe']
         """
-        texts = [text_or_texts] if isinstance(text_or_texts, str) else text_or_texts
-        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
-            raise TypeError("text_or_texts must be a str or a list of str")
+        texts, paths = _training_text(text_or_texts, files)
         size = int_arg("vocab_size", vocab_size, 1, MAX_ID)
+        limit = None if max_bytes is None else int_arg("max_bytes", max_bytes, 0, 2**63 - 1)
         specials = list(special_tokens)
         if not all(isinstance(n, str) for n in specials) or isinstance(special_tokens, str):
             raise TypeError("special_tokens must be a list of str")
-        core, exhausted = _core_text_call(
-            _core.Tokenizer.bpe_train, list(texts), size, _pattern(pattern), specials
-        )
+        if progress not in (True, False, None):
+            raise TypeError(f"progress must be True, False or None, got {progress!r}")
+        bars = _TrainingBars(progress)
+        try:
+            core, exhausted = _core_text_call(
+                _core.Tokenizer.bpe_train,
+                texts,
+                paths,
+                size,
+                _pattern(pattern),
+                specials,
+                limit,
+                bars.update if progress is not False else None,
+            )
+        finally:
+            bars.close()
         if exhausted:
             warnings.warn(
                 f"BPE training ran out of pairs to merge: the vocabulary has "

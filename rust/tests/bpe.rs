@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use tinylm::tokenizer::bpe::formats::{gpt2_files, hf_json, tiktoken_file};
-use tinylm::tokenizer::bpe::{merge, train, Allowed, BpeTokenizer, Pattern, Utf8Stream};
+use tinylm::tokenizer::bpe::{
+    merge, train, train_sources, Allowed, BpeTokenizer, Pattern, Progress, ReadOptions, Source,
+    Utf8Stream, MARGIN,
+};
 use tinylm::tokenizer::Tokenizer;
 
 /// tiktoken-rs's `assets/` folder in cargo's registry.
@@ -569,4 +572,230 @@ fn encode_batch_equals_encode() {
     for (t, ids) in texts.iter().zip(&batch) {
         assert_eq!(*ids, tok.encode_ordinary(t).unwrap());
     }
+}
+
+/// A text for chunked reading: tricky characters, runs longer than a chunk (spaces,
+/// digits, letters, CJK), and contractions and CRLF placed everywhere.
+fn chunk_test_text(rng: &mut Rng) -> String {
+    let mut text = String::new();
+    for round in 0..6 {
+        text += &tricky_text(rng, 1500);
+        text += &[" ", "7", "x", "中", "\r\n", "😀"][round].repeat(3 * MARGIN + rng.below(99));
+        text += "don't I'LL we've ſ";
+    }
+    text
+}
+
+fn train_file(path: &std::path::Path, size: usize, read: ReadOptions, p: &Pattern) -> BpeTokenizer {
+    train_sources(
+        &[Source::File(path)],
+        size,
+        p.clone(),
+        &[],
+        read,
+        &mut |_| Ok(()),
+    )
+    .unwrap()
+    .tokenizer
+}
+
+#[test]
+fn training_on_a_file_read_in_chunks_equals_training_on_its_text() {
+    let dir = std::env::temp_dir().join(format!("tinylm-bpe-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng(11);
+    let text = chunk_test_text(&mut rng);
+    let path = dir.join("corpus.txt");
+    std::fs::write(&path, &text).unwrap();
+    // The named patterns, and a user regex that looks behind and anchors at the start.
+    let patterns = [
+        Pattern::new("gpt2").unwrap(),
+        Pattern::new("gpt4").unwrap(),
+        Pattern::new("o200k").unwrap(),
+        Pattern::new(r"^\s+|(?<=\s)\p{L}+|\p{L}+|\p{N}{1,2}|[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+")
+            .unwrap(),
+    ];
+    // Enough merges to use up the text's pairs: every distinct piece becomes a token,
+    // so a piece counted differently would show.
+    let size = 6000;
+    for p in &patterns {
+        let whole = train(&[text.as_str()], size, p.clone(), &[]).unwrap();
+        for chunk_bytes in [1, 1000, MARGIN + 1, 3 * MARGIN + 17, 1 << 20] {
+            let read = ReadOptions {
+                chunk_bytes,
+                max_bytes: None,
+            };
+            assert!(
+                train_file(&path, size, read, p) == whole.tokenizer,
+                "pattern {:?}, chunks of {chunk_bytes} bytes",
+                p.source()
+            );
+        }
+        // A prefix cut inside a character keeps the whole characters before the cut.
+        let cut = text.char_indices().nth(text.chars().count() / 2).unwrap().0 + 1;
+        assert!(!text.is_char_boundary(cut));
+        let prefix = &text[..(0..cut).rev().find(|&i| text.is_char_boundary(i)).unwrap()];
+        let read = ReadOptions {
+            chunk_bytes: 5000,
+            max_bytes: Some(cut as u64),
+        };
+        let head = train(&[prefix], size, p.clone(), &[]).unwrap();
+        assert!(
+            train_file(&path, size, read, p) == head.tokenizer,
+            "{:?}",
+            p.source()
+        );
+    }
+    // Files and texts together are the list of their texts.
+    let p = Pattern::new("gpt4").unwrap();
+    let both = train_sources(
+        &[Source::Text("hello there"), Source::File(&path)],
+        1000,
+        p.clone(),
+        &[],
+        ReadOptions::default(),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    let texts = train(&["hello there", text.as_str()], 1000, p, &[]).unwrap();
+    assert_eq!(both.merges, texts.merges);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn training_reports_its_progress_and_stops_when_told_to() {
+    let dir = std::env::temp_dir().join(format!("tinylm-bpe-progress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("corpus.txt");
+    let text = chunk_test_text(&mut Rng(3));
+    std::fs::write(&path, &text).unwrap();
+    let read = ReadOptions {
+        chunk_bytes: 10_000,
+        max_bytes: None,
+    };
+    let mut seen = Vec::new();
+    train_sources(
+        &[Source::File(&path)],
+        700,
+        Pattern::new("gpt4").unwrap(),
+        &[],
+        read,
+        &mut |p| {
+            seen.push(p);
+            Ok(())
+        },
+    )
+    .unwrap();
+    let total = text.len() as u64;
+    let counting: Vec<u64> = seen
+        .iter()
+        .filter_map(|p| match *p {
+            Progress::Counting { done, total: t } => Some(done).filter(|_| t == total),
+            _ => None,
+        })
+        .collect();
+    assert!(counting.len() > 3, "{counting:?}");
+    assert!(counting.windows(2).all(|w| w[0] <= w[1]));
+    assert_eq!(*counting.last().unwrap(), total);
+    let merging: Vec<Progress> = seen
+        .iter()
+        .copied()
+        .filter(|p| matches!(p, Progress::Merging { .. }))
+        .collect();
+    assert_eq!(merging.len(), 700 - 256);
+    assert_eq!(
+        merging.last(),
+        Some(&Progress::Merging {
+            done: 444,
+            total: 444
+        })
+    );
+
+    // Running out of pairs ends with a report whose total is what was made.
+    let mut last = None;
+    let out = train_sources(
+        &[Source::Text("abab")],
+        1000,
+        Pattern::new("gpt4").unwrap(),
+        &[],
+        read,
+        &mut |p| {
+            last = Some(p);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(out.exhausted);
+    assert_eq!(last, Some(Progress::Merging { done: 2, total: 2 }));
+
+    // An error from the callback (a Ctrl-C) stops training and comes back.
+    let err = train_sources(
+        &[Source::File(&path)],
+        700,
+        Pattern::new("gpt4").unwrap(),
+        &[],
+        read,
+        &mut |p| match p {
+            Progress::Merging { done: 10, .. } => Err(tinylm::Error::value("stopped")),
+            _ => Ok(()),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "stopped");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_training_files_are_errors_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("tinylm-bpe-badfiles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.txt");
+    std::fs::write(&good, "fine text").unwrap();
+    let invalid = dir.join("latin1.txt");
+    let mut bytes = "x".repeat(5000).into_bytes();
+    bytes.push(0xff);
+    std::fs::write(&invalid, &bytes).unwrap();
+    let cut = dir.join("cut.txt");
+    std::fs::write(&cut, &"é".as_bytes()[..1]).unwrap();
+    let missing = dir.join("missing.txt");
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (missing.clone(), "missing.txt: no such file"),
+        (dir.clone(), "is a directory"),
+        (PathBuf::from("/dev/zero"), "/dev/zero: not a regular file"),
+        (
+            invalid,
+            "latin1.txt: not UTF-8 text (invalid byte 0xff at offset 5000)",
+        ),
+        (
+            cut,
+            "cut.txt: not UTF-8 text (it ends inside a character, at offset 0)",
+        ),
+        (PathBuf::new(), "empty"),
+    ];
+    for (path, expected) in cases {
+        let read = ReadOptions {
+            chunk_bytes: 1000,
+            max_bytes: None,
+        };
+        // The good file first: every path is checked before any text is read.
+        let mut reads = 0;
+        let err = train_sources(
+            &[Source::File(&good), Source::File(&path)],
+            300,
+            Pattern::new("gpt4").unwrap(),
+            &[],
+            read,
+            &mut |p| {
+                reads += matches!(p, Progress::Counting { done, .. } if done > 0) as usize;
+                Ok(())
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+        if !expected.contains("UTF-8") {
+            assert_eq!(reads, 0, "{expected}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -3,18 +3,24 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::tokenizer::bpe::formats::{gpt2_files, hf_json, tiktoken_file};
-use crate::tokenizer::bpe::{self, Allowed, BpeTokenizer, Pattern, Utf8Stream};
+use crate::tokenizer::bpe::{
+    self, Allowed, BpeTokenizer, Pattern, Progress, ReadOptions, Source, Utf8Stream,
+};
 use crate::tokenizer::{CharTokenizer, Tokenizer, WordTokenizer};
 
 use super::convert::ids_from_list;
 use super::errors::to_py_err;
-use super::run;
+use super::{detached, run};
+
+/// How often BPE training reports its progress and checks for Ctrl-C.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
 
 /// A tokenizer (word, character or byte-level BPE).
 #[pyclass(name = "Tokenizer", module = "tinylm._core", frozen)]
@@ -69,18 +75,70 @@ impl PyTokenizer {
         })
     }
 
-    /// Trains a BPE tokenizer: (tokenizer, True if the text ran out of pairs).
+    /// Trains a BPE tokenizer on texts and files: (tokenizer, True if the text ran out of
+    /// pairs). With the GIL released; at most every 50 ms (and at the end of each stage)
+    /// it checks for signals and calls `on_progress(stage, done, total)`, stage being
+    /// "counting" (bytes) or "merging" (merges).
     #[staticmethod]
+    #[pyo3(signature = (texts, files, vocab_size, pattern, special_tokens, max_bytes=None, on_progress=None))]
+    #[allow(clippy::too_many_arguments)]
     fn bpe_train(
         py: Python<'_>,
         texts: Vec<String>,
+        files: Vec<PathBuf>,
         vocab_size: usize,
         pattern: String,
         special_tokens: Vec<String>,
+        max_bytes: Option<u64>,
+        on_progress: Option<Py<PyAny>>,
     ) -> PyResult<(Self, bool)> {
-        let trained = run(py, || {
-            bpe::train(&texts, vocab_size, Pattern::new(&pattern)?, &special_tokens)
-        })?;
+        let mut stopped: Option<PyErr> = None;
+        let outcome = detached(py, || {
+            let pattern = Pattern::new(&pattern)?;
+            let sources: Vec<Source<'_>> = texts
+                .iter()
+                .map(|t| Source::Text(t))
+                .chain(files.iter().map(|f| Source::File(f)))
+                .collect();
+            let read = ReadOptions {
+                max_bytes,
+                ..ReadOptions::default()
+            };
+            let mut last = Instant::now();
+            let mut report = |p: Progress| -> crate::error::Result<()> {
+                let (stage, done, total) = match p {
+                    Progress::Counting { done, total } => ("counting", done, total),
+                    Progress::Merging { done, total } => ("merging", done as u64, total as u64),
+                };
+                if done < total && last.elapsed() < PROGRESS_EVERY {
+                    return Ok(());
+                }
+                last = Instant::now();
+                Python::attach(|py| {
+                    py.check_signals()?;
+                    if let Some(callback) = &on_progress {
+                        callback.call1(py, (stage, done, total))?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e: PyErr| {
+                    stopped = Some(e);
+                    crate::error::Error::value("BPE training was stopped")
+                })
+            };
+            bpe::train_sources(
+                &sources,
+                vocab_size,
+                pattern,
+                &special_tokens,
+                read,
+                &mut report,
+            )
+        });
+        if let Some(err) = stopped {
+            return Err(err);
+        }
+        let trained = outcome?;
         Ok((PyTokenizer::from_bpe(trained.tokenizer), trained.exhausted))
     }
 

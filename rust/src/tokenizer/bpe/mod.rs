@@ -31,7 +31,7 @@ use rustc_hash::FxHashMap;
 pub use merge::Rank;
 pub use pattern::{Pattern, GPT2_PATTERN, GPT4_PATTERN, O200K_PATTERN};
 pub use stream::Utf8Stream;
-pub use train::{train, Trained};
+pub use train::{train, train_sources, Progress, ReadOptions, Source, Trained, MARGIN};
 
 use crate::error::{Error, Result};
 

@@ -6,7 +6,7 @@
 //! the specification; for the named patterns a hand-written splitter ([`super::presplit`])
 //! gives the same pieces faster, and tests hold it to the regex.
 
-use fancy_regex::Regex;
+use fancy_regex::{Regex, RegexInput};
 
 use super::presplit::{self, Named};
 use crate::error::{Error, Result};
@@ -111,6 +111,33 @@ impl Pattern {
             }
             None => self.split_regex(text, each),
         }
+    }
+
+    /// [`Pattern::split`] of `text[start..]`, where `start` is the end of a piece (or 0)
+    /// and `text[..start]` is context before it: a regex's look-behind and `^` see it as
+    /// they would in the whole text. (The named patterns look only ahead.)
+    pub fn split_from<'t>(
+        &self,
+        text: &'t str,
+        start: usize,
+        mut each: impl FnMut(&'t str),
+    ) -> Result<()> {
+        if let Some(named) = self.named {
+            presplit::split(named, &text[start..], each);
+            return Ok(());
+        }
+        for found in self
+            .regex
+            .find_iter_input(RegexInput::new(text).from_pos(start))
+        {
+            let piece = found.map_err(|e| {
+                Error::tokenizer(format!("the pre-split regex failed on the text: {e}"))
+            })?;
+            if !piece.as_str().is_empty() {
+                each(piece.as_str());
+            }
+        }
+        Ok(())
     }
 
     /// The reference path: the regex itself.
