@@ -599,9 +599,7 @@ def _new_run(args: argparse.Namespace, out: Path) -> _Run:
         checkpoint_interval=args.checkpoint_interval,
         seed=args.seed,
     )
-    # The fast backend runs GPT-2 style blocks only, for now.
-    backend = args.backend
-    model = Transformer(model_config, seed=args.seed, tokenizer=tok, backend=backend)
+    model = Transformer(model_config, seed=args.seed, tokenizer=tok, backend=args.backend)
     return _Run(model, config, data, text, args.val_fraction)
 
 
