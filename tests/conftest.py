@@ -62,6 +62,20 @@ def assets() -> Path:
     raise AssertionError("tiktoken-rs is not among the dev-dependencies in Cargo.toml")
 
 
+#: The bundled Go TinyLM model's shape (weights/tiny_gpt_weights.json): d_model 4, one
+#: block, two heads, d_ff 4, six positions, nine words, no attention biases, untied head.
+GO_CONFIG = tinylm.Config(
+    vocab_size=9,
+    d_model=4,
+    n_layers=1,
+    n_heads=2,
+    d_ff=4,
+    max_seq_len=6,
+    attn_bias=False,
+    tie_embeddings=False,
+)
+
+
 def randomize(model: tinylm.Transformer, seed: int, scale: float = 0.5) -> dict[str, np.ndarray]:
     """Gives every parameter (biases and norms too) random values; returns them."""
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ import pytest
 
 import reference
 import tinylm
-from conftest import random_model
+from conftest import GO_CONFIG, random_model
 
 GO_VOCAB = ["the", "cat", "sat", "on", "mat", "big", "dog", "ate", "END"]
 
@@ -44,16 +44,7 @@ def test_seed_matches_the_float64_reference_on_raw_json(seed_path: Path) -> None
     """The reference reads the JSON itself, so a loader bug cannot hide in both."""
     raw = json.loads(seed_path.read_text())
     params = {k: np.array(v, dtype=np.float64) for k, v in raw["weights"].items()}
-    config = tinylm.Config(
-        vocab_size=9,
-        d_model=4,
-        n_layers=1,
-        n_heads=2,
-        d_ff=4,
-        max_seq_len=6,
-        attn_bias=False,
-        tie_embeddings=False,
-    )
+    config = GO_CONFIG
     ids = np.array([[0, 1, 2, 3, 4, 5]])
     ref = reference.forward(params, config, ids)
     ours = tinylm.Transformer.load(seed_path).logits(ids)

@@ -8,19 +8,10 @@ import pytest
 
 import reference
 import tinylm
-from conftest import random_model
+from conftest import GO_CONFIG, random_model
 
 SMALL = {
-    "go_style": tinylm.Config(
-        vocab_size=9,
-        d_model=4,
-        n_layers=1,
-        n_heads=2,
-        d_ff=4,
-        max_seq_len=6,
-        attn_bias=False,
-        tie_embeddings=False,
-    ),
+    "go_style": GO_CONFIG,
     "gpt2_style_two_layers": tinylm.Config(
         vocab_size=7, d_model=6, n_layers=2, n_heads=3, d_ff=10, max_seq_len=5
     ),

@@ -8,19 +8,10 @@ import pytest
 
 import reference
 import tinylm
-from conftest import random_model
+from conftest import GO_CONFIG, random_model
 
 CONFIGS = {
-    "go_style": tinylm.Config(
-        vocab_size=9,
-        d_model=4,
-        n_layers=1,
-        n_heads=2,
-        d_ff=4,
-        max_seq_len=6,
-        attn_bias=False,
-        tie_embeddings=False,
-    ),
+    "go_style": GO_CONFIG,
     "gpt2_style": tinylm.Config(vocab_size=65, d_model=32, n_layers=2, n_heads=4, max_seq_len=16),
     "three_heads_odd_ff": tinylm.Config(
         vocab_size=11,

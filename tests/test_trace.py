@@ -11,23 +11,14 @@ import pytest
 
 import reference
 import tinylm
-from conftest import random_model
+from conftest import GO_CONFIG, random_model
 
 REPO = Path(__file__).resolve().parent.parent
 
 CONFIGS = {
     "gpt2": tinylm.Config(vocab_size=11, d_model=8, n_layers=2, n_heads=2, max_seq_len=7),
     "llama": tinylm.Config.llama(vocab_size=11, d_model=8, n_layers=2, n_heads=4, n_kv_heads=2),
-    "go": tinylm.Config(
-        vocab_size=9,
-        d_model=4,
-        n_layers=1,
-        n_heads=2,
-        d_ff=4,
-        max_seq_len=6,
-        attn_bias=False,
-        tie_embeddings=False,
-    ),
+    "go": GO_CONFIG,
 }
 
 
