@@ -87,32 +87,37 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
         return logits, loss
 
-    @torch.inference_mode()
     def generate_greedy(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        """Greedy decoding, batch 1, with a key/value cache; logits of the last position only."""
-        c = self.wte.weight.shape[1]
-        hd = c // self.n_heads
-        caches = [
-            (
-                torch.zeros(1, self.n_heads, self.context, hd),
-                torch.zeros(1, self.n_heads, self.context, hd),
-            )
-            for _ in self.blocks
-        ]
-        tokens = list(prompt)
-        logits = None
-        for pos, tok in enumerate(tokens):
-            logits = self._step(tok, pos, caches)
-        while len(tokens) - len(prompt) < max_new_tokens and len(tokens) < self.context:
-            nxt = int(torch.argmax(logits))
-            tokens.append(nxt)
-            if len(tokens) - len(prompt) == max_new_tokens or len(tokens) == self.context:
-                break
-            logits = self._step(nxt, len(tokens) - 1, caches)
-        return tokens
+        return generate_greedy(self, prompt, max_new_tokens)
 
     def _step(self, tok: int, pos: int, caches) -> torch.Tensor:
         x = self.wte.weight[tok].view(1, 1, -1) + self.wpe.weight[pos].view(1, 1, -1)
         for block, cache in zip(self.blocks, caches):
             x = block.step(x, cache, pos)
         return self.lm_head(self.ln_f(x)).view(-1)
+
+
+@torch.inference_mode()
+def generate_greedy(model: nn.Module, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy decoding, batch 1, with a key/value cache (one (K, V) pair of (1, H, T, D)
+    per block), through the model's ``_step(token, position, caches)``, which returns the
+    logits of that position only. Shared by the GPT-2 and the Llama block."""
+    hd = model.wte.weight.shape[1] // model.n_heads
+    caches = [
+        (
+            torch.zeros(1, model.n_heads, model.context, hd),
+            torch.zeros(1, model.n_heads, model.context, hd),
+        )
+        for _ in model.blocks
+    ]
+    tokens = list(prompt)
+    logits = None
+    for pos, tok in enumerate(tokens):
+        logits = model._step(tok, pos, caches)
+    while len(tokens) - len(prompt) < max_new_tokens and len(tokens) < model.context:
+        nxt = int(torch.argmax(logits))
+        tokens.append(nxt)
+        if len(tokens) - len(prompt) == max_new_tokens or len(tokens) == model.context:
+            break
+        logits = model._step(nxt, len(tokens) - 1, caches)
+    return tokens

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from torch_gpt import generate_greedy
+
 
 def rope_angles(context: int, head_dim: int, theta: float = 10000.0):
     """cos and sin (T, D / 2) of the angle t * theta^(-2i / D) of pair i at position t."""
@@ -115,28 +117,8 @@ class Llama(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
         return logits, loss
 
-    @torch.inference_mode()
     def generate_greedy(self, prompt: list[int], max_new_tokens: int) -> list[int]:
-        """Greedy decoding, batch 1, with a key/value cache; logits of the last position only."""
-        hd = self.wte.weight.shape[1] // self.n_heads
-        caches = [
-            (
-                torch.zeros(1, self.n_heads, self.context, hd),
-                torch.zeros(1, self.n_heads, self.context, hd),
-            )
-            for _ in self.blocks
-        ]
-        tokens = list(prompt)
-        logits = None
-        for pos, tok in enumerate(tokens):
-            logits = self._step(tok, pos, caches)
-        while len(tokens) - len(prompt) < max_new_tokens and len(tokens) < self.context:
-            nxt = int(torch.argmax(logits))
-            tokens.append(nxt)
-            if len(tokens) - len(prompt) == max_new_tokens or len(tokens) == self.context:
-                break
-            logits = self._step(nxt, len(tokens) - 1, caches)
-        return tokens
+        return generate_greedy(self, prompt, max_new_tokens)
 
     def _step(self, tok: int, pos: int, caches) -> torch.Tensor:
         x = self.wte.weight[tok].view(1, 1, -1)
