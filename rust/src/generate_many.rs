@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use crate::decode::batched::BatchState;
+use crate::decode::{with_team, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
 use crate::model::{Backend, Model};
@@ -113,12 +114,22 @@ impl BatchGeneration {
             }
             return Ok(());
         }
+        let cfg = &model.config;
+        if cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1 {
+            // The helper thread runs the second lane (when no other call is using it).
+            with_team(|team| self.run_steps(model, team, deadline))
+        } else {
+            self.run_steps(model, None, deadline)
+        }
+    }
+
+    fn run_steps(&mut self, model: &Model, team: Option<&Team>, deadline: Instant) -> Result<()> {
         if !self.started {
-            self.prefill(model);
+            self.prefill(model, team);
             self.started = true;
         }
         while !self.is_done() && Instant::now() < deadline {
-            self.step(model)?;
+            self.step(model, team)?;
         }
         Ok(())
     }
@@ -133,7 +144,7 @@ impl BatchGeneration {
 
     /// Feeds every prompt, position by position; a prompt equal to an earlier one gets a
     /// copy of that one's cache instead.
-    fn prefill(&mut self, model: &Model) {
+    fn prefill(&mut self, model: &Model, team: Option<&Team>) {
         let state = self.state.as_mut().expect("batched");
         let v = model.config.vocab_size;
         let b = self.sequences.len();
@@ -155,7 +166,7 @@ impl BatchGeneration {
                 .filter(|&i| first_of[i] == i && self.sequences[i].window.len() > t)
                 .collect();
             let tokens: Vec<u32> = rows.iter().map(|&i| self.sequences[i].window[t]).collect();
-            state.step(model, &rows, &tokens);
+            state.step(model, team, &rows, &tokens);
             for (k, &i) in rows.iter().enumerate() {
                 if self.sequences[i].window.len() == t + 1 {
                     self.sequences[i].logits = state.logits[k * v..][..v].to_vec();
@@ -171,7 +182,7 @@ impl BatchGeneration {
     }
 
     /// Chooses a token for every sequence still going and feeds them all in one step.
-    fn step(&mut self, model: &Model) -> Result<()> {
+    fn step(&mut self, model: &Model, team: Option<&Team>) -> Result<()> {
         let state = self.state.as_mut().expect("batched");
         let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
         let mut rows = Vec::new();
@@ -204,7 +215,7 @@ impl BatchGeneration {
                 seq.window.drain(..seq.window.len() - keep);
                 state.clear(i);
                 for &tok in &seq.window[..keep - 1] {
-                    state.step(model, &[i], &[tok]);
+                    state.step(model, team, &[i], &[tok]);
                 }
             }
             rows.push(i);
@@ -213,7 +224,7 @@ impl BatchGeneration {
         if rows.is_empty() {
             return Ok(());
         }
-        state.step(model, &rows, &tokens);
+        state.step(model, team, &rows, &tokens);
         for (k, &i) in rows.iter().enumerate() {
             self.sequences[i]
                 .logits

@@ -4,6 +4,8 @@
 mod common;
 
 use common::random_model;
+use tinylm::config::{Activation, Norm, Position};
+use tinylm::decode::batched::BatchState;
 use tinylm::decode::{with_team, DecodeState, Team};
 use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::sample::SamplingParams;
@@ -182,4 +184,78 @@ fn a_stop_id_ends_a_chunked_generation_right_after_it() {
         ids.extend(run.next_chunk(&model, 2, None).unwrap());
     }
     assert_eq!(ids, free[..=first]);
+}
+
+/// Llama's block at two-lane width: RMSNorm, RoPE, SwiGLU, no biases, 2 key/value heads
+/// for 4 query heads.
+fn llama_config() -> Config {
+    Config {
+        d_model: 128,
+        n_heads: 4,
+        n_kv_heads: Some(2),
+        d_ff: 96,
+        attn_bias: false,
+        mlp_bias: false,
+        activation: Activation::SwiGlu,
+        norm: Norm::RmsNorm,
+        position: Position::Rope,
+        ..wide_config()
+    }
+}
+
+/// One lane only (narrower than two lanes need) and a vocabulary below one head split.
+fn narrow_config() -> Config {
+    Config {
+        d_model: 48,
+        n_heads: 2,
+        d_ff: 70,
+        vocab_size: 13,
+        ..wide_config()
+    }
+}
+
+/// Feeds 6 sequences of different lengths through one batch, a step at a time (rows
+/// dropping out as their sequences end, so steps have 6, 5, ..., 1 rows: four-row tiles
+/// and single rows), and returns each sequence's logits per position.
+fn batched_logits(model: &Model, team: Option<&Team>, seqs: &[Vec<u32>]) -> Vec<Vec<Vec<f32>>> {
+    let v = model.config.vocab_size;
+    let mut state = BatchState::new(model, seqs.len()).unwrap();
+    let mut out = vec![Vec::new(); seqs.len()];
+    let longest = seqs.iter().map(Vec::len).max().unwrap();
+    for t in 0..longest {
+        let rows: Vec<usize> = (0..seqs.len()).filter(|&s| seqs[s].len() > t).collect();
+        let tokens: Vec<u32> = rows.iter().map(|&s| seqs[s][t]).collect();
+        state.step(model, team, &rows, &tokens);
+        for (i, &s) in rows.iter().enumerate() {
+            out[s].push(state.logits[i * v..][..v].to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_batch_step_gives_every_row_the_bits_of_decoding_it_alone() {
+    for config in [
+        wide_config(),
+        one_head_config(),
+        llama_config(),
+        narrow_config(),
+    ] {
+        let model = scaled_model(config.clone(), 9);
+        let v = config.vocab_size as u32;
+        let seqs: Vec<Vec<u32>> = (0..6)
+            .map(|s| {
+                (0..(40 - 6 * s))
+                    .map(|i| (i * 7 + s * 11) as u32 % v)
+                    .collect()
+            })
+            .collect();
+        let alone: Vec<_> = seqs
+            .iter()
+            .map(|ids| decoded_logits(&model, None, ids))
+            .collect();
+        assert_eq!(batched_logits(&model, None, &seqs), alone, "{config:?}");
+        let shared = with_helper(|team| batched_logits(&model, Some(team), &seqs));
+        assert_eq!(shared, alone, "{config:?}, with the helper thread");
+    }
 }

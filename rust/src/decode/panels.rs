@@ -101,6 +101,85 @@ impl Panels {
             panel_matvec(out, x, panel);
         }
     }
+
+    /// out (M, OC) = x (M, IC) @ W, row by row the same numbers as [`Panels::matvec`]
+    /// (each output is the same chain of multiply-adds), but every panel is read once for
+    /// all M rows: four rows at a time share each load of a weight.
+    pub fn matmat(&self, out: &mut [f32], x: &[f32]) {
+        if self.ic == 0 {
+            out.fill(0.0);
+            return;
+        }
+        let m = x.len() / self.ic;
+        debug_assert_eq!((x.len(), out.len()), (m * self.ic, m * self.oc));
+        for (j0, panel) in (0..self.oc)
+            .step_by(PANEL)
+            .zip(self.data.chunks(PANEL * self.ic))
+        {
+            panel_matmat(out, self.oc, j0, x, m, panel);
+        }
+    }
+}
+
+simd_fn! {
+    /// Columns j0..j0 + W of out (M, OC) = x (M, IC) @ panel (IC, W), W <= 64: four rows
+    /// by 16 columns of accumulators stay in registers, each chain over i in order.
+    fn panel_matmat(out: &mut [f32], oc: usize, j0: usize, x: &[f32], m: usize, panel: &[f32]) {
+        let ic = x.len() / m;
+        let w = panel.len() / ic;
+        let mut r0 = 0;
+        while r0 + 4 <= m {
+            rows_tile::<4>(out, oc, j0, &x[r0 * ic..][..4 * ic], r0, panel, w);
+            r0 += 4;
+        }
+        while r0 < m {
+            rows_tile::<1>(out, oc, j0, &x[r0 * ic..][..ic], r0, panel, w);
+            r0 += 1;
+        }
+    }
+}
+
+/// Rows r0..r0 + R of [`panel_matmat`]: 16 columns at a time, then the last W % 16 by
+/// vector adds; every output the chain out = sum_i x[i] w[i] in order from zero.
+#[inline(always)]
+fn rows_tile<const R: usize>(
+    out: &mut [f32],
+    oc: usize,
+    j0: usize,
+    x: &[f32],
+    r0: usize,
+    panel: &[f32],
+    w: usize,
+) {
+    let ic = x.len() / R;
+    let xs: [&[f32]; R] = std::array::from_fn(|r| &x[r * ic..][..ic]);
+    let full = w / 16 * 16;
+    for c0 in (0..full).step_by(16) {
+        let mut acc = [[0.0f32; 16]; R];
+        for (i, row) in panel.chunks_exact(w).enumerate() {
+            let wv: &[f32; 16] = row[c0..c0 + 16].try_into().expect("16 columns");
+            for (a, xr) in acc.iter_mut().zip(&xs) {
+                let xi = xr[i];
+                for (a, &wj) in a.iter_mut().zip(wv) {
+                    *a = xi.mul_add(wj, *a);
+                }
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            out[(r0 + r) * oc + j0 + c0..][..16].copy_from_slice(a);
+        }
+    }
+    if full < w {
+        for (r, xr) in xs.iter().enumerate() {
+            let o = &mut out[(r0 + r) * oc + j0 + full..][..w - full];
+            o.fill(0.0);
+            for (&xi, row) in xr.iter().zip(panel.chunks_exact(w)) {
+                for (a, &wj) in o.iter_mut().zip(&row[full..]) {
+                    *a = xi.mul_add(wj, *a);
+                }
+            }
+        }
+    }
 }
 
 simd_fn! {
