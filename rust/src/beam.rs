@@ -23,9 +23,10 @@
 
 use std::collections::HashSet;
 
+use crate::decode::batched::BatchState;
 use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
-use crate::generate::{check_prompt_and_stop, feed_newest};
+use crate::generate::check_prompt_and_stop;
 use crate::model::Model;
 use crate::sample::check_finite_logits;
 
@@ -88,15 +89,16 @@ impl BeamOptions {
     }
 }
 
-/// A running beam: its cache, the tokens in that cache (plus, after a step, the one to
-/// feed next), every id of the sequence (for the n-gram rule) and its new ids.
-#[derive(Clone)]
+/// A running beam: its sequence's slot in the batch of caches, the tokens in that cache
+/// (plus, after a step, the one to feed next), every id of the sequence (for the n-gram
+/// rule), its new ids and the logits after its last token.
 struct Beam {
-    state: DecodeState,
+    slot: usize,
     window: Vec<u32>,
     sequence: Vec<u32>,
     new: Vec<u32>,
     logprob: f64,
+    logits: Vec<f32>,
 }
 
 /// The best `num_return_sequences` hypotheses after `prompt`, best first.
@@ -106,7 +108,7 @@ pub fn beam_search(model: &Model, prompt: &[u32], opts: &BeamOptions) -> Result<
     check_prompt_and_stop(cfg.vocab_size, prompt, &opts.stop)?;
     model.try_decode_weights()?;
     crate::alloc::check_available(
-        DecodeState::cache_bytes(cfg) * opts.num_beams as u128 * 2,
+        DecodeState::cache_bytes(cfg) * opts.num_beams as u128,
         "the key/value caches of the beams",
     )?;
     let use_team = cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1;
@@ -125,16 +127,19 @@ fn search(
 ) -> Result<Vec<Hypothesis>> {
     let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
     let window = prompt[prompt.len().saturating_sub(p)..].to_vec();
-    let mut state = DecodeState::new(model);
-    for (i, &tok) in window.iter().enumerate() {
-        state.push(model, team, tok, i + 1 == window.len());
+    // One slot of caches per beam: every beam steps in one batch, reading the weights
+    // once for all of them, and a fork copies its parent's cached positions.
+    let mut state = BatchState::new(model, opts.num_beams)?;
+    for &tok in &window {
+        state.step(model, team, &[0], &[tok]);
     }
     let mut beams = vec![Beam {
-        state,
+        slot: 0,
         window,
         sequence: prompt.to_vec(),
         new: Vec::new(),
         logprob: 0.0,
+        logits: state.logits[..v].to_vec(),
     }];
     let mut finished: Vec<Hypothesis> = Vec::new();
     let score_of = |logprob: f64, len: usize| logprob / (len as f64).powf(opts.length_penalty);
@@ -142,9 +147,9 @@ fn search(
         // Every (beam, token) candidate with its new sum of log-probabilities.
         let mut candidates: Vec<(f64, usize, u32)> = Vec::with_capacity(beams.len() * v);
         for (b, beam) in beams.iter().enumerate() {
-            check_finite(&beam.state.logits, step)?;
+            check_finite(&beam.logits, step)?;
             let banned = banned_tokens(&beam.sequence, opts.no_repeat_ngram_size);
-            for (t, lp) in log_softmax(&beam.state.logits).into_iter().enumerate() {
+            for (t, lp) in log_softmax(&beam.logits).into_iter().enumerate() {
                 if !banned.contains(&(t as u32)) && lp > f64::NEG_INFINITY {
                     candidates.push((beam.logprob + lp, b, t as u32));
                 }
@@ -180,7 +185,7 @@ fn search(
             beams.clear();
             break;
         }
-        beams = advance(model, team, &beams, &chosen);
+        beams = advance(model, team, &mut state, beams, &chosen);
     }
     for beam in beams {
         let score = score_of(beam.logprob, beam.new.len().max(1));
@@ -198,19 +203,35 @@ fn search(
     Ok(finished)
 }
 
-/// The new beams: each chosen (sum, parent, token) as its parent's cache fed the token;
-/// a parent chosen more than once is forked, the last child taking it over.
+/// The new beams: each chosen (sum, parent, token) as its parent's cache fed the token,
+/// all of them in one batch step. A parent chosen more than once is forked: its last
+/// child keeps the parent's slot, the others take the slots of beams no one chose, with
+/// a copy of the parent's cache.
 fn advance(
     model: &Model,
     team: Option<&Team>,
-    beams: &[Beam],
+    state: &mut BatchState,
+    beams: Vec<Beam>,
     chosen: &[(f64, usize, u32)],
 ) -> Vec<Beam> {
+    let v = model.config.vocab_size;
     let mut uses = vec![0usize; beams.len()];
     for &(_, b, _) in chosen {
         uses[b] += 1;
     }
-    let mut parents: Vec<Option<Beam>> = beams.iter().cloned().map(Some).collect();
+    // The slots of beams no one chose, and those no beam holds yet.
+    let held: HashSet<usize> = beams.iter().map(|beam| beam.slot).collect();
+    let mut spare: Vec<usize> = (0..state.sequences())
+        .filter(|slot| !held.contains(slot))
+        .collect();
+    spare.extend(
+        beams
+            .iter()
+            .zip(&uses)
+            .filter(|(_, &n)| n == 0)
+            .map(|(beam, _)| beam.slot),
+    );
+    let mut parents: Vec<Option<Beam>> = beams.into_iter().map(Some).collect();
     let mut next = Vec::with_capacity(chosen.len());
     for &(logprob, b, t) in chosen {
         uses[b] -= 1;
@@ -219,16 +240,48 @@ fn advance(
                 .take()
                 .expect("a parent is taken by its last child")
         } else {
-            parents[b]
-                .clone()
-                .expect("a parent stays until its last child")
+            let parent = parents[b]
+                .as_ref()
+                .expect("a parent stays until its last child");
+            let slot = spare.pop().expect("a free slot for every fork");
+            state.copy_sequence(model, parent.slot, slot);
+            Beam {
+                slot,
+                window: parent.window.clone(),
+                sequence: parent.sequence.clone(),
+                new: parent.new.clone(),
+                logprob: parent.logprob,
+                logits: Vec::new(),
+            }
         };
         beam.logprob = logprob;
         beam.new.push(t);
         beam.sequence.push(t);
         beam.window.push(t);
-        feed_newest(model, team, &mut beam.state, &mut beam.window);
         next.push(beam);
+    }
+    // A full cache shifts first: the last P/2 ids (the newest included) are kept and the
+    // older of them fed again at positions 0.., as in a single generation.
+    let context = model.config.max_seq_len;
+    let keep = (context / 2).max(1);
+    for beam in &mut next {
+        if state.len(beam.slot) < context {
+            continue;
+        }
+        beam.window.drain(..beam.window.len() - keep);
+        state.clear(beam.slot);
+        for &tok in &beam.window[..keep - 1] {
+            state.step(model, team, &[beam.slot], &[tok]);
+        }
+    }
+    let slots: Vec<usize> = next.iter().map(|beam| beam.slot).collect();
+    let tokens: Vec<u32> = next
+        .iter()
+        .map(|beam| beam.new[beam.new.len() - 1])
+        .collect();
+    state.step(model, team, &slots, &tokens);
+    for (beam, logits) in next.iter_mut().zip(state.logits.chunks_exact(v)) {
+        beam.logits = logits.to_vec();
     }
     next
 }

@@ -192,6 +192,11 @@ impl BatchState {
         })
     }
 
+    /// The number of sequences B.
+    pub fn sequences(&self) -> usize {
+        self.lens.len()
+    }
+
     /// Cached positions of sequence `s`.
     pub fn len(&self, s: usize) -> usize {
         self.lens[s]
@@ -205,12 +210,15 @@ impl BatchState {
     /// Copies sequence `from`'s cache to sequence `to` (the same prompt for many samples).
     pub fn copy_sequence(&mut self, model: &Model, from: usize, to: usize) {
         let cfg = &model.config;
+        let (layers, p, len) = (cfg.n_layers, cfg.max_seq_len, self.lens[from]);
         for lane in [&mut self.first, &mut self.second] {
-            let per = cfg.n_layers * cfg.max_seq_len * lane.kdl;
-            lane.keys
-                .copy_within(from * per..(from + 1) * per, to * per);
-            lane.values
-                .copy_within(from * per..(from + 1) * per, to * per);
+            // Per layer, the rows of the cached positions only.
+            for l in 0..layers {
+                let (src, dst) = ((from * layers + l) * p, (to * layers + l) * p);
+                let rows = src * lane.kdl..(src + len) * lane.kdl;
+                lane.keys.copy_within(rows.clone(), dst * lane.kdl);
+                lane.values.copy_within(rows, dst * lane.kdl);
+            }
         }
         self.lens[to] = self.lens[from];
     }
