@@ -20,6 +20,13 @@ from tinylm import _core
 if TYPE_CHECKING:
     from tinylm.model import Transformer
 
+#: The defaults of :class:`AdamW`, which :class:`tinylm.TrainConfig` reads too: nanoGPT's
+#: Shakespeare run.
+LR = 1e-3
+BETAS = (0.9, 0.99)
+EPS = 1e-8
+WEIGHT_DECAY = 0.1
+
 
 class AdamW:
     """AdamW (decoupled weight decay) for one :class:`~tinylm.Transformer`.
@@ -34,10 +41,10 @@ class AdamW:
     def __init__(
         self,
         model: Transformer,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.99),
-        eps: float = 1e-8,
-        weight_decay: float = 0.1,
+        lr: float = LR,
+        betas: tuple[float, float] = BETAS,
+        eps: float = EPS,
+        weight_decay: float = WEIGHT_DECAY,
     ) -> None:
         beta1, beta2 = betas  # each value is checked by the core
         self.model = model

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tinylm import _core
+from tinylm import _core, optim
 from tinylm._io import write_text_atomic
 from tinylm._progress import Progress
 from tinylm.model import Config, Transformer
@@ -57,14 +57,14 @@ class TrainConfig:
     grad_accum: int = 1
     #: Tokens per training sequence; ``None`` means the model's context.
     seq_len: int | None = None
-    lr: float = 1e-3
+    lr: float = optim.LR
     min_lr: float = 1e-4
     warmup_steps: int = 100
     #: Steps over which the learning rate decays (cosine) to ``min_lr``; ``None`` = ``steps``.
     lr_decay_steps: int | None = None
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
+    weight_decay: float = optim.WEIGHT_DECAY
+    beta1: float = optim.BETAS[0]
+    beta2: float = optim.BETAS[1]
     #: Clip the global gradient norm to this; ``None`` or 0 disables clipping.
     grad_clip: float | None = 1.0
     eval_interval: int = 250
