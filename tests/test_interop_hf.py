@@ -672,3 +672,76 @@ def test_a_gpt2_checkpoint_made_elsewhere_gives_hugging_faces_logits(tmp_path: P
     model = tinylm.Transformer.from_pretrained(tmp_path / "hf")
     ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]
     assert rel_err(model.logits(ids), gpt2_logits(tmp_path / "hf", ids)) <= 1e-4
+
+
+def write_safetensors(path: Path, entries: dict[str, dict], blob: bytes, text: bytes = b"") -> None:
+    """A safetensors file written by hand from the spec: ``entries`` as the header."""
+    text = text or json.dumps(entries).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + blob)
+
+
+def contiguous(tensors: dict[str, np.ndarray]) -> tuple[dict[str, dict], bytes]:
+    """The header entries and data section of ``tensors`` laid end to end, as F32."""
+    entries, blobs, offset = {}, [], 0
+    for name, w in tensors.items():
+        raw = np.ascontiguousarray(w, dtype="<f4").tobytes()
+        entries[name] = {
+            "dtype": "F32",
+            "shape": list(w.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        blobs.append(raw)
+        offset += len(raw)
+    return entries, b"".join(blobs)
+
+
+def test_tensors_sharing_bytes_are_a_format_error_naming_both(gpt2_dir: Path) -> None:
+    """Two tensors of one shape pointing at the same bytes: the safetensors crate (and the
+    core's reader) refuses the file; so does the Hugging Face reader."""
+    path = gpt2_dir / "model.safetensors"
+    tensors = load_file(path)
+    alias, target = "transformer.h.1.ln_1.weight", "transformer.h.0.ln_1.weight"
+    assert tensors[alias].shape == tensors[target].shape
+    entries, blob = contiguous({k: v for k, v in tensors.items() if k != alias})
+    entries[alias] = dict(entries[target])
+    write_safetensors(path, entries, blob)
+    with pytest.raises(
+        tinylm.FormatError,
+        match=rf"model\.safetensors: tensor '({alias}|{target})': data_offsets .* overlap "
+        rf"tensor '({alias}|{target})'",
+    ):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def test_bytes_between_tensors_are_a_format_error(gpt2_dir: Path) -> None:
+    path = gpt2_dir / "model.safetensors"
+    tensors = load_file(path)
+    entries, blob = contiguous(tensors)
+    last = list(entries)[-1]
+    begin, end = entries[last]["data_offsets"]
+    entries[last]["data_offsets"] = [begin + 4, end + 4]
+    write_safetensors(path, entries, blob[:begin] + b"\0" * 4 + blob[begin:])
+    with pytest.raises(
+        tinylm.FormatError, match=rf"model\.safetensors: tensor '{last}': .* to no tensor"
+    ):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def test_trailing_bytes_after_the_tensors_are_a_format_error(gpt2_dir: Path) -> None:
+    path = gpt2_dir / "model.safetensors"
+    path.write_bytes(path.read_bytes() + b"\0" * 4)
+    with pytest.raises(
+        tinylm.FormatError, match=r"model\.safetensors: the tensors end .*trailing bytes"
+    ):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def test_a_tensor_named_twice_in_the_header_is_a_format_error(gpt2_dir: Path) -> None:
+    path = gpt2_dir / "model.safetensors"
+    entries, blob = contiguous(load_file(path))
+    name = next(iter(entries))
+    text = json.dumps(entries).encode()
+    repeated = json.dumps({name: entries[name]}).encode()[1:-1]
+    write_safetensors(path, entries, blob, text[:-1] + b"," + repeated + b"}")
+    with pytest.raises(tinylm.FormatError, match=rf"model\.safetensors: .* names '{name}' twice"):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
