@@ -745,3 +745,40 @@ def test_a_tensor_named_twice_in_the_header_is_a_format_error(gpt2_dir: Path) ->
     write_safetensors(path, entries, blob, text[:-1] + b"," + repeated + b"}")
     with pytest.raises(tinylm.FormatError, match=rf"model\.safetensors: .* names '{name}' twice"):
         tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+@pytest.mark.parametrize("eos", [7, [7, 9]])
+def test_import_from_hf_keeps_the_eos_token_id_in_the_tinylm_file(
+    tmp_path: Path, eos: object
+) -> None:
+    """``import --from hf`` writes a tinylm file that still stops where Hugging Face's
+    generate() would: at generation_config.json's eos_token_id."""
+    from test_cli import run
+
+    model_of(gpt2_config(), seed=21).save_pretrained(tmp_path / "hf")
+    path = tmp_path / "hf" / "generation_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "eos_token_id": eos}))
+    run(
+        "import",
+        "--from",
+        "hf",
+        str(tmp_path / "hf"),
+        str(tmp_path / "m.safetensors"),
+        cwd=tmp_path,
+    )
+    back = tinylm.Transformer.load(tmp_path / "m.safetensors")
+    want = [7] if eos == 7 else [7, 9]
+    assert back.default_stop == want
+    certain = {want[-1]: 1e9}
+    assert back.generate([5], 10, temperature=0, logit_bias=certain) == [5, want[-1]]
+    # ...and exporting it again writes the same eos_token_id.
+    back.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["eos_token_id"] == eos
+
+
+def test_a_stored_stop_id_outside_the_vocabulary_is_a_format_error(tmp_path: Path) -> None:
+    model = model_of(gpt2_config(), seed=22)
+    model.default_stop = [10**6]
+    model.save(tmp_path / "m.safetensors")
+    with pytest.raises(tinylm.FormatError, match=r"m\.safetensors: metadata 'stop_ids'"):
+        tinylm.Transformer.load(tmp_path / "m.safetensors")
