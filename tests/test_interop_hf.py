@@ -782,3 +782,24 @@ def test_a_stored_stop_id_outside_the_vocabulary_is_a_format_error(tmp_path: Pat
     model.save(tmp_path / "m.safetensors")
     with pytest.raises(tinylm.FormatError, match=r"m\.safetensors: metadata 'stop_ids'"):
         tinylm.Transformer.load(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("first", ["bpe", "word"])
+def test_a_model_without_a_tokenizer_saved_over_one_with_leaves_no_tokenizer(
+    tmp_path: Path, first: str
+) -> None:
+    """The earlier save's tokenizer files would be read with the new model: they go."""
+    model = bpe_model(gpt2_config())
+    if first == "word":
+        words = [f"w{i}" for i in range(model.tokenizer.vocab_size)]
+        model.tokenizer = tinylm.Tokenizer.word_level(words)
+    model.save_pretrained(tmp_path)
+    other = model_of(gpt2_config(), seed=23)
+    assert other.tokenizer is None
+    other.save_pretrained(tmp_path)
+    left = {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"}
+    left = {p.name for p in tmp_path.iterdir()} & (left | {"tinylm_tokenizer.json"})
+    assert left == set()
+    back = tinylm.Transformer.from_pretrained(tmp_path)
+    assert back.tokenizer is None
+    assert_same_model(other, back)

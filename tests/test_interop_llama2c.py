@@ -288,3 +288,16 @@ def test_an_odd_head_size_in_the_header_is_a_format_error(tmp_path: Path) -> Non
     write_header(tmp_path / "m.bin", [24, config.d_ff, 1, 8, 8, 61, 16], body)
     with pytest.raises(tinylm.FormatError, match=r"m\.bin: the header describes an invalid"):
         tinylm.Transformer.load(tmp_path / "m.bin", format="llama2c", backend="reference")
+
+
+def test_an_export_without_a_tokenizer_removes_an_earlier_tokenizer_bin(tmp_path: Path) -> None:
+    words = tinylm.Tokenizer.word_level([f"w{i}" for i in range(llama_config().vocab_size)])
+    with_tok = model_of(llama_config(), seed=30)
+    with_tok.tokenizer = words
+    assert llama2c.export(with_tok, tmp_path)[1] == tmp_path / "tokenizer.bin"
+    without = model_of(llama_config(), seed=31)
+    assert llama2c.export(without, tmp_path) == (tmp_path / "model.bin", None)
+    assert not (tmp_path / "tokenizer.bin").exists()
+    back = llama2c.load(tmp_path / "model.bin", "reference").state_dict()
+    for name, w in without.state_dict().items():
+        np.testing.assert_array_equal(back[name], w, err_msg=name)

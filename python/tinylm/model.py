@@ -404,7 +404,9 @@ class Transformer:
         ``merges.txt`` for BPE, ``tinylm_tokenizer.json`` for word and character ones).
         Weights above ``max_shard_size`` bytes (default: Hugging Face's 5 GB) are split into
         shards with an index. A config neither class can hold is a ``ConfigError`` naming
-        the field, raised before anything is written."""
+        the field, raised before anything is written. Tokenizer files an earlier save left
+        in ``directory`` that this one does not write (all of them, for a model without a
+        tokenizer) are removed before the new weights are written."""
         from tinylm.interop import hf
 
         limit = hf.DEFAULT_MAX_SHARD_BYTES if max_shard_size is None else max_shard_size

@@ -431,12 +431,17 @@ def generate_text(
 
 
 def export(model: Transformer, directory: Path, version: int = 0) -> tuple[Path, Path | None]:
-    """Writes ``model.bin`` and (if the model has a tokenizer) ``tokenizer.bin``."""
+    """Writes ``model.bin`` and (if the model has a tokenizer) ``tokenizer.bin``; without
+    a tokenizer, a ``tokenizer.bin`` an earlier export left in ``directory`` is removed."""
     directory = Path(directory)
     check_config(model.config)
     directory.mkdir(parents=True, exist_ok=True)
-    save(model, directory / "model.bin", version)
     if model.tokenizer is None:
+        # An earlier export's tokenizer.bin goes before the new model.bin is in place, so
+        # run.c never reads the new model with another model's vocabulary.
+        (directory / "tokenizer.bin").unlink(missing_ok=True)
+        save(model, directory / "model.bin", version)
         return directory / "model.bin", None
+    save(model, directory / "model.bin", version)
     save_tokenizer(directory / "tokenizer.bin", *tokenizer_pieces(model.tokenizer))
     return directory / "model.bin", directory / "tokenizer.bin"
