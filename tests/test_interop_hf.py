@@ -672,3 +672,134 @@ def test_a_gpt2_checkpoint_made_elsewhere_gives_hugging_faces_logits(tmp_path: P
     model = tinylm.Transformer.from_pretrained(tmp_path / "hf")
     ids = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]
     assert rel_err(model.logits(ids), gpt2_logits(tmp_path / "hf", ids)) <= 1e-4
+
+
+def write_safetensors(path: Path, entries: dict[str, dict], blob: bytes, text: bytes = b"") -> None:
+    """A safetensors file written by hand from the spec: ``entries`` as the header."""
+    text = text or json.dumps(entries).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + blob)
+
+
+def contiguous(tensors: dict[str, np.ndarray]) -> tuple[dict[str, dict], bytes]:
+    """The header entries and data section of ``tensors`` laid end to end, as F32."""
+    entries, blobs, offset = {}, [], 0
+    for name, w in tensors.items():
+        raw = np.ascontiguousarray(w, dtype="<f4").tobytes()
+        entries[name] = {
+            "dtype": "F32",
+            "shape": list(w.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        blobs.append(raw)
+        offset += len(raw)
+    return entries, b"".join(blobs)
+
+
+def test_tensors_sharing_bytes_are_a_format_error_naming_both(gpt2_dir: Path) -> None:
+    """Two tensors of one shape pointing at the same bytes: the safetensors crate (and the
+    core's reader) refuses the file; so does the Hugging Face reader."""
+    path = gpt2_dir / "model.safetensors"
+    tensors = load_file(path)
+    alias, target = "transformer.h.1.ln_1.weight", "transformer.h.0.ln_1.weight"
+    assert tensors[alias].shape == tensors[target].shape
+    entries, blob = contiguous({k: v for k, v in tensors.items() if k != alias})
+    entries[alias] = dict(entries[target])
+    write_safetensors(path, entries, blob)
+    with pytest.raises(
+        tinylm.FormatError,
+        match=rf"model\.safetensors: tensor '({alias}|{target})': data_offsets .* overlap "
+        rf"tensor '({alias}|{target})'",
+    ):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def test_bytes_between_tensors_are_a_format_error(gpt2_dir: Path) -> None:
+    path = gpt2_dir / "model.safetensors"
+    tensors = load_file(path)
+    entries, blob = contiguous(tensors)
+    last = list(entries)[-1]
+    begin, end = entries[last]["data_offsets"]
+    entries[last]["data_offsets"] = [begin + 4, end + 4]
+    write_safetensors(path, entries, blob[:begin] + b"\0" * 4 + blob[begin:])
+    with pytest.raises(
+        tinylm.FormatError, match=rf"model\.safetensors: tensor '{last}': .* to no tensor"
+    ):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def test_trailing_bytes_after_the_tensors_are_a_format_error(gpt2_dir: Path) -> None:
+    path = gpt2_dir / "model.safetensors"
+    path.write_bytes(path.read_bytes() + b"\0" * 4)
+    with pytest.raises(
+        tinylm.FormatError, match=r"model\.safetensors: the tensors end .*trailing bytes"
+    ):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+def test_a_tensor_named_twice_in_the_header_is_a_format_error(gpt2_dir: Path) -> None:
+    path = gpt2_dir / "model.safetensors"
+    entries, blob = contiguous(load_file(path))
+    name = next(iter(entries))
+    text = json.dumps(entries).encode()
+    repeated = json.dumps({name: entries[name]}).encode()[1:-1]
+    write_safetensors(path, entries, blob, text[:-1] + b"," + repeated + b"}")
+    with pytest.raises(tinylm.FormatError, match=rf"model\.safetensors: .* names '{name}' twice"):
+        tinylm.Transformer.from_pretrained(gpt2_dir)
+
+
+@pytest.mark.parametrize("eos", [7, [7, 9]])
+def test_import_from_hf_keeps_the_eos_token_id_in_the_tinylm_file(
+    tmp_path: Path, eos: object
+) -> None:
+    """``import --from hf`` writes a tinylm file that still stops where Hugging Face's
+    generate() would: at generation_config.json's eos_token_id."""
+    from test_cli import run
+
+    model_of(gpt2_config(), seed=21).save_pretrained(tmp_path / "hf")
+    path = tmp_path / "hf" / "generation_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "eos_token_id": eos}))
+    run(
+        "import",
+        "--from",
+        "hf",
+        str(tmp_path / "hf"),
+        str(tmp_path / "m.safetensors"),
+        cwd=tmp_path,
+    )
+    back = tinylm.Transformer.load(tmp_path / "m.safetensors")
+    want = [7] if eos == 7 else [7, 9]
+    assert back.default_stop == want
+    certain = {want[-1]: 1e9}
+    assert back.generate([5], 10, temperature=0, logit_bias=certain) == [5, want[-1]]
+    # ...and exporting it again writes the same eos_token_id.
+    back.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["eos_token_id"] == eos
+
+
+def test_a_stored_stop_id_outside_the_vocabulary_is_a_format_error(tmp_path: Path) -> None:
+    model = model_of(gpt2_config(), seed=22)
+    model.default_stop = [10**6]
+    model.save(tmp_path / "m.safetensors")
+    with pytest.raises(tinylm.FormatError, match=r"m\.safetensors: metadata 'stop_ids'"):
+        tinylm.Transformer.load(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("first", ["bpe", "word"])
+def test_a_model_without_a_tokenizer_saved_over_one_with_leaves_no_tokenizer(
+    tmp_path: Path, first: str
+) -> None:
+    """The earlier save's tokenizer files would be read with the new model: they go."""
+    model = bpe_model(gpt2_config())
+    if first == "word":
+        words = [f"w{i}" for i in range(model.tokenizer.vocab_size)]
+        model.tokenizer = tinylm.Tokenizer.word_level(words)
+    model.save_pretrained(tmp_path)
+    other = model_of(gpt2_config(), seed=23)
+    assert other.tokenizer is None
+    other.save_pretrained(tmp_path)
+    left = {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"}
+    left = {p.name for p in tmp_path.iterdir()} & (left | {"tinylm_tokenizer.json"})
+    assert left == set()
+    back = tinylm.Transformer.from_pretrained(tmp_path)
+    assert back.tokenizer is None
+    assert_same_model(other, back)

@@ -8,6 +8,7 @@ import re
 import shutil
 import struct
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +289,39 @@ def test_an_odd_head_size_in_the_header_is_a_format_error(tmp_path: Path) -> Non
     write_header(tmp_path / "m.bin", [24, config.d_ff, 1, 8, 8, 61, 16], body)
     with pytest.raises(tinylm.FormatError, match=r"m\.bin: the header describes an invalid"):
         tinylm.Transformer.load(tmp_path / "m.bin", format="llama2c", backend="reference")
+
+
+def test_an_export_without_a_tokenizer_removes_an_earlier_tokenizer_bin(tmp_path: Path) -> None:
+    words = tinylm.Tokenizer.word_level([f"w{i}" for i in range(llama_config().vocab_size)])
+    with_tok = model_of(llama_config(), seed=30)
+    with_tok.tokenizer = words
+    assert llama2c.export(with_tok, tmp_path)[1] == tmp_path / "tokenizer.bin"
+    without = model_of(llama_config(), seed=31)
+    assert llama2c.export(without, tmp_path) == (tmp_path / "model.bin", None)
+    assert not (tmp_path / "tokenizer.bin").exists()
+    back = llama2c.load(tmp_path / "model.bin", "reference").state_dict()
+    for name, w in without.state_dict().items():
+        np.testing.assert_array_equal(back[name], w, err_msg=name)
+
+
+def test_exporting_a_bpe_tokenizer_for_run_c_warns_that_only_ascii_matches(tmp_path: Path) -> None:
+    from interop_helpers import BPE_TEXT
+
+    tok = tinylm.Tokenizer.bpe(BPE_TEXT, 300, pattern="gpt2")
+    model = model_of(dataclasses.replace(llama_config(), vocab_size=tok.vocab_size), seed=32)
+    model.tokenizer = tok
+    # The reason, from run.c's encode: a character that is not a whole piece falls back to
+    # the ids byte + 3, while tinylm's byte tokens are the ids 0..255.
+    assert tok.token_bytes(0xC3) == b"\xc3" and tok.encode("é") == [0xC3, 0xA9]
+    with pytest.warns(UserWarning, match="ASCII text only"):
+        llama2c.export(model, tmp_path)
+    pieces, _ = llama2c.read_tokenizer(tmp_path / "tokenizer.bin", tok.vocab_size)
+    assert pieces[0xC3 + 3] != b"\xc3"
+
+
+def test_exporting_a_word_tokenizer_for_run_c_does_not_warn(tmp_path: Path) -> None:
+    model = model_of(llama_config(), seed=33)
+    model.tokenizer = tinylm.Tokenizer.word_level([f"w{i}" for i in range(61)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        llama2c.export(model, tmp_path)

@@ -145,3 +145,28 @@ def test_a_large_model_that_fails_its_check_leaves_no_files(
     with pytest.raises(onnx.checker.ValidationError):
         model_of(CONFIGS["gpt2"], seed=6).export_onnx(tmp_path / "big.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_a_prompt_fed_in_chunks_over_a_past_then_greedy_gives_tinylms_ids(
+    tmp_path: Path, name: str
+) -> None:
+    """Several new ids at once over a non-empty past (the mask offset by the past length),
+    then one id per call: onnxruntime's greedy ids are tinylm's."""
+    model = model_of(CONFIGS[name], seed=5)
+    _, decoder = model.export_onnx(tmp_path / "model.onnx")
+    run = session(decoder)
+    config = model.config
+    k, d = config.n_kv_heads or config.n_heads, config.d_model // config.n_heads
+    names = [o.name for o in run.get_outputs()]
+    past = {i.name: np.zeros((1, k, 0, d), np.float32) for i in run.get_inputs()[1:]}
+    prompt = [3, 1, 4, 1, 5, 9, 2]
+    n = config.max_seq_len - len(prompt)
+    ids, feeds = list(prompt), [prompt[:3], prompt[3:]]
+    while len(ids) < len(prompt) + n:
+        feed = feeds.pop(0) if feeds else [ids[-1]]
+        out = dict(zip(names, run.run(names, {"input_ids": np.array([feed]), **past})))
+        past = {p: out[p.replace("past_key_values.", "present.")] for p in past}
+        if not feeds:
+            ids.append(int(np.argmax(out["logits"][0, -1])))
+    assert ids == model.generate(prompt, n, temperature=0)

@@ -105,7 +105,13 @@ class Model:
     def load(
         path: _Path, backend: str = "fast"
     ) -> tuple[Model, Tokenizer | None, Literal["safetensors", "go-json"]]: ...
-    def save(self, path: _Path, tokenizer: Tokenizer | None, format: str) -> None: ...
+    def save(
+        self,
+        path: _Path,
+        tokenizer: Tokenizer | None,
+        format: str,
+        metadata: Mapping[str, str] = ...,
+    ) -> None: ...
     def save_checkpoint(
         self,
         path: _Path,

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import secrets
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -45,6 +46,32 @@ BUNDLED_MODELS = {
 DEFAULT_MAX_NEW_TOKENS = 200
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_K: int | None = 40
+
+#: The safetensors metadata entry holding :attr:`Transformer.default_stop` (a JSON list).
+STOP_IDS_KEY = "stop_ids"
+
+
+def _stored_stop(path: Path, vocab_size: int) -> list[int]:
+    """The ids that end generation stored in a tinylm safetensors file (none if absent)."""
+    from tinylm.interop import _safetensors
+
+    _, metadata = _safetensors.read_header(path)
+    raw = metadata.get(STOP_IDS_KEY)
+    if raw is None:
+        return []
+    try:
+        ids = json.loads(raw)
+    except json.JSONDecodeError:
+        ids = None
+    if not (
+        isinstance(ids, list)
+        and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab_size for i in ids)
+    ):
+        raise _core.FormatError(
+            f"{path}: metadata {STOP_IDS_KEY!r} = {raw!r} is not a list of ids below {vocab_size}"
+        )
+    return ids
+
 
 #: The Go TinyLM's end-of-sentence word: generation from a Go-format model stops after it.
 GO_END_TOKEN = "END"
@@ -284,7 +311,8 @@ class Transformer:
         self.tokenizer = tokenizer
         #: The format the model was loaded from ("safetensors", "go-json"), or None.
         self.source_format: str | None = None
-        #: Ids that end generation when ``stop`` is not given (a Hugging Face eos_token_id).
+        #: Ids that end generation when ``stop`` is not given (a Hugging Face eos_token_id;
+        #: kept by :meth:`save` in a safetensors file and read back by :meth:`load`).
         self.default_stop: list[int] = []
 
     @classmethod
@@ -336,6 +364,8 @@ class Transformer:
             if format is not None and fmt != format:
                 raise _core.FormatError(f"{os.fspath(path)}: is a {fmt} file, not {format}")
             model = cls._from_core(core, Tokenizer(tok) if tok is not None else None, fmt)
+            if fmt == "safetensors":
+                model.default_stop = _stored_stop(Path(path), model.config.vocab_size)
         else:
             raise ValueError(
                 f'format must be None, "safetensors", "go-json", "hf" or "llama2c", got {format!r}'
@@ -374,7 +404,9 @@ class Transformer:
         ``merges.txt`` for BPE, ``tinylm_tokenizer.json`` for word and character ones).
         Weights above ``max_shard_size`` bytes (default: Hugging Face's 5 GB) are split into
         shards with an index. A config neither class can hold is a ``ConfigError`` naming
-        the field, raised before anything is written."""
+        the field, raised before anything is written. Tokenizer files an earlier save left
+        in ``directory`` that this one does not write (all of them, for a model without a
+        tokenizer) are removed before the new weights are written."""
         from tinylm.interop import hf
 
         limit = hf.DEFAULT_MAX_SHARD_BYTES if max_shard_size is None else max_shard_size
@@ -415,7 +447,16 @@ class Transformer:
         if format is None:
             format = "go-json" if path.lower().endswith(".json") else "safetensors"
         core_tok = self.tokenizer._core if self.tokenizer is not None else None
-        self._core.save(path, core_tok, format)
+        metadata = {}
+        if self.default_stop and format == "safetensors":
+            metadata[STOP_IDS_KEY] = json.dumps([int(i) for i in self.default_stop])
+        elif self.default_stop:
+            warnings.warn(
+                f"{path}: the {format} format cannot hold the ids that end generation "
+                f"({self.default_stop}); pass stop=... when generating from it",
+                stacklevel=2,
+            )
+        self._core.save(path, core_tok, format, metadata)
 
     # ----------------------------------------------------------------------------- facts
 

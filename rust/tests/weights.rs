@@ -167,3 +167,35 @@ fn a_device_is_not_read_as_weights() {
         .to_string();
     assert!(err.contains("not a regular file"), "{err}");
 }
+
+#[test]
+fn extra_metadata_is_stored_and_tinylms_own_keys_or_go_json_are_refused() {
+    use std::collections::BTreeMap;
+    use tinylm::weights::safetensors_file::TensorFile;
+
+    let dir = temp_dir("extra-metadata");
+    let path = dir.join("m.safetensors");
+    let model = random_model(small_config(true, true), 3);
+    let extra = BTreeMap::from([("stop_ids".to_string(), "[7]".to_string())]);
+    weights::save_with_metadata(&path, &model, None, WeightsFormat::Safetensors, &extra).unwrap();
+    let file = TensorFile::from_bytes(&path, &fs::read(&path).unwrap()).unwrap();
+    assert_eq!(
+        file.metadata.get("stop_ids").map(String::as_str),
+        Some("[7]")
+    );
+    assert_eq!(weights::load(&path).unwrap().model.params(), model.params());
+
+    let own = BTreeMap::from([("config".to_string(), "{}".to_string())]);
+    let err = weights::save_with_metadata(&path, &model, None, WeightsFormat::Safetensors, &own)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("\"config\" is tinylm's own"),
+        "{err}"
+    );
+    let go = dir.join("m.json");
+    let err =
+        weights::save_with_metadata(&go, &model, Some(&words(7)), WeightsFormat::GoJson, &extra)
+            .unwrap_err();
+    assert!(err.to_string().contains("holds no metadata"), "{err}");
+    assert!(!go.exists());
+}

@@ -3,8 +3,16 @@
 A safetensors file is an 8-byte little-endian header length N, N bytes of JSON
 (``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}``), then
 the tensors' bytes, offsets counted from the end of the header. The header is read and
-checked first (every tensor's byte count against its dtype and shape, every range inside the
-file), so a file claiming huge tensors is an error before anything is allocated.
+checked first, with the checks of the ``safetensors`` crate the core's reader uses
+(rust/src/weights/safetensors_file.rs): a header of at most 100 MB holding a JSON object
+without repeated names, known dtypes, every tensor's byte count equal to its shape times its
+dtype's size, every range inside the data section, and the ranges tiling the data section
+exactly (no overlap, no gap, no trailing bytes). So a file claiming huge tensors is an error
+before anything is allocated, and no two tensors share bytes.
+
+This parser exists beside the core's because Hugging Face checkpoints need what the core's
+does not do: F16 and BF16 tensors, buffers of other dtypes that are skipped, and tensors
+read one at a time from (possibly many) shards instead of whole files.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,7 +121,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             )
         text = f.read(n)
     try:
-        header = json.loads(text)
+        header = json.loads(text, object_pairs_hook=lambda pairs: _unique(path, pairs))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise format_error(path, f"the safetensors header is not JSON: {exc}") from None
     if not isinstance(header, dict):
@@ -125,7 +133,45 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     tensors = {}
     for name, entry in header.items():
         tensors[name] = _tensor_info(path, name, entry, data_start, data_len)
+    _check_tiling(path, tensors.values(), data_start, data_len)
     return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+def _unique(path: Path, pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object whose keys are all different (json.loads would keep the last one)."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise format_error(path, f"the safetensors header names {key!r} twice")
+        out[key] = value
+    return out
+
+
+def _check_tiling(
+    path: Path, tensors: Iterable[TensorInfo], data_start: int, data_len: int
+) -> None:
+    """The tensors' byte ranges, in file order, follow each other from the start of the
+    data section to its end: no two overlap, none leaves a gap, no bytes trail."""
+    at, previous = data_start, ""
+    for t in sorted(tensors, key=lambda t: (t.begin, t.end)):
+        span = f"[{t.begin - data_start}, {t.end - data_start}]"
+        if t.begin < at:
+            raise format_error(
+                path, f"tensor {t.name!r}: data_offsets {span} overlap tensor {previous}"
+            )
+        if t.begin > at:
+            raise format_error(
+                path,
+                f"tensor {t.name!r}: data_offsets {span} leave bytes "
+                f"[{at - data_start}, {t.begin - data_start}] of the data section to no tensor",
+            )
+        at, previous = t.end, f"{t.name!r}'s {span}"
+    if at != data_start + data_len:
+        raise format_error(
+            path,
+            f"the tensors end at data byte {at - data_start} but the data section holds "
+            f"{data_len} bytes (trailing bytes belong to no tensor)",
+        )
 
 
 def _tensor_info(path: Path, name: str, entry: object, start: int, data_len: int) -> TensorInfo:

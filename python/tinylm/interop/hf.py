@@ -605,6 +605,10 @@ def save(model: Transformer, directory: Path, max_shard_bytes: int) -> None:
     for name, w in tensors.items():
         st.check_finite(directory / SINGLE, name, w)
     directory.mkdir(parents=True, exist_ok=True)
+    # Tokenizer files an earlier save left and this one does not write go first: a reader
+    # never pairs the new weights with an old model's tokenizer.
+    for name in sorted(TOKENIZER_FILES - _tokenizer_files(model.tokenizer)):
+        (directory / name).unlink(missing_ok=True)
     _write_weights(directory, tensors, max_shard_bytes)
     write_text_atomic(directory / CONFIG, json.dumps(hf, indent=2) + "\n")
     generation = {
@@ -651,6 +655,22 @@ def _write_weights(directory: Path, tensors: dict[str, np.ndarray], max_shard_by
         path.unlink(missing_ok=True)
 
 
+#: Every tokenizer file :func:`save` may write.
+TOKENIZER_FILES = frozenset(
+    {TINYLM_TOKENIZER, "tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"}
+)
+
+
+def _tokenizer_files(tok: Tokenizer | None) -> frozenset[str]:
+    """The tokenizer files a save of ``tok`` may write (vocab.json and merges.txt are
+    removed afterwards if GPT-2's two files cannot spell the vocabulary)."""
+    if tok is None:
+        return frozenset()
+    if tok.kind != "bpe":
+        return frozenset({TINYLM_TOKENIZER})
+    return TOKENIZER_FILES - {TINYLM_TOKENIZER}
+
+
 def _write_tokenizer(directory: Path, tok: Tokenizer | None, config: Config) -> None:
     if tok is None:
         return
@@ -658,13 +678,13 @@ def _write_tokenizer(directory: Path, tok: Tokenizer | None, config: Config) -> 
         tok.save(directory / TINYLM_TOKENIZER)
         return
     tok.save_hf_json(directory / "tokenizer.json")
-    # A word or character tokenizer an earlier save left would be read before this one.
-    (directory / TINYLM_TOKENIZER).unlink(missing_ok=True)
     try:
         tok.save_gpt2_files(directory / "vocab.json", directory / "merges.txt")
         gpt2_files = True
     except (_core.TinyLMError, ValueError):
         gpt2_files = False  # a vocabulary GPT-2's two files cannot spell: tokenizer.json has it
+        for name in ("vocab.json", "merges.txt"):  # an earlier save's would be stale
+            (directory / name).unlink(missing_ok=True)
     specials = _special_ids(tok)
     names = {v: k for k, v in tok.special_tokens.items()}
     slow = gpt2_files and architecture(config) == "gpt2"

@@ -29,6 +29,7 @@ import os
 import re
 import stat
 import struct
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +47,13 @@ if TYPE_CHECKING:
 MAGIC = 0x616B3432
 V1_HEADER_BYTES = 256
 HEADER_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
+#: Said when a byte-level BPE tokenizer is exported for run.c (see :func:`export`).
+BPE_RUN_C_WARNING = (
+    "llama2.c export: run.c reads and prints this byte-level BPE tokenizer's tokens like "
+    "tinylm for ASCII text only (its byte fallback is id byte+3 and it skips unprintable "
+    "one-byte pieces); non-ASCII prompts and outputs will differ"
+)
+
 #: The fixed constants of run.c.
 EPS = 1e-5
 ROPE_THETA = 10000.0
@@ -431,12 +439,27 @@ def generate_text(
 
 
 def export(model: Transformer, directory: Path, version: int = 0) -> tuple[Path, Path | None]:
-    """Writes ``model.bin`` and (if the model has a tokenizer) ``tokenizer.bin``."""
+    """Writes ``model.bin`` and (if the model has a tokenizer) ``tokenizer.bin``; without
+    a tokenizer, a ``tokenizer.bin`` an earlier export left in ``directory`` is removed.
+
+    With a byte-level BPE tokenizer, run.c reproduces tinylm's tokens for ASCII text only
+    (a warning says so). run.c's tokenizer is SentencePiece's: a UTF-8 character that is
+    not a whole piece falls back to the ids ``byte + 3`` (Llama 2's ``<0xNN>`` tokens after
+    ``<unk>``, ``<s>``, ``</s>``), while tinylm's byte tokens are the ids ``0..255``, so a
+    non-ASCII prompt is read as other tokens; and run.c's ``safe_printf`` drops every
+    one-byte piece that is not printable ASCII, so a non-ASCII character tinylm emits as
+    byte tokens is not printed. The model itself is exact (same logits for the same ids)."""
     directory = Path(directory)
     check_config(model.config)
+    if model.tokenizer is not None and model.tokenizer.kind == "bpe":
+        warnings.warn(BPE_RUN_C_WARNING, stacklevel=2)
     directory.mkdir(parents=True, exist_ok=True)
-    save(model, directory / "model.bin", version)
     if model.tokenizer is None:
+        # An earlier export's tokenizer.bin goes before the new model.bin is in place, so
+        # run.c never reads the new model with another model's vocabulary.
+        (directory / "tokenizer.bin").unlink(missing_ok=True)
+        save(model, directory / "model.bin", version)
         return directory / "model.bin", None
+    save(model, directory / "model.bin", version)
     save_tokenizer(directory / "tokenizer.bin", *tokenizer_pieces(model.tokenizer))
     return directory / "model.bin", directory / "tokenizer.bin"

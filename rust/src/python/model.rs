@@ -185,21 +185,23 @@ impl PyModel {
         ))
     }
 
-    /// Saves atomically; `format` is "safetensors" or "go-json".
-    #[pyo3(signature = (path, tokenizer, format))]
+    /// Saves atomically; `format` is "safetensors" or "go-json"; `metadata` (safetensors
+    /// only) adds string entries beside tinylm's own.
+    #[pyo3(signature = (path, tokenizer, format, metadata = BTreeMap::new()))]
     fn save(
         &self,
         py: Python<'_>,
         path: PathBuf,
         tokenizer: Option<&PyTokenizer>,
         format: &str,
+        metadata: BTreeMap<String, String>,
     ) -> PyResult<()> {
         let format = WeightsFormat::from_name(format).map_err(to_py_err)?;
         let tokenizer = tokenizer.map(|t| &t.inner);
         detached(py, || {
             let model = self.model.read().map_err(lock_err)?;
             let model = &*model;
-            in_pool(|| weights::save(&path, model, tokenizer, format))
+            in_pool(|| weights::save_with_metadata(&path, model, tokenizer, format, &metadata))
         })
     }
 

@@ -12,7 +12,7 @@ pub mod checkpoint;
 pub mod go_json;
 pub mod safetensors_file;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -257,6 +257,26 @@ pub fn save(
     tokenizer: Option<&Tokenizer>,
     format: WeightsFormat,
 ) -> Result<()> {
+    save_with_metadata(path, model, tokenizer, format, &BTreeMap::new())
+}
+
+/// Saves a model in the given format with extra string metadata (safetensors only, e.g.
+/// the ids that end generation); a key tinylm itself writes, or any extra metadata in
+/// the Go format, is refused.
+pub fn save_with_metadata(
+    path: &Path,
+    model: &Model,
+    tokenizer: Option<&Tokenizer>,
+    format: WeightsFormat,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    if format == WeightsFormat::GoJson && !extra.is_empty() {
+        return Err(Error::config(format!(
+            "cannot save {}: the Go JSON format holds no metadata (got {:?})",
+            path.display(),
+            extra.keys().collect::<Vec<_>>()
+        )));
+    }
     check_tokenizer_fits(model, tokenizer)?;
     if let Some(i) = model.params().iter().position(|p| !p.is_finite()) {
         let name = model
@@ -274,7 +294,17 @@ pub fn save(
     let bytes = match format {
         WeightsFormat::GoJson => go_json::to_string(model, tokenizer)?.into_bytes(),
         WeightsFormat::Safetensors => {
-            safetensors_file::TensorFile::for_model(model, tokenizer).to_bytes(path)?
+            let mut file = safetensors_file::TensorFile::for_model(model, tokenizer);
+            for (key, value) in extra {
+                if file.metadata.contains_key(key) {
+                    return Err(Error::config(format!(
+                        "cannot save {}: metadata key {key:?} is tinylm's own",
+                        path.display()
+                    )));
+                }
+                file.metadata.insert(key.clone(), value.clone());
+            }
+            file.to_bytes(path)?
         }
     };
     write_atomic(path, &bytes)
