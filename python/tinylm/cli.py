@@ -1351,7 +1351,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dropout",
         type=_dropout,
         default=_default(Config, "dropout"),
-        help="dropout probability of training (embeddings and residual branches)",
+        help="dropout probability of training (embeddings, residual branches); default 0: none",
     )
     t.add_argument("--no-attn-bias", action="store_true", help="no q/k/v/o biases")
     t.add_argument("--untied", action="store_true", help="separate output head")
