@@ -111,3 +111,17 @@ def test_cli_train_has_a_dropout_flag() -> None:
     assert build_parser().parse_args(["train", "--data", "x.txt"]).dropout == 0.0
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--data", "x.txt", "--dropout", "1"])
+
+
+def test_train_with_dropout_is_reproducible_and_drops() -> None:
+    from tinylm.train import TrainConfig, train
+
+    data = np.random.default_rng(0).integers(0, 11, 2000)
+    settings = TrainConfig(steps=3, batch_size=4, grad_accum=2, warmup_steps=0)
+
+    def run(p: float) -> list[float]:
+        model = tinylm.Transformer(config(p), seed=1)
+        return train(model, data, None, settings, progress=False)[1].train_losses
+
+    assert run(0.3) == run(0.3)
+    assert run(0.3) != run(0.0)
