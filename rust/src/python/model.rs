@@ -356,8 +356,9 @@ impl PyModel {
             let mut opt = optimizer.inner.lock().map_err(lock_err)?;
             let (model, runner, opt) = (&mut *model, &mut *runner, &mut *opt);
             runner.dropout_key = dropout_key;
-            let out =
-                in_pool(|| runner.train_step(model, opt, &ids, &tg, b, t, micro_batches, lr, grad_clip));
+            let out = in_pool(|| {
+                runner.train_step(model, opt, &ids, &tg, b, t, micro_batches, lr, grad_clip)
+            });
             runner.dropout_key = None;
             out
         })
