@@ -71,9 +71,18 @@ def _get(config, field: str, default):
     return getattr(config, field, default)
 
 
-def trace(params: dict[str, np.ndarray], config, ids: np.ndarray) -> dict[str, np.ndarray]:
+def trace(
+    params: dict[str, np.ndarray], config, ids: np.ndarray, drop=None
+) -> dict[str, np.ndarray]:
     """Every activation of the forward pass on ids (B, T), by the names of tinylm's
-    ``Transformer.trace`` (see rust/src/reference/trace.rs), in float64."""
+    ``Transformer.trace`` (see rust/src/reference/trace.rs), in float64. ``drop(x, site)``,
+    if given, is the dropout of a training pass: applied to the embedding sum (site 0), the
+    attention output of layer l (1 + 2 l) and its feed-forward output (2 + 2 l)."""
+    if drop is None:
+
+        def drop(x: np.ndarray, site: int) -> np.ndarray:
+            return x
+
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     ids = np.asarray(ids)
     b, t = ids.shape
@@ -101,6 +110,7 @@ def trace(params: dict[str, np.ndarray], config, ids: np.ndarray) -> dict[str, n
     if not rotary:
         out["embed.position"] = np.broadcast_to(p["pos_embed.weight"][:t], (b, t, c))
         x = x + out["embed.position"]
+    x = drop(x, 0)
     causal = np.tril(np.ones((t, t), dtype=bool))
     for layer in range(config.n_layers):
         pre = f"blocks.{layer}"
@@ -131,7 +141,7 @@ def trace(params: dict[str, np.ndarray], config, ids: np.ndarray) -> dict[str, n
         out[f"{pre}.att_scores"] = np.stack(scores_all, axis=1)  # (B, H, T, T)
         out[f"{pre}.att"] = np.stack(probs_all, axis=1)
         out[f"{pre}.y"] = np.concatenate(heads, axis=-1)
-        out[f"{pre}.attn_out"] = proj("W_o", out[f"{pre}.y"])
+        out[f"{pre}.attn_out"] = drop(proj("W_o", out[f"{pre}.y"]), 1 + 2 * layer)
         x = out[f"{pre}.x_mid"] = x + out[f"{pre}.attn_out"]
         m = norm(x, f"{pre}.norm2", f"{pre}.norm2")
 
@@ -146,7 +156,7 @@ def trace(params: dict[str, np.ndarray], config, ids: np.ndarray) -> dict[str, n
         else:
             hidden = ELEMENTWISE[activation](up)
         out[f"{pre}.hidden"] = hidden
-        out[f"{pre}.ff_out"] = ff("linear2", hidden)
+        out[f"{pre}.ff_out"] = drop(ff("linear2", hidden), 2 + 2 * layer)
         x = x + out[f"{pre}.ff_out"]
     out["x_final"] = x
     x = norm(x, "ln_f", "norm_f")
@@ -156,14 +166,16 @@ def trace(params: dict[str, np.ndarray], config, ids: np.ndarray) -> dict[str, n
     return out
 
 
-def forward(params: dict[str, np.ndarray], config, ids: np.ndarray) -> np.ndarray:
+def forward(params: dict[str, np.ndarray], config, ids: np.ndarray, drop=None) -> np.ndarray:
     """Logits (B, T, V) for ids (B, T)."""
-    return trace(params, config, ids)["logits"]
+    return trace(params, config, ids, drop)["logits"]
 
 
-def loss(params: dict[str, np.ndarray], config, ids: np.ndarray, targets: np.ndarray) -> float:
+def loss(
+    params: dict[str, np.ndarray], config, ids: np.ndarray, targets: np.ndarray, drop=None
+) -> float:
     """Mean cross-entropy of the next-token predictions."""
-    logits = forward(params, config, ids)
+    logits = forward(params, config, ids, drop)
     z = logits - logits.max(axis=-1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
     targets = np.asarray(targets)

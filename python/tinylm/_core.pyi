@@ -139,9 +139,15 @@ class Model:
         lr: float,
         grad_clip: float | None = None,
         micro_batches: int = 1,
+        dropout_key: tuple[int, int] | None = None,
     ) -> tuple[float, float]: ...
     def backward(
-        self, inputs: _Ids, targets: _Ids, scale: float = 1.0, accumulate: bool = False
+        self,
+        inputs: _Ids,
+        targets: _Ids,
+        scale: float = 1.0,
+        accumulate: bool = False,
+        dropout_key: tuple[int, int] | None = None,
     ) -> float: ...
     def zero_grad(self) -> None: ...
     def clip_grad_norm(self, max_norm: float | None = None) -> float: ...

@@ -572,6 +572,7 @@ def _new_run(args: argparse.Namespace, out: Path) -> _Run:
         "n_layers": args.n_layers,
         "n_heads": args.n_heads,
         "max_seq_len": args.context,
+        "dropout": args.dropout,
     }
     if args.d_ff is not None:
         sizes["d_ff"] = args.d_ff
@@ -1130,6 +1131,14 @@ STEPS = _int_in(1, MAX_STEPS)
 NON_NEGATIVE = _float_in(0.0, math.inf)
 
 
+def _dropout(text: str) -> float:
+    """An argparse type: a dropout probability in [0, 1)."""
+    value = _float_in(0.0, 1.0)(text)
+    if value == 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1), got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tinylm",
@@ -1337,6 +1346,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_in(1, MAX_SEQ_LEN),
         default=_default(Config, "max_seq_len"),
         help="sequence length",
+    )
+    t.add_argument(
+        "--dropout",
+        type=_dropout,
+        default=_default(Config, "dropout"),
+        help="dropout probability of training (embeddings, residual branches); default 0: none",
     )
     t.add_argument("--no-attn-bias", action="store_true", help="no q/k/v/o biases")
     t.add_argument("--untied", action="store_true", help="separate output head")

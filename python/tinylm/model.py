@@ -112,6 +112,11 @@ class Config:
     rope_theta: float = 10000.0
     #: Key/value heads for grouped-query attention; ``None`` means ``n_heads``.
     n_kv_heads: int | None = None
+    #: Dropout probability of training passes (nanoGPT's ``dropout``), ``0 <= p < 1``:
+    #: inverted dropout (kept values scaled by ``1 / (1 - p)``) of the embedding sum and of
+    #: each block's attention-projection and feed-forward outputs. The attention
+    #: probabilities are not dropped. Evaluation, scoring and generation never drop.
+    dropout: float = 0.0
 
     @classmethod
     def llama(cls, vocab_size: int, d_model: int = 128, **overrides: Any) -> Config:
@@ -147,6 +152,13 @@ class Config:
         if not isinstance(self.rope_theta, (int, float)) or isinstance(self.rope_theta, bool):
             raise TypeError(f"rope_theta must be a number, got {type(self.rope_theta).__name__}")
         object.__setattr__(self, "rope_theta", float(self.rope_theta))
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool):
+            raise TypeError(f"dropout must be a number, got {type(self.dropout).__name__}")
+        object.__setattr__(self, "dropout", float(self.dropout))
+        if not 0.0 <= self.dropout < 1.0:
+            raise _core.ConfigError(
+                f"invalid config: dropout must be a probability in [0, 1), got {self.dropout}"
+            )
         if self.n_kv_heads is not None:
             _check_positive_int("n_kv_heads", self.n_kv_heads)
 
@@ -163,6 +175,18 @@ def _check_positive_int(name: str, value: object) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     if value < 1:
         raise _core.ConfigError(f"invalid config: {name} must be positive, got {value}")
+
+
+def _dropout_key(key: object) -> tuple[int, int] | None:
+    """A dropout key (seed, step) of two integers in [0, 2**64), or None."""
+    if key is None:
+        return None
+    if not isinstance(key, tuple) or len(key) != 2:
+        raise TypeError(f"dropout_key must be a (seed, step) tuple or None, got {key!r}")
+    return (
+        int_arg("dropout_key seed", key[0], 0, 2**64 - 1),
+        int_arg("dropout_key step", key[1], 0, 2**64 - 1),
+    )
 
 
 def _backend(backend: object) -> str:
@@ -527,18 +551,27 @@ class Transformer:
     # ----------------------------------------------------------------------------- training
 
     def forward_backward(
-        self, inputs: IdsLike, targets: IdsLike, *, scale: float = 1.0, accumulate: bool = False
+        self,
+        inputs: IdsLike,
+        targets: IdsLike,
+        *,
+        scale: float = 1.0,
+        accumulate: bool = False,
+        dropout_key: tuple[int, int] | None = None,
     ) -> float:
         """Forward and backward pass over a batch: returns its mean loss and keeps the
         gradient in the model (see :attr:`grad`) for :meth:`clip_grad_norm` and
         :meth:`tinylm.AdamW.step`. With ``accumulate``, ``scale`` times the gradient is
         added to the held one instead of replacing it: micro-batches of one step each pass
         ``scale=1 / micro_batches`` (nanoGPT's ``loss / gradient_accumulation_steps``).
-        A non-finite loss raises :class:`~tinylm.NonFiniteError` and drops the gradient."""
+        A non-finite loss raises :class:`~tinylm.NonFiniteError` and drops the gradient.
+        ``dropout_key=(seed, step)`` turns on the config's dropout with the masks of that
+        key (see the README); without it the pass does not drop."""
         x, _ = as_ids(inputs, "inputs")
         y, _ = as_ids(targets, "targets")
         scale = float_arg("scale", scale, -math.inf, math.inf)
-        return float(self._core.backward(x, y, scale, bool(accumulate)))
+        key = _dropout_key(dropout_key)
+        return float(self._core.backward(x, y, scale, bool(accumulate), key))
 
     def clip_grad_norm(self, max_norm: float | None) -> float:
         """Scales the held gradient so its global L2 norm is at most ``max_norm`` (``None``
@@ -566,11 +599,13 @@ class Transformer:
         *,
         grad_clip: float | None = 1.0,
         micro_batches: int = 1,
+        dropout_key: tuple[int, int] | None = None,
     ) -> StepStats:
         """One optimizer step in one call: :meth:`forward_backward` over ``micro_batches``
         equal parts of the batch, :meth:`clip_grad_norm` to ``grad_clip``, then
         ``optimizer.step()`` at ``optimizer.lr``. Exactly those three steps, so it gives
-        the same parameters, bit for bit, as calling them one by one."""
+        the same parameters, bit for bit, as calling them one by one. ``dropout_key`` as in
+        :meth:`forward_backward` (the micro-batches continue one mask)."""
         from tinylm.optim import AdamW
 
         if not isinstance(optimizer, AdamW):
@@ -581,7 +616,10 @@ class Transformer:
         y, _ = as_ids(targets, "targets")
         clip = None if grad_clip is None else float_arg("grad_clip", grad_clip, 0.0, math.inf)
         micro = int_arg("micro_batches", micro_batches, 1, 2**31)
-        loss, norm = self._core.train_step(optimizer._core, x, y, optimizer.lr, clip or None, micro)
+        key = _dropout_key(dropout_key)
+        loss, norm = self._core.train_step(
+            optimizer._core, x, y, optimizer.lr, clip or None, micro, key
+        )
         return StepStats(float(loss), float(norm))
 
     # ------------------------------------------------------------------------- looking in

@@ -403,7 +403,11 @@ def train(
                     rows = slice(micro * config.batch_size, (micro + 1) * config.batch_size)
                     micro_losses.append(
                         model.forward_backward(
-                            x[rows], y[rows], scale=1 / config.grad_accum, accumulate=micro > 0
+                            x[rows],
+                            y[rows],
+                            scale=1 / config.grad_accum,
+                            accumulate=micro > 0,
+                            dropout_key=(config.seed, step * config.grad_accum + micro),
                         )
                     )
                 loss = sum(micro_losses) / config.grad_accum

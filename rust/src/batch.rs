@@ -13,6 +13,7 @@
 use rayon::prelude::*;
 
 use crate::alloc;
+use crate::dropout::Dropout;
 use crate::error::{Error, Result};
 use crate::kernels::matmul::Pieces;
 use crate::model::{Model, Workspace};
@@ -33,6 +34,12 @@ pub struct BatchRunner {
     micro_grads: Vec<f32>,
     /// Whether `grads` holds a usable gradient.
     held: HeldGradient,
+    /// The key (seed, step) of the dropout masks of the training passes to come
+    /// ([`BatchRunner::loss_and_grads`] and the steps built on it), with the model's
+    /// `config.dropout`; None: no dropout. Evaluation ([`BatchRunner::loss`]) never drops.
+    pub dropout_key: Option<(u64, u64)>,
+    /// Token rows of this step before the current micro-batch (continues the mask's count).
+    first_row: u64,
 }
 
 /// Sequence ranges of the shards of a batch of b sequences.
@@ -108,6 +115,9 @@ impl BatchRunner {
             alloc::resize_zeroed(g, model.layout.total, "a shard's gradients")?;
         }
         let dloss = 1.0 / (b * t) as f32;
+        let dropout = self.dropout_key.and_then(|(seed, step)| {
+            Dropout::new(model.config.dropout, seed, step, self.first_row)
+        });
         let mut grad_bufs: Vec<&mut [f32]> = Vec::with_capacity(ranges.len());
         grad_bufs.push(grads);
         for g in self.shard_grads.iter_mut().take(ranges.len() - 1) {
@@ -119,7 +129,9 @@ impl BatchRunner {
             .zip(grad_bufs.par_iter_mut())
             .map(|((ws, r), g)| {
                 let rows = r.start * t..r.end * t;
-                let sum = model.loss_sum(ws, &ids[rows.clone()], &targets[rows], r.len(), t)?;
+                let d = dropout.map(|d| d.shifted((r.start * t) as u64));
+                let (ids, targets) = (&ids[rows.clone()], &targets[rows]);
+                let sum = model.loss_sum_train(ws, ids, targets, r.len(), t, d)?;
                 g.fill(0.0);
                 model.backward_scaled(ws, g, dloss)?;
                 Ok(sum)
@@ -286,8 +298,11 @@ impl BatchRunner {
         let mut loss_sum = 0.0f64;
         for k in 0..micro_batches {
             let rows = k * bm * t..(k + 1) * bm * t;
+            self.first_row = rows.start as u64;
             let (ids, targets) = (&ids[rows.clone()], &targets[rows]);
-            loss_sum += self.backward(model, ids, targets, bm, t, scale, k > 0)? as f64;
+            let loss = self.backward(model, ids, targets, bm, t, scale, k > 0);
+            self.first_row = 0;
+            loss_sum += loss? as f64;
         }
         let norm = self.clip_grad_norm(grad_clip)?;
         self.adamw_step(model, optimizer, lr)?;

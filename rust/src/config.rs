@@ -5,7 +5,7 @@
 //! (position rows), L layers.
 //!
 //! Fields added after the first release ([`Activation`], [`Norm`], `mlp_bias`,
-//! [`Position`], `rope_theta`, `n_kv_heads`) have serde defaults with today's meaning, so a
+//! [`Position`], `rope_theta`, `n_kv_heads`, `dropout`) have serde defaults with today's meaning, so a
 //! file written before them still loads as the same GPT-2 style model.
 
 use std::fmt;
@@ -62,6 +62,12 @@ pub struct Config {
     /// shared by H / K query heads. `None` means K = H (ordinary multi-head attention).
     #[serde(default)]
     pub n_kv_heads: Option<usize>,
+    /// Dropout probability of training passes (nanoGPT's `dropout`), 0 <= p < 1: applied,
+    /// inverted (kept values scaled by 1 / (1 - p)), to the embedding sum and to the output
+    /// of each block's attention projection and feed-forward block. Not applied to the
+    /// attention probabilities. Inference and evaluation never drop (see [`crate::dropout`]).
+    #[serde(default)]
+    pub dropout: f32,
 }
 
 fn default_true() -> bool {
@@ -213,6 +219,12 @@ impl Config {
                     self.rope_theta
                 )));
             }
+        }
+        if !(self.dropout >= 0.0 && self.dropout < 1.0) {
+            return Err(Error::config(format!(
+                "dropout must be a probability in [0, 1), got {}",
+                self.dropout
+            )));
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(Error::config(format!(
@@ -368,6 +380,7 @@ impl Default for Config {
             position: Position::default(),
             rope_theta: default_rope_theta(),
             n_kv_heads: None,
+            dropout: 0.0,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod beam;
 pub mod config;
 pub mod decode;
+pub mod dropout;
 pub mod error;
 pub mod generate;
 pub mod generate_many;

@@ -12,6 +12,7 @@
 
 use crate::config::{Activation, Config, Position};
 use crate::decode::{DecodeCache, PackedWeights};
+use crate::dropout::{site_attn, site_mlp, Dropout, SITE_EMBED};
 use crate::error::{Error, Result};
 use crate::kernels::activation::{
     activation_backward, activation_forward, gated_backward, gated_forward,
@@ -122,6 +123,8 @@ pub struct Workspace {
     /// Every activation of the last pass on the reference backend (the fields above then
     /// hold only ids, targets and logits).
     reference: Option<Box<reference::Activations>>,
+    /// The dropout of the last forward pass (training only), which the backward replays.
+    dropout: Option<Dropout>,
     probs: Vec<f32>,
     losses: Vec<f32>,
     // Backward scratch.
@@ -279,6 +282,7 @@ impl Workspace {
             d_up: zeros(if gated { n * f } else { 0 }),
             d_logits: zeros(n * v),
             reference: None,
+            dropout: None,
         };
         Ok(())
     }
@@ -502,11 +506,25 @@ impl Model {
 
     /// Runs the forward pass on ids (B, T), leaving the logits (B, T, V) in the workspace.
     pub fn forward(&self, ws: &mut Workspace, ids: &[u32], b: usize, t: usize) -> Result<()> {
+        self.forward_train(ws, ids, b, t, None)
+    }
+
+    /// The forward pass of training: as [`Model::forward`], with `dropout`'s masks.
+    pub fn forward_train(
+        &self,
+        ws: &mut Workspace,
+        ids: &[u32],
+        b: usize,
+        t: usize,
+        dropout: Option<Dropout>,
+    ) -> Result<()> {
         check_ids(&self.config, ids, b, t, "input ids")?;
         if self.backend == Backend::Reference {
+            ws.dropout = dropout;
             return self.forward_reference(ws, ids, b, t);
         }
         ws.prepare(&self.config, b, t)?;
+        ws.dropout = dropout; // after prepare, which may rebuild the workspace
         ws.ids.clear();
         ws.ids.extend_from_slice(ids);
         self.forward_prepared(ws);
@@ -519,7 +537,7 @@ impl Model {
             reference::floats_needed(&self.config, b, t) * 4,
             "the reference path's activations",
         )?;
-        let acts = reference::forward(self.weights(), ids, b, t);
+        let acts = reference::forward_train(self.weights(), ids, b, t, ws.dropout);
         ws.capacity_rows = 0; // the fast path's buffers are not sized for this shape
         (ws.batch, ws.seq_len) = (b, t);
         ws.ids.clear();
@@ -552,6 +570,10 @@ impl Model {
             t,
             c,
         );
+        let dropout = ws.dropout;
+        if let Some(d) = dropout {
+            d.apply(&mut ws.residual[..nc], SITE_EMBED, c);
+        }
         for (l, blk) in lay.blocks.iter().enumerate() {
             let (before, after) = ws.residual.split_at_mut((l + 1) * nc);
             let x = &before[l * nc..];
@@ -605,6 +627,9 @@ impl Model {
                 n,
                 pieces,
             );
+            if let Some(d) = dropout {
+                d.apply(resid_mid, site_attn(l), c);
+            }
             add_in_place(resid_mid, x);
             let ln2 = &mut ws.ln_out[..nc];
             self.norm_forward(
@@ -659,6 +684,9 @@ impl Model {
                 n,
                 pieces,
             );
+            if let Some(d) = dropout {
+                d.apply(x_next, site_mlp(l), c);
+            }
             add_in_place(x_next, resid_mid);
         }
         let n_layers = cfg.n_layers;
@@ -702,8 +730,21 @@ impl Model {
         b: usize,
         t: usize,
     ) -> Result<f64> {
+        self.loss_sum_train(ws, ids, targets, b, t, None)
+    }
+
+    /// [`Model::loss_sum`] of a training pass, with `dropout`'s masks.
+    pub fn loss_sum_train(
+        &self,
+        ws: &mut Workspace,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        t: usize,
+        dropout: Option<Dropout>,
+    ) -> Result<f64> {
         check_ids(&self.config, targets, b, t, "targets")?;
-        self.forward(ws, ids, b, t)?;
+        self.forward_train(ws, ids, b, t, dropout)?;
         ws.targets.clear();
         ws.targets.extend_from_slice(targets);
         if let Some(acts) = ws
@@ -763,6 +804,7 @@ impl Model {
         let pieces = ws.pieces;
         let heads = self.heads();
         let (w, kd) = (heads.width(), cfg.kv_dim());
+        let dropout = ws.dropout;
 
         // Loss -> logits.
         let d_logits = &mut ws.d_logits[..n * v];
@@ -809,13 +851,23 @@ impl Model {
                 gated if gated.is_gated() => gated_forward(gated, ff_act, ff_pre, ff_up),
                 other => activation_forward(other, ff_act, ff_pre),
             }
+            // With dropout the branch's gradient is d_resid times the mask (in d_ln, free
+            // until the norm below).
+            let d_branch: &[f32] = match dropout {
+                Some(d) => {
+                    d_ln.copy_from_slice(d_resid);
+                    d.apply(d_ln, site_mlp(l), c);
+                    d_ln
+                }
+                None => d_resid,
+            };
             {
                 let (dw, db) = weight_and_bias_mut(grads, blk.w_down, blk.b_down);
                 linear_backward(
                     Some(d_ff),
                     MatMut::new(dw, f, c),
                     db,
-                    d_resid,
+                    d_branch,
                     ff_act,
                     MatRef::new(self.p(blk.w_down), f, c),
                     n,
@@ -867,9 +919,17 @@ impl Model {
                 &ws.ln2_mean[l * n..][..n],
                 &ws.ln2_rstd[l * n..][..n],
             );
-            // resid_mid = x + att_out @ W_o + b_o.
+            // resid_mid = x + drop(att_out @ W_o + b_o).
             let d_att_out = &mut ws.d_att_out[..nc];
             d_att_out.fill(0.0);
+            let d_branch: &[f32] = match dropout {
+                Some(d) => {
+                    d_ln.copy_from_slice(d_resid);
+                    d.apply(d_ln, site_attn(l), c);
+                    d_ln
+                }
+                None => d_resid,
+            };
             {
                 let w_o = MatRef::new(self.p(blk.w_o), c, c);
                 let att_out = &ws.att_out[l * nc..][..nc];
@@ -880,7 +940,7 @@ impl Model {
                             Some(d_att_out),
                             MatMut::new(dw, c, c),
                             Some(db),
-                            d_resid,
+                            d_branch,
                             att_out,
                             w_o,
                             n,
@@ -893,7 +953,7 @@ impl Model {
                             Some(d_att_out),
                             MatMut::new(dw, c, c),
                             None,
-                            d_resid,
+                            d_branch,
                             att_out,
                             w_o,
                             n,
@@ -958,6 +1018,10 @@ impl Model {
                 &ws.ln1_mean[l * n..][..n],
                 &ws.ln1_rstd[l * n..][..n],
             );
+        }
+        // x = drop(token_embed[id] + pos_embed[t]).
+        if let Some(d) = dropout {
+            d.apply(d_resid, SITE_EMBED, c);
         }
         let (dwte, dwpe) = weight_and_bias_mut(grads, lay.token_embed, lay.pos_embed);
         embedding_backward(dwte, dwpe, d_resid, &ws.ids, t, c);

@@ -458,6 +458,7 @@ fn tiny(
         position,
         rope_theta: 100.0,
         n_kv_heads,
+        dropout: 0.0,
     }
 }
 

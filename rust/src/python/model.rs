@@ -336,7 +336,8 @@ impl PyModel {
     /// before clipping). A non-finite loss or gradient leaves the parameters untouched.
     /// With `micro_batches` > 1 the batch runs as that many micro-batches whose gradients
     /// are accumulated into the one step.
-    #[pyo3(signature = (optimizer, inputs, targets, lr, grad_clip=None, micro_batches=1))]
+    /// `dropout_key` (seed, step) turns on the config's dropout with those masks.
+    #[pyo3(signature = (optimizer, inputs, targets, lr, grad_clip=None, micro_batches=1, dropout_key=None))]
     #[allow(clippy::too_many_arguments)]
     fn train_step(
         &self,
@@ -347,6 +348,7 @@ impl PyModel {
         lr: f32,
         grad_clip: Option<f32>,
         micro_batches: usize,
+        dropout_key: Option<(u64, u64)>,
     ) -> PyResult<(f32, f32)> {
         let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
         check_grad_clip(grad_clip)?;
@@ -355,13 +357,19 @@ impl PyModel {
             let mut runner = self.runner.lock().map_err(lock_err)?;
             let mut opt = optimizer.inner.lock().map_err(lock_err)?;
             let (model, runner, opt) = (&mut *model, &mut *runner, &mut *opt);
-            in_pool(|| runner.train_step(model, opt, &ids, &tg, b, t, micro_batches, lr, grad_clip))
+            runner.dropout_key = dropout_key;
+            let out = in_pool(|| {
+                runner.train_step(model, opt, &ids, &tg, b, t, micro_batches, lr, grad_clip)
+            });
+            runner.dropout_key = None;
+            out
         })
     }
 
     /// Forward and backward pass: returns the mean loss and keeps `scale` times its
-    /// gradient as the held gradient (`accumulate`: added to it).
-    #[pyo3(signature = (inputs, targets, scale=1.0, accumulate=false))]
+    /// gradient as the held gradient (`accumulate`: added to it). `dropout_key` (seed, step)
+    /// turns on the config's dropout with those masks.
+    #[pyo3(signature = (inputs, targets, scale=1.0, accumulate=false, dropout_key=None))]
     fn backward(
         &self,
         py: Python<'_>,
@@ -369,6 +377,7 @@ impl PyModel {
         targets: PyReadonlyArray2<'_, i64>,
         scale: f32,
         accumulate: bool,
+        dropout_key: Option<(u64, u64)>,
     ) -> PyResult<f32> {
         let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
         if !scale.is_finite() {
@@ -380,7 +389,10 @@ impl PyModel {
             let model = self.model.read().map_err(lock_err)?;
             let mut runner = self.runner.lock().map_err(lock_err)?;
             let (model, runner) = (&*model, &mut *runner);
-            in_pool(|| runner.backward(model, &ids, &tg, b, t, scale, accumulate))
+            runner.dropout_key = dropout_key;
+            let out = in_pool(|| runner.backward(model, &ids, &tg, b, t, scale, accumulate));
+            runner.dropout_key = None;
+            out
         })
     }
 

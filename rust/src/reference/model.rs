@@ -3,6 +3,8 @@
 //! buffer as the fast path, through the same [`ParamLayout`].
 //!
 //! 1. Embedding: x = token_embed[id] (+ pos_embed[t] with learned positions)      (N, C)
+//!    (training passes with dropout: x = drop(x), and drop() around each block's
+//!    y W_o + b_o and hidden W_down + b_down, the masks of [`crate::dropout`])
 //! 2. Each block:
 //!    attention: a = norm1(x); q, k, v = a W_q, a W_k, a W_v (+ biases), rotated by RoPE
 //!    if asked; y = causal attention of q over k, v; x_mid = x + y W_o (+ b_o)
@@ -23,6 +25,7 @@ use super::linear::{head_backward, head_forward, linear_backward, linear_forward
 use super::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use super::rope::{rope_backward, rope_forward};
 use crate::config::{Config, Norm, Position};
+use crate::dropout::{site_attn, site_mlp, Dropout, SITE_EMBED};
 use crate::params::{BlockParams, NormParams, ParamLayout, Span};
 
 /// A model's configuration, layout and parameters: what the reference path reads.
@@ -86,6 +89,8 @@ pub struct Activations {
     pub targets: Vec<u32>,
     pub probs: Vec<f32>,
     pub losses: Vec<f32>,
+    /// The dropout of a training pass (None: no dropout), which the backward replays.
+    pub dropout: Option<Dropout>,
 }
 
 /// Number of f32 values the activations of a (B, T) pass hold (u128: absurd shapes cannot
@@ -252,6 +257,8 @@ fn block_forward(
     x: Vec<f32>,
     b: usize,
     t: usize,
+    layer: usize,
+    dropout: Option<Dropout>,
 ) -> (BlockActivations, Vec<f32>) {
     let cfg = w.config;
     let (c, f) = (cfg.d_model, cfg.d_ff);
@@ -267,6 +274,9 @@ fn block_forward(
     let mut att = vec![0.0; b * shape.h * t * t];
     attention_forward(&mut y, &mut att, &q, &k, &v, shape);
     let mut x_mid = linear(w, &y, p.w_o, p.b_o, c);
+    if let Some(d) = dropout {
+        d.apply(&mut x_mid, site_attn(layer), c);
+    }
     add(&mut x_mid, &x);
     // Feed-forward half: x_out = x_mid + act(norm2(x_mid) W_up (, W_gate)) W_down + b_down.
     let norm2 = norm_forward(w, p.ln2, &x_mid);
@@ -278,6 +288,9 @@ fn block_forward(
     let mut hidden = vec![0.0; up.len()];
     activation_forward(cfg.activation, &mut hidden, &gate, &up);
     let mut x_out = linear(w, &hidden, p.w_down, p.b_down, f);
+    if let Some(d) = dropout {
+        d.apply(&mut x_out, site_mlp(layer), c);
+    }
     add(&mut x_out, &x_mid);
     let acts = BlockActivations {
         x,
@@ -300,6 +313,17 @@ fn block_forward(
 
 /// The forward pass on ids (B, T), every id below V and T at most P with learned positions.
 pub fn forward(w: Weights, ids: &[u32], b: usize, t: usize) -> Activations {
+    forward_train(w, ids, b, t, None)
+}
+
+/// The forward pass of training, with `dropout`'s masks (None: the same as [`forward`]).
+pub fn forward_train(
+    w: Weights,
+    ids: &[u32],
+    b: usize,
+    t: usize,
+    dropout: Option<Dropout>,
+) -> Activations {
     let (n, c) = (b * t, w.config.d_model);
     let lay = w.layout;
     let mut x = vec![0.0; n * c];
@@ -309,9 +333,12 @@ pub fn forward(w: Weights, ids: &[u32], b: usize, t: usize) -> Activations {
         embedding_forward(&mut pos, &positions(b, t), pos_embed.of(w.params), c);
         add(&mut x, &pos);
     }
+    if let Some(d) = dropout {
+        d.apply(&mut x, SITE_EMBED, c);
+    }
     let mut blocks = Vec::with_capacity(lay.blocks.len());
-    for p in &lay.blocks {
-        let (acts, x_out) = block_forward(w, p, x, b, t);
+    for (layer, p) in lay.blocks.iter().enumerate() {
+        let (acts, x_out) = block_forward(w, p, x, b, t, layer, dropout);
         blocks.push(acts);
         x = x_out;
     }
@@ -326,6 +353,7 @@ pub fn forward(w: Weights, ids: &[u32], b: usize, t: usize) -> Activations {
         x_final: x,
         norm_f,
         logits,
+        dropout,
         ..Default::default()
     }
 }
@@ -344,6 +372,7 @@ pub fn loss(acts: &mut Activations, targets: &[u32]) -> f64 {
 
 /// One block's backward pass: d_x holds the gradient of the block's output and becomes
 /// (the output feeds the residual stream unchanged) the gradient of its input.
+#[allow(clippy::too_many_arguments)]
 fn block_backward(
     w: Weights,
     p: &BlockParams,
@@ -351,18 +380,25 @@ fn block_backward(
     d_x: &mut Vec<f32>,
     b: usize,
     t: usize,
+    layer: usize,
+    dropout: Option<Dropout>,
     grads: &mut [f32],
 ) {
     let cfg = w.config;
     let (c, f, kd) = (cfg.d_model, cfg.d_ff, cfg.kv_dim());
     let (n, shape) = (b * t, w.attention_shape(b, t));
-    // x_out = x_mid + hidden W_down + b_down: d_x_mid = d_x_out + (that term's gradient).
+    // x_out = x_mid + drop(hidden W_down + b_down): d_x_mid = d_x_out + (that term's
+    // gradient); the dropped branch's gradient is d_x_out times the mask.
     let mut d_x_mid = d_x.clone();
+    let mut d_branch = d_x.clone();
+    if let Some(d) = dropout {
+        d.apply(&mut d_branch, site_mlp(layer), c);
+    }
     let mut d_hidden = vec![0.0; n * f];
     linear_grad(
         w,
         &mut d_hidden,
-        d_x,
+        &d_branch,
         &a.hidden,
         p.w_down,
         p.b_down,
@@ -404,8 +440,11 @@ fn block_backward(
         );
     }
     norm_backward(w, p.ln2, &mut d_x_mid, &d_norm2, &a.x_mid, &a.norm2, grads);
-    // x_mid = x + y W_o + b_o.
+    // x_mid = x + drop(y W_o + b_o).
     let mut d_x_in = d_x_mid.clone();
+    if let Some(d) = dropout {
+        d.apply(&mut d_x_mid, site_attn(layer), c);
+    }
     let mut d_y = vec![0.0; n * c];
     linear_grad(w, &mut d_y, &d_x_mid, &a.y, p.w_o, p.b_o, c, grads);
     // y = attention(q, k, v).
@@ -459,10 +498,13 @@ pub fn backward(w: Weights, acts: &Activations, dloss: f32, grads: &mut [f32]) {
         &acts.norm_f,
         grads,
     );
-    for (p, a) in lay.blocks.iter().zip(&acts.blocks).rev() {
-        block_backward(w, p, a, &mut d_x, b, t, grads);
+    for (layer, (p, a)) in lay.blocks.iter().zip(&acts.blocks).enumerate().rev() {
+        block_backward(w, p, a, &mut d_x, b, t, layer, acts.dropout, grads);
     }
-    // x = token_embed[id] + pos_embed[t].
+    // x = drop(token_embed[id] + pos_embed[t]).
+    if let Some(d) = acts.dropout {
+        d.apply(&mut d_x, SITE_EMBED, c);
+    }
     embedding_backward(lay.token_embed.of_mut(grads), &d_x, &acts.ids, c);
     if let Some(pos_embed) = lay.pos_embed {
         embedding_backward(pos_embed.of_mut(grads), &d_x, &positions(b, t), c);
