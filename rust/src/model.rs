@@ -851,16 +851,8 @@ impl Model {
                 gated if gated.is_gated() => gated_forward(gated, ff_act, ff_pre, ff_up),
                 other => activation_forward(other, ff_act, ff_pre),
             }
-            // With dropout the branch's gradient is d_resid times the mask (in d_ln, free
-            // until the norm below).
-            let d_branch: &[f32] = match dropout {
-                Some(d) => {
-                    d_ln.copy_from_slice(d_resid);
-                    d.apply(d_ln, site_mlp(l), c);
-                    d_ln
-                }
-                None => d_resid,
-            };
+            // The branch's gradient (with dropout in d_ln, free until the norm below).
+            let d_branch = branch_gradient(dropout, site_mlp(l), d_resid, d_ln, c);
             {
                 let (dw, db) = weight_and_bias_mut(grads, blk.w_down, blk.b_down);
                 linear_backward(
@@ -922,14 +914,7 @@ impl Model {
             // resid_mid = x + drop(att_out @ W_o + b_o).
             let d_att_out = &mut ws.d_att_out[..nc];
             d_att_out.fill(0.0);
-            let d_branch: &[f32] = match dropout {
-                Some(d) => {
-                    d_ln.copy_from_slice(d_resid);
-                    d.apply(d_ln, site_attn(l), c);
-                    d_ln
-                }
-                None => d_resid,
-            };
+            let d_branch = branch_gradient(dropout, site_attn(l), d_resid, d_ln, c);
             {
                 let w_o = MatRef::new(self.p(blk.w_o), c, c);
                 let att_out = &ws.att_out[l * nc..][..nc];
@@ -1043,5 +1028,24 @@ fn qkv_parts(blk: &BlockParams, c: usize, kd: usize) -> [(Span, (usize, usize));
 fn add_in_place(acc: &mut [f32], x: &[f32]) {
     for (a, b) in acc.iter_mut().zip(x) {
         *a += b;
+    }
+}
+
+/// The gradient of a residual branch behind dropout: d_out times `site`'s mask, written to
+/// `scratch`; without dropout, d_out itself.
+fn branch_gradient<'a>(
+    dropout: Option<Dropout>,
+    site: u64,
+    d_out: &'a [f32],
+    scratch: &'a mut [f32],
+    c: usize,
+) -> &'a [f32] {
+    match dropout {
+        Some(d) => {
+            scratch.copy_from_slice(d_out);
+            d.apply(scratch, site, c);
+            scratch
+        }
+        None => d_out,
     }
 }
