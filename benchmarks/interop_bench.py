@@ -11,6 +11,11 @@
    random weights: tinylm's generation vs llama2.c's run.c compiled here with
    ``-Ofast -march=native -fopenmp``, both on 2 threads, run.c reading tinylm's export.
 
+3. The memory ceiling: batch-1 generation reads every weight once per token, so it can go no
+   faster than the machine streams them. NumPy's float32 matrix-vector product (OpenBLAS,
+   2 threads) over a matrix as large as each model's weights measures that rate, and
+   weights per token / rate is the fastest a float32 decoder could run here.
+
 Each measurement runs in a fresh process (peak RSS its own). The PyTorch side runs under
 ``$TINYLM_TORCH_PYTHON`` or benchmarks/.torch-venv (see bench.py). Run it on a quiet machine:
 PyTorch's OpenMP threads spin and collapse under contention.
@@ -197,6 +202,20 @@ def run_c_generate(shape: tuple, seconds: float, exe: str, workdir: str) -> dict
     return {"tokens_per_second": sorted(rates)[len(rates) // 2], "runs": len(rates)}
 
 
+def weight_stream(shape: tuple, seconds: float) -> dict:
+    """GB/s of NumPy's float32 matrix-vector product over a matrix holding as many floats as
+    the model's weights read per token (every block matrix and the output head)."""
+    import numpy as np
+
+    v, c, n_layers = shape[:3]
+    floats = n_layers * 12 * c * c + v * c
+    rows = floats // c
+    w = np.random.default_rng(0).standard_normal((rows, c), dtype=np.float32)
+    x = np.ones(c, dtype=np.float32)
+    elapsed, n = timed(lambda: w @ x, seconds)
+    return {"bytes_per_token": 4 * rows * c, "gb_per_second": 4 * rows * c * n / elapsed / 1e9}
+
+
 WORKERS = {
     "tinylm_gpt2_generate": lambda a: tinylm_generate(a.shape, a.seconds, llama=False),
     "tinylm_gpt2_train": lambda a: tinylm_train(a.shape, a.seconds),
@@ -204,6 +223,7 @@ WORKERS = {
     "torch_gpt2_train": lambda a: torch_train(a.shape, a.seconds),
     "tinylm_stories_generate": lambda a: tinylm_generate(a.shape, a.seconds, llama=True),
     "run_c_stories_generate": lambda a: run_c_generate(a.shape, a.seconds, a.exe, a.workdir),
+    "weight_stream": lambda a: weight_stream(a.shape, a.seconds),
 }
 
 
@@ -310,6 +330,10 @@ def main() -> None:
             a = measure(our_python, ours, shape, args.seconds)
             b = measure(their_python, theirs, shape, args.seconds, **extra)
             rows.append((label, key, a, b))
+        streams = {
+            key: measure(sys.executable, "weight_stream", shape, args.seconds)
+            for key, shape in (("gpt2_generate", gpt2), ("stories_generate", stories))
+        }
     other = {"gpt2_generate": "PyTorch", "gpt2_train": "PyTorch", "stories_generate": "run.c"}
     print("| measurement | tinylm | other | ratio (target) | peak RSS MiB tinylm / other |")
     print("|---|---|---|---|---|")
@@ -321,6 +345,21 @@ def main() -> None:
         print(
             f"| {label} | {ours:,.1f} | {other[key]} {theirs:,.1f} "
             f"| {ratio:.2f} (>= {TARGETS[key]}: {met}) | {rss} |"
+        )
+    print("\nThe memory ceiling of batch-1 float32 generation (every weight read once a token):")
+    print("| model | MB read per token | NumPy sgemv GB/s | ceiling tok/s | tinylm | target |")
+    print("|---|---|---|---|---|---|")
+    for label, key, a, b in rows:
+        if key not in streams:
+            continue
+        stream = streams[key]
+        ceiling = stream["gb_per_second"] * 1e9 / stream["bytes_per_token"]
+        target = TARGETS[key] * b["tokens_per_second"]
+        ours = a["tokens_per_second"]
+        print(
+            f"| {label.split(' generation')[0]} | {stream['bytes_per_token'] / 1e6:,.0f} "
+            f"| {stream['gb_per_second']:.1f} | {ceiling:,.1f} "
+            f"| {ours:,.1f} ({ours / ceiling:.0%}) | {target:,.1f} ({target / ceiling:.0%}) |"
         )
     if args.tiny:
         print("\nnote: --tiny shapes (the labels name the real ones): a trial, not a measurement")

@@ -121,28 +121,66 @@ impl Panels {
     }
 }
 
+/// Columns j0..j0 + W of out (M, OC) = x (M, IC) @ panel (IC, W), W <= 64: four rows by
+/// 16 columns of accumulators stay in registers (AVX2's 16 registers hold 8 of them), or
+/// four rows by the whole panel with AVX-512 (16 of its 32 registers), which then reads
+/// the panel once, front to back. Each output is the same chain over i in order either
+/// way, so the tile width changes no result.
+fn panel_matmat(out: &mut [f32], oc: usize, j0: usize, x: &[f32], m: usize, panel: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::simd::has_avx512() {
+        // SAFETY: the CPU has the features `panel_matmat_avx512` was compiled for.
+        return unsafe { panel_matmat_avx512(out, oc, j0, x, m, panel) };
+    }
+    panel_matmat_avx2(out, oc, j0, x, m, panel)
+}
+
 simd_fn! {
-    /// Columns j0..j0 + W of out (M, OC) = x (M, IC) @ panel (IC, W), W <= 64: four rows
-    /// by 16 columns of accumulators stay in registers, each chain over i in order.
-    fn panel_matmat(out: &mut [f32], oc: usize, j0: usize, x: &[f32], m: usize, panel: &[f32]) {
-        let ic = x.len() / m;
-        let w = panel.len() / ic;
-        let mut r0 = 0;
-        while r0 + 4 <= m {
-            rows_tile::<4>(out, oc, j0, &x[r0 * ic..][..4 * ic], r0, panel, w);
-            r0 += 4;
-        }
-        while r0 < m {
-            rows_tile::<1>(out, oc, j0, &x[r0 * ic..][..ic], r0, panel, w);
-            r0 += 1;
-        }
+    fn panel_matmat_avx2(out: &mut [f32], oc: usize, j0: usize, x: &[f32], m: usize, panel: &[f32]) {
+        panel_matmat_tiles::<16>(out, oc, j0, x, m, panel);
     }
 }
 
-/// Rows r0..r0 + R of [`panel_matmat`]: 16 columns at a time, then the last W % 16 by
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn panel_matmat_avx512(
+    out: &mut [f32],
+    oc: usize,
+    j0: usize,
+    x: &[f32],
+    m: usize,
+    panel: &[f32],
+) {
+    panel_matmat_tiles::<64>(out, oc, j0, x, m, panel);
+}
+
+/// [`panel_matmat`] in tiles of four rows by CW columns, then the rows left over one by one.
+#[inline(always)]
+fn panel_matmat_tiles<const CW: usize>(
+    out: &mut [f32],
+    oc: usize,
+    j0: usize,
+    x: &[f32],
+    m: usize,
+    panel: &[f32],
+) {
+    let ic = x.len() / m;
+    let w = panel.len() / ic;
+    let mut r0 = 0;
+    while r0 + 4 <= m {
+        rows_tile::<4, CW>(out, oc, j0, &x[r0 * ic..][..4 * ic], r0, panel, w);
+        r0 += 4;
+    }
+    while r0 < m {
+        rows_tile::<1, CW>(out, oc, j0, &x[r0 * ic..][..ic], r0, panel, w);
+        r0 += 1;
+    }
+}
+
+/// Rows r0..r0 + R of [`panel_matmat`]: CW columns at a time, then the last W % CW by
 /// vector adds; every output the chain out = sum_i x[i] w[i] in order from zero.
 #[inline(always)]
-fn rows_tile<const R: usize>(
+fn rows_tile<const R: usize, const CW: usize>(
     out: &mut [f32],
     oc: usize,
     j0: usize,
@@ -153,11 +191,11 @@ fn rows_tile<const R: usize>(
 ) {
     let ic = x.len() / R;
     let xs: [&[f32]; R] = std::array::from_fn(|r| &x[r * ic..][..ic]);
-    let full = w / 16 * 16;
-    for c0 in (0..full).step_by(16) {
-        let mut acc = [[0.0f32; 16]; R];
+    let full = w / CW * CW;
+    for c0 in (0..full).step_by(CW) {
+        let mut acc = [[0.0f32; CW]; R];
         for (i, row) in panel.chunks_exact(w).enumerate() {
-            let wv: &[f32; 16] = row[c0..c0 + 16].try_into().expect("16 columns");
+            let wv: &[f32; CW] = row[c0..c0 + CW].try_into().expect("CW columns");
             for (a, xr) in acc.iter_mut().zip(&xs) {
                 let xi = xr[i];
                 for (a, &wj) in a.iter_mut().zip(wv) {
@@ -166,7 +204,7 @@ fn rows_tile<const R: usize>(
             }
         }
         for (r, a) in acc.iter().enumerate() {
-            out[(r0 + r) * oc + j0 + c0..][..16].copy_from_slice(a);
+            out[(r0 + r) * oc + j0 + c0..][..CW].copy_from_slice(a);
         }
     }
     if full < w {
@@ -428,6 +466,48 @@ mod tests {
                     );
                 }
                 offset += w;
+            }
+        }
+    }
+
+    /// Every tile width (16 columns for AVX2, 64 for AVX-512) and the row tail give each
+    /// row of a product the bits of the matrix-vector product, at widths with and without
+    /// a partial panel.
+    #[test]
+    fn matmat_rows_are_bit_identical_to_matvec_at_every_tile_width() {
+        for &(ic, oc) in &[(7usize, 3usize), (33, 64), (70, 100), (48, 129)] {
+            let w: Vec<f32> = (0..ic * oc)
+                .map(|i| ((i * 13) % 17) as f32 * 0.07 - 0.55)
+                .collect();
+            let packed = Panels::pack(ic, &[Columns::all(&w, oc)]);
+            for m in [1usize, 3, 4, 5, 9] {
+                let x: Vec<f32> = (0..m * ic)
+                    .map(|i| ((i * 5) % 11) as f32 * 0.19 - 0.9)
+                    .collect();
+                let mut want = vec![0.0f32; m * oc];
+                for (o, xr) in want.chunks_exact_mut(oc).zip(x.chunks_exact(ic)) {
+                    packed.matvec(o, xr);
+                }
+                let mut by_16 = vec![f32::NAN; m * oc];
+                let mut by_64 = vec![f32::NAN; m * oc];
+                for (j0, panel) in (0..oc).step_by(PANEL).zip(packed.data.chunks(PANEL * ic)) {
+                    panel_matmat_tiles::<16>(&mut by_16, oc, j0, &x, m, panel);
+                    panel_matmat_tiles::<64>(&mut by_64, oc, j0, &x, m, panel);
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&by_16),
+                    bits(&want),
+                    "ic {ic} oc {oc} m {m}, 16 columns"
+                );
+                assert_eq!(
+                    bits(&by_64),
+                    bits(&want),
+                    "ic {ic} oc {oc} m {m}, 64 columns"
+                );
+                let mut dispatched = vec![f32::NAN; m * oc];
+                packed.matmat(&mut dispatched, &x);
+                assert_eq!(bits(&dispatched), bits(&want), "ic {ic} oc {oc} m {m}");
             }
         }
     }

@@ -6,6 +6,9 @@
 //! inlined both into a plain copy and into an `#[target_feature(enable = "avx2,fma")]` copy.
 //! Closures do not inherit the features of the function that calls them, so parallel
 //! kernels call a `simd_fn!` function per row or per chunk.
+//!
+//! One kernel has a third copy, for AVX-512: the batched decode product
+//! (`decode::panels`), whose register tile doubles with the registers (see [`has_avx512`]).
 
 /// Whether this CPU has AVX2 and FMA (the standard library caches the answer).
 #[inline]
@@ -13,6 +16,19 @@ pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU has AVX-512F as well (for the few kernels with an AVX-512 copy).
+#[inline]
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && has_avx2_fma()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
