@@ -77,7 +77,9 @@ def trace(
     """Every activation of the forward pass on ids (B, T), by the names of tinylm's
     ``Transformer.trace`` (see rust/src/reference/trace.rs), in float64. ``drop(x, site)``,
     if given, is the dropout of a training pass: applied to the embedding sum (site 0), the
-    attention output of layer l (1 + 2 l) and its feed-forward output (2 + 2 l)."""
+    attention output of layer l (1 + 2 l), its feed-forward output (2 + 2 l) and its
+    attention probabilities (2^32 + l), these given as (B, T, H, T): query position, head,
+    key position."""
     if drop is None:
 
         def drop(x: np.ndarray, site: int) -> np.ndarray:
@@ -130,16 +132,14 @@ def trace(
             out[f"{pre}.q_lin"], out[f"{pre}.k_lin"] = q, k
             q, k = rope(q, config.rope_theta), rope(k, config.rope_theta)
         out[f"{pre}.q"], out[f"{pre}.k"], out[f"{pre}.v"] = q, k, v
-        heads, scores_all, probs_all = [], [], []
-        for hh in range(h):
-            kv = hh // (h // kv_heads)  # the key/value head this query head shares
-            scores = q[:, :, hh] @ np.swapaxes(k[:, :, kv], -1, -2) / math.sqrt(d)
-            scores_all.append(scores)
-            probs = softmax(np.where(causal, scores, -np.inf))
-            probs_all.append(probs)
-            heads.append(probs @ v[:, :, kv])
-        out[f"{pre}.att_scores"] = np.stack(scores_all, axis=1)  # (B, H, T, T)
-        out[f"{pre}.att"] = np.stack(probs_all, axis=1)
+        group = h // kv_heads  # query head hh shares key/value head hh // group
+        scores = np.stack(
+            [q[:, :, hh] @ np.swapaxes(k[:, :, hh // group], -1, -2) for hh in range(h)], axis=1
+        ) / math.sqrt(d)
+        out[f"{pre}.att_scores"] = scores  # (B, H, T, T)
+        probs = out[f"{pre}.att"] = softmax(np.where(causal, scores, -np.inf))
+        dropped = drop(probs.transpose(0, 2, 1, 3), 2**32 + layer).transpose(0, 2, 1, 3)
+        heads = [dropped[:, hh] @ v[:, :, hh // group] for hh in range(h)]
         out[f"{pre}.y"] = np.concatenate(heads, axis=-1)
         out[f"{pre}.attn_out"] = drop(proj("W_o", out[f"{pre}.y"]), 1 + 2 * layer)
         x = out[f"{pre}.x_mid"] = x + out[f"{pre}.attn_out"]

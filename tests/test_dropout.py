@@ -1,7 +1,12 @@
-"""Dropout: a NumPy float64 forward with the documented mask hash against tinylm's training
-loss, p = 0 against no dropout, bad p, evaluation unaffected, saving and the CLI flag."""
+"""Dropout: a NumPy float64 forward with the documented mask hash (embedding sum, attention
+probabilities, residual branches) against tinylm's training loss, p = 0 against no dropout,
+bad p, evaluation unaffected, saving, the CLI flag, resuming and ``info``."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -42,21 +47,38 @@ IDS = np.array([[1, 4, 2, 6, 0, 3], [3, 5, 7, 9, 10, 2]])
 TARGETS = np.array([[4, 2, 6, 0, 3, 3], [5, 7, 9, 10, 2, 1]])
 
 
-@pytest.mark.parametrize("llama", [False, True])
-def test_training_loss_matches_a_numpy_forward_with_the_documented_masks(llama: bool) -> None:
+#: The site of layer l's attention probabilities is ATTN_PROBS + l (rust/src/dropout.rs).
+ATTN_PROBS = 2**32
+
+ARCHS = {
+    "gpt2": config(0.3),
+    "llama": tinylm.Config.llama(11, 8, n_layers=2, n_heads=2, max_seq_len=6, dropout=0.3),
+    "llama_gqa": tinylm.Config.llama(
+        11, 8, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=6, dropout=0.3
+    ),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_training_loss_matches_a_numpy_forward_with_the_documented_masks(arch: str) -> None:
     p, seed, step = 0.3, 12, 5
-    cfg = tinylm.Config.llama(11, 8, n_layers=2, n_heads=2, max_seq_len=6, dropout=p)
-    cfg = cfg if llama else config(p)
+    cfg = ARCHS[arch]
     model = random_model(cfg, seed=3)
 
     def drop(x: np.ndarray, site: int) -> np.ndarray:
+        # The attention probabilities come as (B, T, H, T): element ((b T + t) H + h) T + s.
         return x * mask(p, seed, step, site, x.shape)
+
+    def drop_residual_only(x: np.ndarray, site: int) -> np.ndarray:
+        return x if site >= ATTN_PROBS else drop(x, site)
 
     params = model.state_dict()
     want = reference.loss(params, cfg, IDS, TARGETS, drop)
     got = model.forward_backward(IDS, TARGETS, dropout_key=(seed, step))
     assert got == pytest.approx(want, rel=1e-5)
     assert abs(want - reference.loss(params, cfg, IDS, TARGETS)) > 1e-3  # the masks matter
+    # The attention probabilities' masks matter on their own.
+    assert abs(want - reference.loss(params, cfg, IDS, TARGETS, drop_residual_only)) > 1e-3
     # Micro-batches of one step continue the mask of the whole batch.
     opt = tinylm.AdamW(model, lr=0.0)
     stats = model.train_step(opt, IDS, TARGETS, micro_batches=2, dropout_key=(seed, step))
@@ -125,3 +147,86 @@ def test_train_with_dropout_is_reproducible_and_drops() -> None:
 
     assert run(0.3) == run(0.3)
     assert run(0.3) != run(0.0)
+
+
+def test_an_attention_mask_is_the_documented_hash_of_its_position() -> None:
+    """Spot check of the index formula for the attention probabilities: one row of the mask
+    of layer 1 by hand, at sequence b = 1, position t = 3, head 1 (T = 6, H = 2)."""
+    p, seed, step, t_len, heads = 0.5, 7, 2, 6, 2
+    full = mask(p, seed, step, ATTN_PROBS + 1, (2, t_len, heads, t_len))
+    key = splitmix64(splitmix64(splitmix64(seed) ^ step) ^ (ATTN_PROBS + 1))
+    row = ((1 * t_len + 3) * heads + 1) * t_len
+    by_hand = [
+        2.0 if (splitmix64(key ^ (row + s)) >> 40) / 2.0**24 >= 0.5 else 0.0 for s in range(6)
+    ]
+    np.testing.assert_array_equal(full[1, 3, 1], by_hand)
+
+
+def _train_args(corpus, out, *extra: str) -> list[str]:
+    return [
+        "train", "--data", str(corpus), "--out", str(out), "--steps", "2",
+        "--batch-size", "2", "--context", "8", "--d-model", "16", "--n-layers", "1",
+        "--n-heads", "2", "--eval-interval", "1", "--eval-batches", "1",
+        "--final-eval", "none", "--quiet", *extra,
+    ]  # fmt: skip
+
+
+def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tinylm", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_resume_with_another_dropout_is_an_error_naming_the_flag(tmp_path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat. the dog ate the log. " * 20)
+    out = tmp_path / "run"
+    first = _cli(*_train_args(corpus, out, "--dropout", "0.1"), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    conflict = _cli(
+        "train", "--resume", "--out", str(out), "--steps", "3", "--dropout", "0.2", cwd=tmp_path
+    )
+    assert conflict.returncode == 2 and "Traceback" not in conflict.stderr
+    assert "--dropout 0.2 (the checkpoint's: 0.1)" in conflict.stderr
+    # The checkpoint's own value is no conflict.
+    same = _cli(
+        "train", "--resume", "--out", str(out), "--steps", "3", "--dropout", "0.1", cwd=tmp_path
+    )
+    assert same.returncode == 0, same.stderr
+    info = _cli("info", str(out / "model.safetensors"), cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert "dropout:     0.1" in info.stdout
+
+
+def test_info_does_not_show_dropout_zero(tmp_path) -> None:
+    path = tmp_path / "m.safetensors"
+    random_model(config(0.0), seed=1).save(path)
+    info = _cli("info", str(path), cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert "dropout" not in info.stdout
+
+
+def test_hugging_face_export_writes_every_pdrop_and_import_reads_it(tmp_path) -> None:
+    model = random_model(tinylm.Config(vocab_size=11, d_model=8, n_heads=2, dropout=0.25), 1)
+    model.save_pretrained(tmp_path / "hf")
+    hf = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hf["attn_pdrop"] == hf["resid_pdrop"] == hf["embd_pdrop"] == pytest.approx(0.25)
+    assert tinylm.Transformer.from_pretrained(tmp_path / "hf").config.dropout == 0.25
+    llama = random_model(tinylm.Config.llama(11, 8, n_heads=2, dropout=0.25), 1)
+    llama.save_pretrained(tmp_path / "llama")
+    hf = json.loads((tmp_path / "llama" / "config.json").read_text())
+    assert hf["attention_dropout"] == pytest.approx(0.25)
+    assert tinylm.Transformer.from_pretrained(tmp_path / "llama").config.dropout == 0.25
+
+
+def test_hugging_face_pdrops_that_differ_warn_and_resid_pdrop_wins(tmp_path) -> None:
+    random_model(tinylm.Config(vocab_size=11, d_model=8, n_heads=2), 1).save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    hf = json.loads(path.read_text())
+    path.write_text(json.dumps({**hf, "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.2}))
+    with pytest.warns(UserWarning, match=r"attn_pdrop = 0.2 differ from resid_pdrop = 0.1"):
+        loaded = tinylm.Transformer.from_pretrained(tmp_path)
+    assert loaded.config.dropout == pytest.approx(0.1)
+    path.write_text(json.dumps({**hf, "resid_pdrop": 1.0}))
+    with pytest.raises(_core.FormatError, match="resid_pdrop"):
+        tinylm.Transformer.from_pretrained(tmp_path)

@@ -437,6 +437,7 @@ RESUME_SETTINGS: dict[str, Callable[[Config, Tokenizer, TrainConfig, dict], obje
     "context": lambda c, tok, t, d: c.max_seq_len,
     "no_attn_bias": lambda c, tok, t, d: not c.attn_bias,
     "untied": lambda c, tok, t, d: not c.tie_embeddings,
+    "dropout": lambda c, tok, t, d: float(np.float32(c.dropout)),
     "batch_size": lambda c, tok, t, d: t.batch_size,
     "grad_accum": lambda c, tok, t, d: t.grad_accum,
     "lr": lambda c, tok, t, d: t.lr,
@@ -650,6 +651,8 @@ def _resumed_run(args: argparse.Namespace, out: Path) -> _Run:
         mine = getattr(args, dest)
         if dest == "grad_clip":
             mine = mine or 0.0
+        if dest == "dropout":  # the model keeps it as a float32
+            mine = float(np.float32(mine))
         if mine != theirs:
             conflicts.append(f"{flag} {_show(mine)} (the checkpoint's: {_show(theirs)})")
     if conflicts:
@@ -806,6 +809,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"eps:         {c.eps:g}")
     print(f"attn_bias:   {c.attn_bias}")
     print(f"tied head:   {c.tie_embeddings}")
+    if c.dropout:
+        print(f"dropout:     {c.dropout:g} (training passes only)")
     if tok is None:
         print("tokenizer:   none")
     else:
@@ -1351,7 +1356,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dropout",
         type=_dropout,
         default=_default(Config, "dropout"),
-        help="dropout probability of training (embeddings, residual branches); default 0: none",
+        help=(
+            "dropout probability of training (embeddings, attention probabilities, residual "
+            "branches); default 0: none"
+        ),
     )
     t.add_argument("--no-attn-bias", action="store_true", help="no q/k/v/o biases")
     t.add_argument("--untied", action="store_true", help="separate output head")

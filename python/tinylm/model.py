@@ -113,9 +113,10 @@ class Config:
     #: Key/value heads for grouped-query attention; ``None`` means ``n_heads``.
     n_kv_heads: int | None = None
     #: Dropout probability of training passes (nanoGPT's ``dropout``), ``0 <= p < 1``:
-    #: inverted dropout (kept values scaled by ``1 / (1 - p)``) of the embedding sum and of
-    #: each block's attention-projection and feed-forward outputs. The attention
-    #: probabilities are not dropped. Evaluation, scoring and generation never drop.
+    #: inverted dropout (kept values scaled by ``1 / (1 - p)``) of the embedding sum, of
+    #: each block's attention probabilities (after the softmax, nanoGPT's ``attn_dropout``)
+    #: and of its attention-projection and feed-forward outputs. Evaluation, scoring and
+    #: generation never drop.
     dropout: float = 0.0
 
     @classmethod

@@ -32,7 +32,7 @@ fn main() {
         out.par_chunks_mut(per_shard * t * c)
             .zip(lse.par_chunks_mut(per_shard * h * t))
             .zip(qkv.par_chunks(per_shard * t * 3 * c))
-            .for_each(|((o, l), q)| attention_forward(o, l, q, t, heads));
+            .for_each(|((o, l), q)| attention_forward(o, l, q, t, heads, None));
         best_f = best_f.min(t0.elapsed().as_secs_f64());
         let t0 = Instant::now();
         dqkv.par_chunks_mut(per_shard * t * 3 * c)
@@ -41,7 +41,7 @@ fn main() {
                 qkv.par_chunks(per_shard * t * 3 * c)
                     .zip(lse.par_chunks(per_shard * h * t)),
             )
-            .for_each(|((d, g), (q, l))| attention_backward(d, g, q, l, t, heads));
+            .for_each(|((d, g), (q, l))| attention_backward(d, g, q, l, t, heads, None));
         best_b = best_b.min(t0.elapsed().as_secs_f64());
     }
     println!(

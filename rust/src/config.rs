@@ -63,9 +63,10 @@ pub struct Config {
     #[serde(default)]
     pub n_kv_heads: Option<usize>,
     /// Dropout probability of training passes (nanoGPT's `dropout`), 0 <= p < 1: applied,
-    /// inverted (kept values scaled by 1 / (1 - p)), to the embedding sum and to the output
-    /// of each block's attention projection and feed-forward block. Not applied to the
-    /// attention probabilities. Inference and evaluation never drop (see [`crate::dropout`]).
+    /// inverted (kept values scaled by 1 / (1 - p)), to the embedding sum, to each block's
+    /// attention probabilities (after the softmax) and to the output of its attention
+    /// projection and feed-forward block. Inference and evaluation never drop (see
+    /// [`crate::dropout`]).
     #[serde(default)]
     pub dropout: f32,
 }

@@ -616,6 +616,7 @@ impl Model {
                 qkv,
                 t,
                 heads,
+                dropout.map(|d| d.attention(l, t, h)),
             );
             // resid_mid = x + att_out @ W_o + b_o
             let resid_mid = &mut ws.resid_mid[l * nc..][..nc];
@@ -957,6 +958,7 @@ impl Model {
                 &ws.att_lse[l * att_len..][..att_len],
                 t,
                 heads,
+                dropout.map(|d| d.attention(l, t, h)),
             );
             // q = rope(q_lin), k = rope(k_lin): the gradients rotated back, in place.
             if cfg.position == Position::Rope {

@@ -440,13 +440,13 @@ fn attention_case_grouped(step: usize, b: usize, t: usize, c: usize, h: usize, k
     let qkv = randn(b * t * heads.width(), 14);
     let mut out = vec![0.0f32; b * t * c];
     let mut lse = vec![0.0f32; b * h * t];
-    attention_forward(&mut out, &mut lse, &qkv, t, heads);
+    attention_forward(&mut out, &mut lse, &qkv, t, heads, None);
     let (want_out, want_lse) = attention_reference(&qkv, b, t, c, h, kv);
     assert_close(&out, &want_out, 1e-5, "attention");
     assert_close(&lse, &want_lse, 1e-5, "log-sum-exp");
     let g = randn(b * t * c, 15);
     let mut dqkv = vec![0.0f32; qkv.len()];
-    attention_backward(&mut dqkv, &g, &qkv, &lse, t, heads);
+    attention_backward(&mut dqkv, &g, &qkv, &lse, t, heads, None);
     check_fd_every(
         step,
         &mut qkv.clone(),
@@ -454,7 +454,7 @@ fn attention_case_grouped(step: usize, b: usize, t: usize, c: usize, h: usize, k
         |x| {
             let mut o = vec![0.0f32; b * t * c];
             let mut a = vec![0.0f32; b * h * t];
-            attention_forward(&mut o, &mut a, x, t, heads);
+            attention_forward(&mut o, &mut a, x, t, heads, None);
             o.iter()
                 .zip(&g)
                 .map(|(p, q)| (*p as f64) * (*q as f64))

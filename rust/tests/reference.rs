@@ -260,7 +260,7 @@ fn attention_backward_matches_finite_differences_with_grouped_heads() {
     let (n, c, kd) = (s.b * s.t, s.h * s.d, s.k * s.d);
     let forward = move |x: &[Vec<f32>]| {
         let (mut out, mut att) = (vec![0.0; n * c], vec![0.0; s.b * s.h * s.t * s.t]);
-        attention_forward(&mut out, &mut att, &x[0], &x[1], &x[2], s);
+        attention_forward(&mut out, &mut att, &x[0], &x[1], &x[2], None, s);
         (out, att)
     };
     check_op(
@@ -274,7 +274,7 @@ fn attention_backward_matches_finite_differences_with_grouped_heads() {
         |x, dout, g| {
             let att = forward(x).1;
             let [dq, dk, dv] = g else { unreachable!() };
-            attention_backward(dq, dk, dv, dout, &x[0], &x[1], &x[2], &att, s);
+            attention_backward(dq, dk, dv, dout, &x[0], &x[1], &x[2], &att, None, s);
         },
     );
 }
@@ -295,7 +295,7 @@ fn attention_is_causal_and_its_rows_sum_to_one() {
         random(10, 1.0, &mut rng),
     );
     let (mut out, mut att) = (vec![0.0; 20], vec![0.0; 2 * 25]);
-    attention_forward(&mut out, &mut att, &q, &k, &v, s);
+    attention_forward(&mut out, &mut att, &q, &k, &v, None, s);
     for row in att.chunks_exact(5).enumerate() {
         let (i, p) = row;
         let t = i % 5;

@@ -22,6 +22,12 @@ rotates adjacent pairs, as llama2.c):
   the pair (2i, 2i + 1); so the rows of ``q_proj`` and ``k_proj`` (and their biases) are
   permuted per head: Hugging Face's dimension i is tinylm's 2i, i + D/2 is 2i + 1. The
   scores q . k are unchanged because q and k get the same permutation.
+- Dropout: tinylm has one probability p (``Config.dropout``) for the embedding sum, the
+  attention probabilities and the residual branches. GPT-2 is written with ``embd_pdrop``
+  = ``attn_pdrop`` = ``resid_pdrop`` = p; read back, p is ``resid_pdrop`` (0 if absent),
+  with a warning if ``embd_pdrop`` or ``attn_pdrop`` differ from it. Llama's only dropout
+  is ``attention_dropout`` (on the attention probabilities): written as p and read as p,
+  which tinylm's training then also applies to the embeddings and residual branches.
 """
 
 from __future__ import annotations
@@ -113,7 +119,7 @@ def hf_config(
             "layer_norm_epsilon": config.eps,
             "resid_pdrop": config.dropout,
             "embd_pdrop": config.dropout,
-            "attn_pdrop": 0.0,
+            "attn_pdrop": config.dropout,
             "initializer_range": 0.02,
             "scale_attn_weights": True,
             "tie_word_embeddings": config.tie_embeddings,
@@ -137,7 +143,7 @@ def hf_config(
         "rope_theta": config.rope_theta,
         "rope_scaling": None,
         "attention_bias": config.attn_bias,
-        "attention_dropout": 0.0,
+        "attention_dropout": config.dropout,
         "mlp_bias": config.mlp_bias,
         "tie_word_embeddings": config.tie_embeddings,
         "initializer_range": 0.02,
@@ -223,6 +229,7 @@ def config_from_hf(path: Path, raw: Mapping[str, Any]) -> Config:
             eps=f.get("layer_norm_epsilon", float, 1e-5),
             tie_embeddings=f.get("tie_word_embeddings", bool, True),
             activation=tinylm_act,
+            dropout=_gpt2_dropout(f),
         )
     if model_type in ("llama", "mistral"):
         act = f.get("hidden_act", str, "silu")
@@ -257,10 +264,40 @@ def config_from_hf(path: Path, raw: Mapping[str, Any]) -> Config:
             norm="rmsnorm",
             position="rope",
             activation=gated,
+            dropout=_llama_dropout(f),
         )
     raise format_error(
         path, f"field 'model_type' = {model_type!r} is not supported (gpt2, llama, mistral)"
     )
+
+
+def _probability(f: _Fields, key: str) -> float:
+    """A dropout probability of config.json, 0 if absent; outside [0, 1) a FormatError."""
+    p = f.get(key, float, 0.0)
+    if not 0.0 <= p < 1.0:
+        raise format_error(f.path, f"field {key!r} = {p} is not a probability in [0, 1)")
+    return p
+
+
+def _gpt2_dropout(f: _Fields) -> float:
+    """tinylm's one dropout p of a GPT-2 config.json: ``resid_pdrop``, with a warning when
+    ``embd_pdrop`` or ``attn_pdrop`` differ (tinylm drops every site with the same p)."""
+    p = _probability(f, "resid_pdrop")
+    others = {key: _probability(f, key) for key in ("embd_pdrop", "attn_pdrop")}
+    differ = [f"{key} = {v:g}" for key, v in others.items() if v != p]
+    if differ:
+        warnings.warn(
+            f"{f.path}: {', '.join(differ)} differ from resid_pdrop = {p:g}; tinylm has one "
+            f"dropout probability for every site and uses resid_pdrop's {p:g}",
+            stacklevel=2,
+        )
+    return p
+
+
+def _llama_dropout(f: _Fields) -> float:
+    """tinylm's dropout p of a Llama config.json: ``attention_dropout`` (which tinylm, in
+    training, applies to the embedding sum and the residual branches as well)."""
+    return _probability(f, "attention_dropout")
 
 
 def _rope_theta(f: _Fields) -> float:

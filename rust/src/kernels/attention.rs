@@ -17,6 +17,13 @@
 //! The query heads of a group run one after the other on the same transposed K^T (and
 //! V^T), and their gradients of k and v add up in the group's columns: grouped heads cost
 //! no copy of k or v.
+//!
+//! Training passes with dropout use P' = P * M in out = P' V, M being the mask of
+//! [`crate::dropout`] (0 or 1 / (1 - p)): a hash of (layer, sequence, head, t, s), so the
+//! backward pass regenerates it for each block of P it rebuilds. The log-sum-exps are those
+//! of P itself. In the backward pass dV += P'^T dout, dP' = dout V^T, dP = dP' * M, and the
+//! softmax backward dS = P * (dP - rowsum(P * dP)) keeps its form: rowsum(P * dP) =
+//! rowsum(P' * dP') = dout_t . out_t.
 
 use std::cell::RefCell;
 
@@ -25,6 +32,7 @@ use rayon::prelude::*;
 use super::simd::simd_fn;
 use super::tiled::{tiled_matmul, Causal, Operand};
 use super::vecmath::{dot, exp, max, sum};
+use crate::dropout::AttentionDropout;
 
 /// Rows of S per block (with the tiled products, 32 and 64 measured the same).
 const ROW_BLOCK: usize = 32;
@@ -97,25 +105,63 @@ fn head_operand(qkv: &[f32], col0: usize, width: usize) -> Operand<'_> {
     }
 }
 
+/// The dropout of one sequence's attention probabilities: the layer's mask and the
+/// sequence's index b in the batch.
+#[derive(Clone, Copy)]
+struct SeqDropout {
+    mask: AttentionDropout,
+    b: usize,
+}
+
+impl SeqDropout {
+    /// Rows of a block of P (each `width` wide, row i being position r0 + i) of query head
+    /// `head` times their masks on the visible columns 0..=r0+i.
+    fn apply_rows(&self, rows: &mut [f32], width: usize, r0: usize, head: usize) {
+        for (i, row) in rows.chunks_exact_mut(width).enumerate() {
+            self.mask
+                .apply_row(&mut row[..=r0 + i], self.b, r0 + i, head);
+        }
+    }
+
+    /// The masks themselves of those rows (zero after the visible columns).
+    fn mask_rows(&self, rows: &mut [f32], width: usize, r0: usize, head: usize) {
+        for (i, row) in rows.chunks_exact_mut(width).enumerate() {
+            let (live, masked) = row.split_at_mut(r0 + i + 1);
+            self.mask.mask_row(live, self.b, r0 + i, head);
+            masked.fill(0.0);
+        }
+    }
+}
+
 /// qkv is (B, T, (H + 2K) D) holding q, k and v side by side; out will be (B, T, H D) with
 /// the heads side by side; lse will be (B, H, T), the log-sum-exp of each row of scaled
-/// scores.
-pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], t: usize, heads: Heads) {
+/// scores. With `dropout` (training passes), out = P' V with P' = P * M.
+pub fn attention_forward(
+    out: &mut [f32],
+    lse: &mut [f32],
+    qkv: &[f32],
+    t: usize,
+    heads: Heads,
+    dropout: Option<AttentionDropout>,
+) {
     let (c, h, d) = (heads.h * heads.d, heads.h, heads.d);
     out.par_chunks_mut(t * c)
         .zip(lse.par_chunks_mut(h * t))
         .zip(qkv.par_chunks(t * heads.width()))
-        .for_each(|((out_b, lse_b), qkv_b)| {
+        .enumerate()
+        .for_each(|(b, ((out_b, lse_b), qkv_b))| {
             let block = ROW_BLOCK.min(t) * t;
+            let drop = dropout.map(|mask| SeqDropout { mask, b });
             with_scratch(block + d * t, |scratch| {
                 let (p, kt) = scratch.split_at_mut(block);
-                attention_forward_seq(out_b, lse_b, qkv_b, p, kt, t, heads)
+                attention_forward_seq(out_b, lse_b, qkv_b, p, kt, t, heads, drop)
             });
         });
 }
 
 /// One sequence: out (T, H D), lse (H, T), qkv (T, (H + 2K) D); p is scratch for a block
 /// of P, kt for a key head's K^T (D, T).
+#[allow(clippy::too_many_arguments)]
 fn attention_forward_seq(
     out: &mut [f32],
     lse: &mut [f32],
@@ -124,6 +170,7 @@ fn attention_forward_seq(
     kt: &mut [f32],
     t: usize,
     heads: Heads,
+    dropout: Option<SeqDropout>,
 ) {
     let (d, w, c) = (heads.d, heads.width(), heads.h * heads.d);
     let scale = 1.0 / (d as f32).sqrt();
@@ -154,7 +201,11 @@ fn attention_forward_seq(
                 r0,
                 scale,
             );
-            // out[r0..r1] = P[r0..r1, 0..r1] V[0..r1]
+            // P' = P * M
+            if let Some(drop) = dropout {
+                drop.apply_rows(&mut p[..rows * r1], r1, r0, head);
+            }
+            // out[r0..r1] = P'[r0..r1, 0..r1] V[0..r1]
             let p_blk = Operand {
                 data: p,
                 row_stride: r1,
@@ -212,11 +263,13 @@ simd_fn! {
     }
 }
 
-/// Backward of [`attention_forward`], accumulating into dqkv (B, T, (H + 2K) D).
-/// In the forward pass this was: out = P V; so dV += P^T dout and dP = dout V^T.
-/// Softmax backward gives dS = P * (dP - rowsum(P * dP)), and since S = Q K^T / sqrt(D):
-/// dQ += dS K / sqrt(D), dK += dS^T Q / sqrt(D). A key/value head's gradients sum over
-/// the query heads of its group.
+/// Backward of [`attention_forward`], accumulating into dqkv (B, T, (H + 2K) D), with the
+/// forward's `dropout`.
+/// In the forward pass this was: out = P' V, P' = P * M (P' = P without dropout); so
+/// dV += P'^T dout, dP' = dout V^T and dP = dP' * M. Softmax backward gives
+/// dS = P * (dP - rowsum(P * dP)), and since S = Q K^T / sqrt(D): dQ += dS K / sqrt(D),
+/// dK += dS^T Q / sqrt(D). A key/value head's gradients sum over the query heads of its
+/// group.
 pub fn attention_backward(
     dqkv: &mut [f32],
     dout: &[f32],
@@ -224,33 +277,47 @@ pub fn attention_backward(
     lse: &[f32],
     t: usize,
     heads: Heads,
+    dropout: Option<AttentionDropout>,
 ) {
     let (c, h, w) = (heads.h * heads.d, heads.h, heads.width());
     dqkv.par_chunks_mut(t * w)
         .zip(dout.par_chunks(t * c))
         .zip(qkv.par_chunks(t * w).zip(lse.par_chunks(h * t)))
-        .for_each(|((dqkv_b, dout_b), (qkv_b, lse_b))| {
+        .enumerate()
+        .for_each(|(b, ((dqkv_b, dout_b), (qkv_b, lse_b)))| {
             let block = ROW_BLOCK.min(t) * t;
             let head_t = heads.d * t;
-            with_scratch(2 * block + 2 * head_t, |scratch| {
+            let drop = dropout.map(|mask| SeqDropout { mask, b });
+            let mask_len = if drop.is_some() { block } else { 0 };
+            with_scratch(2 * block + mask_len + 2 * head_t, |scratch| {
                 let (p, rest) = scratch.split_at_mut(block);
                 let (dp, rest) = rest.split_at_mut(block);
+                let (mask, rest) = rest.split_at_mut(mask_len);
                 let (kt, vt) = rest.split_at_mut(head_t);
-                let scratch = Scratch { p, dp, kt, vt };
-                attention_backward_seq(dqkv_b, dout_b, qkv_b, lse_b, scratch, t, heads);
+                let scratch = Scratch {
+                    p,
+                    dp,
+                    mask,
+                    kt,
+                    vt,
+                };
+                attention_backward_seq(dqkv_b, dout_b, qkv_b, lse_b, scratch, t, heads, drop);
             });
         });
 }
 
-/// Per-thread scratch of the backward pass: a block of P and of dP, a head's K^T and V^T.
+/// Per-thread scratch of the backward pass: a block of P, of dP and (with dropout) of M, a
+/// head's K^T and V^T.
 struct Scratch<'a> {
     p: &'a mut [f32],
     dp: &'a mut [f32],
+    mask: &'a mut [f32],
     kt: &'a mut [f32],
     vt: &'a mut [f32],
 }
 
 /// One sequence: dqkv (T, (H + 2K) D), dout (T, H D), qkv (T, (H + 2K) D), lse (H, T).
+#[allow(clippy::too_many_arguments)]
 fn attention_backward_seq(
     dqkv: &mut [f32],
     dout: &[f32],
@@ -259,8 +326,15 @@ fn attention_backward_seq(
     scratch: Scratch,
     t: usize,
     heads: Heads,
+    dropout: Option<SeqDropout>,
 ) {
-    let Scratch { p, dp, kt, vt } = scratch;
+    let Scratch {
+        p,
+        dp,
+        mask,
+        kt,
+        vt,
+    } = scratch;
     let (d, w, c) = (heads.d, heads.width(), heads.h * heads.d);
     let scale = 1.0 / (d as f32).sqrt();
     for head in 0..heads.h {
@@ -298,10 +372,20 @@ fn attention_backward_seq(
                 r0,
                 scale,
             );
-            // dP[r0..r1, 0..r1] = dout[r0..r1] V[0..r1]^T
+            // dP'[r0..r1, 0..r1] = dout[r0..r1] V[0..r1]^T
             let dout_blk = dout_h.rows_from(r0);
             tiled_matmul(dp, r1, dout_blk, vt, t, (rows, d, r1), needed_cols, false);
-            // dV[0..r1] += P[r0..r1, 0..r1]^T dout[r0..r1]
+            // With dropout: dP = dP' * M, dS from P and dP, then P' = P * M for dV below.
+            let block = rows * r1;
+            if let Some(drop) = dropout {
+                drop.mask_rows(&mut mask[..block], r1, r0, head);
+                times(&mut dp[..block], &mask[..block]);
+            }
+            softmax_backward_rows(&mut dp[..block], &p[..block], r0, r1, scale);
+            if dropout.is_some() {
+                times(&mut p[..block], &mask[..block]);
+            }
+            // dV[0..r1] += P'[r0..r1, 0..r1]^T dout[r0..r1]
             let p_t = Operand {
                 data: p,
                 row_stride: 1,
@@ -317,7 +401,6 @@ fn attention_backward_seq(
                 Causal::TermsFrom(r0),
                 true,
             );
-            softmax_backward_rows(&mut dp[..rows * r1], &p[..rows * r1], r0, r1, scale);
             // dQ[r0..r1] += dS K[0..r1] (dS already holds the 1 / sqrt(D))
             let ds = Operand {
                 data: dp,
@@ -350,6 +433,15 @@ fn attention_backward_seq(
                 Causal::TermsFrom(r0),
                 true,
             );
+        }
+    }
+}
+
+simd_fn! {
+    /// x *= m, element by element.
+    fn times(x: &mut [f32], m: &[f32]) {
+        for (a, &b) in x.iter_mut().zip(m) {
+            *a *= b;
         }
     }
 }

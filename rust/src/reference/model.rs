@@ -4,7 +4,8 @@
 //!
 //! 1. Embedding: x = token_embed[id] (+ pos_embed[t] with learned positions)      (N, C)
 //!    (training passes with dropout: x = drop(x), and drop() around each block's
-//!    y W_o + b_o and hidden W_down + b_down, the masks of [`crate::dropout`])
+//!    attention probabilities, y W_o + b_o and hidden W_down + b_down, the masks of
+//!    [`crate::dropout`])
 //! 2. Each block:
 //!    attention: a = norm1(x); q, k, v = a W_q, a W_k, a W_v (+ biases), rotated by RoPE
 //!    if asked; y = causal attention of q over k, v; x_mid = x + y W_o (+ b_o)
@@ -17,7 +18,7 @@
 //! D head size, F d_ff, V vocab.
 
 use super::activation::{activation_backward, activation_forward};
-use super::attention::{attention_backward, attention_forward, AttentionShape};
+use super::attention::{attention_backward, attention_forward, dropout_mask, AttentionShape};
 use super::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use super::embedding::{embedding_backward, embedding_forward};
 use super::layernorm::{layernorm_backward, layernorm_forward};
@@ -58,8 +59,11 @@ pub struct BlockActivations {
     /// (N, C), (N, K D): q and k as attention sees them (rotated with RoPE).
     pub q: Vec<f32>,
     pub k: Vec<f32>,
-    /// (B, H, T, T) attention probabilities.
+    /// (B, H, T, T) attention probabilities (before the dropout).
     pub att: Vec<f32>,
+    /// (B, H, T, T) the dropout mask of the attention probabilities (training passes with
+    /// dropout only, else empty).
+    pub att_mask: Vec<f32>,
     /// (N, C) attention output, heads side by side, before W_o.
     pub y: Vec<f32>,
     /// (N, C) the residual stream after attention.
@@ -105,7 +109,9 @@ pub fn floats_needed(config: &Config, b: usize, t: usize) -> u128 {
     );
     let (h, kd) = (config.n_heads as u128, config.kv_dim() as u128);
     // x, norm1, q_lin, q, y, x_mid, norm2 (N, C); k_lin, k, v (N, K D); gate, up, hidden.
-    let per_block = n * (7 * c + 3 * kd + 3 * f + 4) + b * h * t * t;
+    // att, and att_mask with dropout (B, H, T, T).
+    let att_tensors = if config.dropout > 0.0 { 2 } else { 1 };
+    let per_block = n * (7 * c + 3 * kd + 3 * f + 4) + att_tensors * b * h * t * t;
     config.n_layers as u128 * per_block + n * (2 * c + 3 * v + 3)
 }
 
@@ -272,7 +278,12 @@ fn block_forward(
     let k = w.rotate(&k_lin, t, shape.k);
     let mut y = vec![0.0; b * t * c];
     let mut att = vec![0.0; b * shape.h * t * t];
-    attention_forward(&mut y, &mut att, &q, &k, &v, shape);
+    let att_mask = match dropout {
+        Some(d) => dropout_mask(&d.attention(layer, t, shape.h), shape),
+        None => Vec::new(),
+    };
+    let mask = dropout.map(|_| &att_mask[..]);
+    attention_forward(&mut y, &mut att, &q, &k, &v, mask, shape);
     let mut x_mid = linear(w, &y, p.w_o, p.b_o, c);
     if let Some(d) = dropout {
         d.apply(&mut x_mid, site_attn(layer), c);
@@ -301,6 +312,7 @@ fn block_forward(
         q,
         k,
         att,
+        att_mask,
         y,
         x_mid,
         norm2,
@@ -447,10 +459,11 @@ fn block_backward(
     }
     let mut d_y = vec![0.0; n * c];
     linear_grad(w, &mut d_y, &d_x_mid, &a.y, p.w_o, p.b_o, c, grads);
-    // y = attention(q, k, v).
+    // y = attention(q, k, v), with the dropout of its probabilities.
     let (mut d_q, mut d_k, mut d_v) = (vec![0.0; n * c], vec![0.0; n * kd], vec![0.0; n * kd]);
+    let mask = dropout.map(|_| &a.att_mask[..]);
     attention_backward(
-        &mut d_q, &mut d_k, &mut d_v, &d_y, &a.q, &a.k, &a.v, &a.att, shape,
+        &mut d_q, &mut d_k, &mut d_v, &d_y, &a.q, &a.k, &a.v, &a.att, mask, shape,
     );
     // q = rope(q_lin), k = rope(k_lin).
     if cfg.position == Position::Rope {
