@@ -244,7 +244,7 @@ fn advance(
                 .as_ref()
                 .expect("a parent stays until its last child");
             let slot = spare.pop().expect("a free slot for every fork");
-            state.copy_sequence(model, parent.slot, slot);
+            state.copy_sequence(model, team, parent.slot, slot);
             Beam {
                 slot,
                 window: parent.window.clone(),

@@ -175,7 +175,7 @@ impl BatchGeneration {
         }
         for (i, &first) in first_of.iter().enumerate() {
             if first != i {
-                state.copy_sequence(model, first, i);
+                state.copy_sequence(model, team, first, i);
                 self.sequences[i].logits = self.sequences[first].logits.clone();
             }
         }

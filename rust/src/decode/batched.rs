@@ -91,6 +91,18 @@ impl BatchLane {
         self.partial.resize(m * c, 0.0);
     }
 
+    /// Copies the first `len` cached positions of sequence `from` to sequence `to`, in
+    /// every layer.
+    fn copy_sequence(&mut self, (layers, p, len): (usize, usize, usize), from: usize, to: usize) {
+        let kdl = self.kdl;
+        for l in 0..layers {
+            let (src, dst) = ((from * layers + l) * p, (to * layers + l) * p);
+            let rows = src * kdl..(src + len) * kdl;
+            self.keys.copy_within(rows.clone(), dst * kdl);
+            self.values.copy_within(rows, dst * kdl);
+        }
+    }
+
     /// The attention half of block `l` for the lane's heads, row i being sequence
     /// `rows[i]` at position `lens[rows[i]]`, from h = norm1(x) (M, C).
     #[allow(clippy::too_many_arguments)]
@@ -207,19 +219,17 @@ impl BatchState {
         self.lens[s] = 0;
     }
 
-    /// Copies sequence `from`'s cache to sequence `to` (the same prompt for many samples).
-    pub fn copy_sequence(&mut self, model: &Model, from: usize, to: usize) {
+    /// Copies sequence `from`'s cache to sequence `to` (the same prompt for many samples, a
+    /// beam's fork): only its cached positions, each lane's on its own thread with a team.
+    pub fn copy_sequence(&mut self, model: &Model, team: Option<&Team>, from: usize, to: usize) {
         let cfg = &model.config;
         let (layers, p, len) = (cfg.n_layers, cfg.max_seq_len, self.lens[from]);
-        for lane in [&mut self.first, &mut self.second] {
-            // Per layer, the rows of the cached positions only.
-            for l in 0..layers {
-                let (src, dst) = ((from * layers + l) * p, (to * layers + l) * p);
-                let rows = src * lane.kdl..(src + len) * lane.kdl;
-                lane.keys.copy_within(rows.clone(), dst * lane.kdl);
-                lane.values.copy_within(rows, dst * lane.kdl);
-            }
-        }
+        let (first, second) = (&mut self.first, &mut self.second);
+        both(
+            team,
+            || second.copy_sequence((layers, p, len), from, to),
+            || first.copy_sequence((layers, p, len), from, to),
+        );
         self.lens[to] = self.lens[from];
     }
 
