@@ -165,3 +165,99 @@ def test_generation_follows_training_steps() -> None:
     assert model.generate([3], max_new_tokens=20, temperature=0.0) == fresh.generate(
         [3], max_new_tokens=20, temperature=0.0
     )
+
+
+def change_parameters(model: tinylm.Transformer, how: str) -> None:
+    """Changes every parameter of a WIDE model by one of the ways the API offers."""
+    ids = (np.arange(34).reshape(2, 17) * 7) % WIDE.vocab_size
+    x, y = np.ascontiguousarray(ids[:, :-1]), np.ascontiguousarray(ids[:, 1:])
+    if how == "train_step":
+        model.train_step(tinylm.AdamW(model, lr=0.05), x, y)
+    elif how == "forward_backward, AdamW.step":
+        optimizer = tinylm.AdamW(model, lr=0.05)
+        model.forward_backward(x, y)
+        optimizer.step()
+    elif how == "sgd_step":
+        # The command line's Go-style training; a rate that moves the blocks' weights
+        # (which generation reads packed) and not only the embeddings.
+        model._core.sgd_step(x, y, 100.0)
+    elif how == "load_state_dict":
+        model.load_state_dict(random_model(WIDE, seed=9, scale=0.1).state_dict())
+    else:
+        raise AssertionError(how)
+
+
+def many(model: tinylm.Transformer, prompts: list[list[int]]) -> list[list[int]]:
+    """The new ids of each prompt, generated greedily side by side."""
+    outs = model.generate_many(prompts, 12, temperature=0.0)
+    return [out[len(p) :] for p, out in zip(prompts, outs)]
+
+
+#: Each way to generate greedily: the prompts and (model) -> the new ids of each.
+GREEDY = {
+    "generate": ([[3]], lambda m: [m.generate([3], 12, temperature=0.0)[1:]]),
+    "generate_many": ([[3], [3, 1]], lambda m: many(m, [[3], [3, 1]])),
+    "beam_search": ([[3]], lambda m: [m.beam_search([3], 12, num_beams=1)[0].ids[1:]]),
+    "stream_ids": ([[3]], lambda m: [list(m.stream_ids([3], 12, temperature=0.0))]),
+}
+
+
+def assert_greedy(
+    model: tinylm.Transformer, prompts: list[list[int]], news: list[list[int]]
+) -> None:
+    """Each new id is the argmax of the full forward pass's logits over the ids before it
+    (within the context: 1 or 2 prompt ids and 12 new ones of 16)."""
+    for prompt, new in zip(prompts, news):
+        seq = list(prompt)
+        for i, tok in enumerate(new):
+            assert tok == int(np.argmax(model.logits(seq)[-1])), f"token {i} after {prompt}"
+            seq.append(tok)
+
+
+@pytest.mark.parametrize(
+    "how", ["train_step", "forward_backward, AdamW.step", "sgd_step", "load_state_dict"]
+)
+@pytest.mark.parametrize("way", list(GREEDY))
+def test_generation_after_a_change_to_the_parameters_uses_the_new_ones(how, way) -> None:
+    model = random_model(WIDE, seed=8, scale=0.1)
+    prompts, greedy = GREEDY[way]
+    before = greedy(model)  # packs the weights for generation
+    assert_greedy(model, prompts, before)
+    change_parameters(model, how)
+    after = greedy(model)
+    assert_greedy(model, prompts, after)
+    assert after != before, "the change should change what greedy generation gives"
+
+
+def test_a_generation_started_before_a_change_refuses_to_go_on() -> None:
+    model = random_model(WIDE, seed=8, scale=0.1)
+    stream = model.stream_ids([3], 200, temperature=0.0)
+    next(stream)  # the first chunk, at most 64 ids
+    change_parameters(model, "load_state_dict")
+    with pytest.raises(ValueError, match="parameters changed"):
+        list(stream)
+
+
+def test_a_model_packs_its_weights_once_per_version_of_its_parameters() -> None:
+    times_packed = tinylm._core._times_packed_for_tests
+    model = random_model(WIDE, seed=10, scale=0.1)
+    start = times_packed()
+    model.logits([3, 1])
+    model.score([3, 1, 4])
+    assert times_packed() == start, "only generation packs"
+    model.generate([3], 5, temperature=0.0)
+    assert times_packed() == start + 1
+    for _ in range(2):
+        model.generate([3], 5)
+        model.generate_many([[3], [4]], 5)
+        model.beam_search([3], 5, num_beams=2)
+        list(model.stream_ids([3], 5))
+    assert times_packed() == start + 1, "generations of one version share one packing"
+    change_parameters(model, "load_state_dict")
+    assert times_packed() == start + 1, "a change drops the packing, the next generation packs"
+    model.generate([3], 5)
+    model.generate([3], 5)
+    assert times_packed() == start + 2
+    on_reference = tinylm.Transformer(WIDE, backend="reference")
+    on_reference.generate([3], 3)
+    assert times_packed() == start + 2, "the reference backend decodes without packed weights"

@@ -2,6 +2,7 @@
 //! `cargo run --release --example profile_generate -- B`.
 use std::time::Instant;
 
+use tinylm::decode::Decoder;
 use tinylm::generate::{generate, GenerateOptions};
 use tinylm::sample::SamplingParams;
 use tinylm::Model;
@@ -13,6 +14,7 @@ fn main() {
     common::global_pool_from_env(2);
     let t = config.max_seq_len;
     let model = Model::new(config, 0).unwrap();
+    let decoder = Decoder::new(&model);
     let opts = GenerateOptions {
         max_new_tokens: t - 1,
         sampling: SamplingParams::default(),
@@ -25,7 +27,7 @@ fn main() {
         let t0 = Instant::now();
         let mut n = 0;
         while t0.elapsed().as_secs_f64() < 0.5 {
-            n += generate(&model, &[1], &opts).unwrap().len();
+            n += generate(&decoder, &[1], &opts).unwrap().len();
         }
         best = best.max(n as f64 / t0.elapsed().as_secs_f64());
     }

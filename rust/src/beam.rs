@@ -24,10 +24,9 @@
 use std::collections::HashSet;
 
 use crate::decode::batched::BatchState;
-use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
+use crate::decode::{with_team, DecodeState, Decoder, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
 use crate::generate::check_prompt_and_stop;
-use crate::model::Model;
 use crate::sample::check_finite_logits;
 
 /// When to stop once num_beams hypotheses are finished (Hugging Face's `early_stopping`).
@@ -102,36 +101,41 @@ struct Beam {
 }
 
 /// The best `num_return_sequences` hypotheses after `prompt`, best first.
-pub fn beam_search(model: &Model, prompt: &[u32], opts: &BeamOptions) -> Result<Vec<Hypothesis>> {
+pub fn beam_search(
+    decoder: &Decoder,
+    prompt: &[u32],
+    opts: &BeamOptions,
+) -> Result<Vec<Hypothesis>> {
     opts.validate()?;
-    let cfg = &model.config;
+    let cfg = &decoder.model().config;
     check_prompt_and_stop(cfg.vocab_size, prompt, &opts.stop)?;
-    model.try_decode_weights()?;
+    decoder.prepare()?;
     crate::alloc::check_available(
         DecodeState::cache_bytes(cfg) * opts.num_beams as u128,
         "the key/value caches of the beams",
     )?;
     let use_team = cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1;
     if use_team {
-        with_team(|team| search(model, team, prompt, opts))
+        with_team(|team| search(decoder, team, prompt, opts))
     } else {
-        search(model, None, prompt, opts)
+        search(decoder, None, prompt, opts)
     }
 }
 
 fn search(
-    model: &Model,
+    decoder: &Decoder,
     team: Option<&Team>,
     prompt: &[u32],
     opts: &BeamOptions,
 ) -> Result<Vec<Hypothesis>> {
+    let model = decoder.model();
     let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
     let window = prompt[prompt.len().saturating_sub(p)..].to_vec();
     // One slot of caches per beam: every beam steps in one batch, reading the weights
     // once for all of them, and a fork copies its parent's cached positions.
     let mut state = BatchState::new(model, opts.num_beams)?;
     for &tok in &window {
-        state.step(model, team, &[0], &[tok]);
+        state.step(decoder, team, &[0], &[tok]);
     }
     let mut beams = vec![Beam {
         slot: 0,
@@ -185,7 +189,7 @@ fn search(
             beams.clear();
             break;
         }
-        beams = advance(model, team, &mut state, beams, &chosen);
+        beams = advance(decoder, team, &mut state, beams, &chosen);
     }
     for beam in beams {
         let score = score_of(beam.logprob, beam.new.len().max(1));
@@ -208,12 +212,13 @@ fn search(
 /// child keeps the parent's slot, the others take the slots of beams no one chose, with
 /// a copy of the parent's cache.
 fn advance(
-    model: &Model,
+    decoder: &Decoder,
     team: Option<&Team>,
     state: &mut BatchState,
     beams: Vec<Beam>,
     chosen: &[(f64, usize, u32)],
 ) -> Vec<Beam> {
+    let model = decoder.model();
     let v = model.config.vocab_size;
     let mut uses = vec![0usize; beams.len()];
     for &(_, b, _) in chosen {
@@ -271,7 +276,7 @@ fn advance(
         beam.window.drain(..beam.window.len() - keep);
         state.clear(beam.slot);
         for &tok in &beam.window[..keep - 1] {
-            state.step(model, team, &[beam.slot], &[tok]);
+            state.step(decoder, team, &[beam.slot], &[tok]);
         }
     }
     let slots: Vec<usize> = next.iter().map(|beam| beam.slot).collect();
@@ -279,7 +284,7 @@ fn advance(
         .iter()
         .map(|beam| beam.new[beam.new.len() - 1])
         .collect();
-    state.step(model, team, &slots, &tokens);
+    state.step(decoder, team, &slots, &tokens);
     for (beam, logits) in next.iter_mut().zip(state.logits.chunks_exact(v)) {
         beam.logits = logits.to_vec();
     }

@@ -21,7 +21,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::decode::{with_team, DecodeState, Team, TWO_LANES_MIN_D_MODEL};
+use crate::decode::{with_team, DecodeState, Decoder, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
 use crate::model::{Backend, Model, Workspace};
 use crate::sample::{check_finite_logits, Sampler, SamplingParams};
@@ -62,11 +62,12 @@ impl Window {
 }
 
 /// Generates up to `max_new_tokens` ids after `prompt`; returns only the new ids.
-pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Result<Vec<u32>> {
-    let mut run = Generation::new(model, prompt, opts.clone())?;
+/// Generations on one [`Decoder`] share its packed weights.
+pub fn generate(decoder: &Decoder, prompt: &[u32], opts: &GenerateOptions) -> Result<Vec<u32>> {
+    let mut run = Generation::new(decoder.model(), prompt, opts.clone())?;
     let mut new_tokens = Vec::new();
     while !run.is_done() {
-        new_tokens.extend(run.next_chunk(model, usize::MAX, None)?);
+        new_tokens.extend(run.next_chunk(decoder, usize::MAX, None)?);
     }
     Ok(new_tokens)
 }
@@ -130,10 +131,11 @@ impl Generation {
     /// (at least one id per call unless the generation is done; none once it is).
     pub fn next_chunk(
         &mut self,
-        model: &Model,
+        decoder: &Decoder,
         max_ids: usize,
         budget: Option<Duration>,
     ) -> Result<Vec<u32>> {
+        let model = decoder.model();
         let mut chunk = Chunk {
             ids: Vec::new(),
             max_ids: max_ids.max(1),
@@ -147,9 +149,9 @@ impl Generation {
             let use_team = cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1;
             if use_team {
                 // The helper thread takes half of each product (when no other call is using it).
-                with_team(|team| self.decode_in_context(model, team, &mut chunk))?;
+                with_team(|team| self.decode_in_context(decoder, team, &mut chunk))?;
             } else {
-                self.decode_in_context(model, None, &mut chunk)?;
+                self.decode_in_context(decoder, None, &mut chunk)?;
             }
         }
         if matches!(self.phase, Phase::PastContext(_)) {
@@ -185,15 +187,16 @@ impl Generation {
     /// sequence fits in the context.
     fn decode_in_context(
         &mut self,
-        model: &Model,
+        decoder: &Decoder,
         team: Option<&Team>,
         chunk: &mut Chunk,
     ) -> Result<()> {
+        let model = decoder.model();
         let context = model.config.max_seq_len;
         let mut state = match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::InContext(state) => state,
             _ => {
-                model.try_decode_weights()?;
+                decoder.prepare()?;
                 crate::alloc::check_available(
                     DecodeState::cache_bytes(&model.config),
                     "the key/value cache",
@@ -201,7 +204,7 @@ impl Generation {
                 let mut state = Box::new(DecodeState::new(model));
                 let prompt_len = self.tokens.len();
                 for (i, &tok) in self.tokens.iter().enumerate() {
-                    state.push(model, team, tok, i + 1 == prompt_len);
+                    state.push(decoder, team, tok, i + 1 == prompt_len);
                 }
                 state
             }
@@ -214,7 +217,7 @@ impl Generation {
                 self.phase = Phase::PastContext(Box::new(Workspace::new()));
                 return Ok(());
             }
-            feed_newest(model, team, &mut state, &mut self.tokens);
+            feed_newest(decoder, team, &mut state, &mut self.tokens);
             if chunk.is_full() {
                 self.phase = Phase::InContext(state);
                 return Ok(());
@@ -279,22 +282,22 @@ pub(crate) fn check_prompt_and_stop(vocab_size: usize, prompt: &[u32], stop: &[u
 /// (the newest included) are kept and fed again at positions 0.. (see the module's
 /// documentation).
 pub(crate) fn feed_newest(
-    model: &Model,
+    decoder: &Decoder,
     team: Option<&Team>,
     state: &mut DecodeState,
     window: &mut Vec<u32>,
 ) {
-    let context = model.config.max_seq_len;
+    let context = decoder.model().config.max_seq_len;
     if state.len() < context {
         let newest = *window.last().expect("the newest id is in the window");
-        state.push(model, team, newest, true);
+        state.push(decoder, team, newest, true);
         return;
     }
     let keep = (context / 2).max(1);
     window.drain(..window.len() - keep);
     state.clear();
     for (i, &tok) in window.iter().enumerate() {
-        state.push(model, team, tok, i + 1 == keep);
+        state.push(decoder, team, tok, i + 1 == keep);
     }
 }
 

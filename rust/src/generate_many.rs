@@ -11,10 +11,10 @@
 use std::time::Instant;
 
 use crate::decode::batched::BatchState;
-use crate::decode::{with_team, Team, TWO_LANES_MIN_D_MODEL};
+use crate::decode::{with_team, Decoder, Team, TWO_LANES_MIN_D_MODEL};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
-use crate::model::{Backend, Model};
+use crate::model::Backend;
 use crate::sample::{check_finite_logits, Sampler};
 
 /// One sequence of a batch.
@@ -39,7 +39,8 @@ pub struct BatchGeneration {
 }
 
 impl BatchGeneration {
-    pub fn new(model: &Model, prompts: &[Vec<u32>], opts: GenerateOptions) -> Result<Self> {
+    pub fn new(decoder: &Decoder, prompts: &[Vec<u32>], opts: GenerateOptions) -> Result<Self> {
+        let model = decoder.model();
         if prompts.is_empty() {
             return Err(Error::value("no prompts: give at least one"));
         }
@@ -80,7 +81,7 @@ impl BatchGeneration {
                 done: opts.max_new_tokens == 0,
             });
         }
-        model.try_decode_weights()?;
+        decoder.prepare()?;
         Ok(BatchGeneration {
             state: Some(BatchState::new(model, prompts.len())?),
             opts,
@@ -98,12 +99,12 @@ impl BatchGeneration {
     }
 
     /// Runs until every sequence is done or `deadline` has passed.
-    pub fn run_until(&mut self, model: &Model, deadline: Instant) -> Result<()> {
+    pub fn run_until(&mut self, decoder: &Decoder, deadline: Instant) -> Result<()> {
         if let Some(singles) = &mut self.alone {
             for (run, ids) in singles.iter_mut() {
                 while !run.is_done() {
                     ids.extend(run.next_chunk(
-                        model,
+                        decoder,
                         usize::MAX,
                         Some(deadline.saturating_duration_since(Instant::now())),
                     )?);
@@ -114,22 +115,27 @@ impl BatchGeneration {
             }
             return Ok(());
         }
-        let cfg = &model.config;
+        let cfg = &decoder.model().config;
         if cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1 {
             // The helper thread runs the second lane (when no other call is using it).
-            with_team(|team| self.run_steps(model, team, deadline))
+            with_team(|team| self.run_steps(decoder, team, deadline))
         } else {
-            self.run_steps(model, None, deadline)
+            self.run_steps(decoder, None, deadline)
         }
     }
 
-    fn run_steps(&mut self, model: &Model, team: Option<&Team>, deadline: Instant) -> Result<()> {
+    fn run_steps(
+        &mut self,
+        decoder: &Decoder,
+        team: Option<&Team>,
+        deadline: Instant,
+    ) -> Result<()> {
         if !self.started {
-            self.prefill(model, team);
+            self.prefill(decoder, team);
             self.started = true;
         }
         while !self.is_done() && Instant::now() < deadline {
-            self.step(model, team)?;
+            self.step(decoder, team)?;
         }
         Ok(())
     }
@@ -144,7 +150,8 @@ impl BatchGeneration {
 
     /// Feeds every prompt, position by position; a prompt equal to an earlier one gets a
     /// copy of that one's cache instead.
-    fn prefill(&mut self, model: &Model, team: Option<&Team>) {
+    fn prefill(&mut self, decoder: &Decoder, team: Option<&Team>) {
+        let model = decoder.model();
         let state = self.state.as_mut().expect("batched");
         let v = model.config.vocab_size;
         let b = self.sequences.len();
@@ -166,7 +173,7 @@ impl BatchGeneration {
                 .filter(|&i| first_of[i] == i && self.sequences[i].window.len() > t)
                 .collect();
             let tokens: Vec<u32> = rows.iter().map(|&i| self.sequences[i].window[t]).collect();
-            state.step(model, team, &rows, &tokens);
+            state.step(decoder, team, &rows, &tokens);
             for (k, &i) in rows.iter().enumerate() {
                 if self.sequences[i].window.len() == t + 1 {
                     self.sequences[i].logits = state.logits[k * v..][..v].to_vec();
@@ -182,9 +189,10 @@ impl BatchGeneration {
     }
 
     /// Chooses a token for every sequence still going and feeds them all in one step.
-    fn step(&mut self, model: &Model, team: Option<&Team>) -> Result<()> {
+    fn step(&mut self, decoder: &Decoder, team: Option<&Team>) -> Result<()> {
         let state = self.state.as_mut().expect("batched");
-        let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
+        let cfg = &decoder.model().config;
+        let (p, v) = (cfg.max_seq_len, cfg.vocab_size);
         let mut rows = Vec::new();
         let mut tokens = Vec::new();
         for (i, seq) in self.sequences.iter_mut().enumerate() {
@@ -215,7 +223,7 @@ impl BatchGeneration {
                 seq.window.drain(..seq.window.len() - keep);
                 state.clear(i);
                 for &tok in &seq.window[..keep - 1] {
-                    state.step(model, team, &[i], &[tok]);
+                    state.step(decoder, team, &[i], &[tok]);
                 }
             }
             rows.push(i);
@@ -224,7 +232,7 @@ impl BatchGeneration {
         if rows.is_empty() {
             return Ok(());
         }
-        state.step(model, team, &rows, &tokens);
+        state.step(decoder, team, &rows, &tokens);
         for (k, &i) in rows.iter().enumerate() {
             self.sequences[i]
                 .logits

@@ -11,7 +11,6 @@
 //! step allocates nothing of its own.
 
 use crate::config::{Activation, Config, Position};
-use crate::decode::{DecodeCache, PackedWeights};
 use crate::dropout::{site_attn, site_mlp, Dropout, SITE_EMBED};
 use crate::error::{Error, Result};
 use crate::kernels::activation::{
@@ -71,9 +70,6 @@ pub struct Model {
     pub layout: ParamLayout,
     params: Vec<f32>,
     backend: Backend,
-    /// The weights repacked for generation, built when first needed; every change to
-    /// the parameters goes through [`Model::params_mut`], which drops it.
-    decode_cache: DecodeCache,
 }
 
 /// Activations saved by the forward pass for the backward pass, and the backward pass's
@@ -363,7 +359,6 @@ impl Model {
             layout,
             params,
             backend,
-            decode_cache: DecodeCache::default(),
         })
     }
 
@@ -384,7 +379,6 @@ impl Model {
             layout,
             params,
             backend,
-            decode_cache: DecodeCache::default(),
         })
     }
 
@@ -412,29 +406,9 @@ impl Model {
         &self.params
     }
 
-    /// Every parameter, to change: drops the weights packed for generation, which are
-    /// rebuilt from the new values when next needed.
+    /// Every parameter, to change.
     pub fn params_mut(&mut self) -> &mut [f32] {
-        self.decode_cache = DecodeCache::default();
         &mut self.params
-    }
-
-    /// The block weights repacked for one-token-at-a-time generation (see
-    /// [`crate::decode`]), built on the first call after a change.
-    pub fn decode_weights(&self) -> &PackedWeights {
-        self.decode_cache.get_or_build(self)
-    }
-
-    /// [`Model::decode_weights`], with an error instead of an abort if the copy they are
-    /// (as large as the parameters) does not fit in memory.
-    pub fn try_decode_weights(&self) -> Result<&PackedWeights> {
-        if !self.decode_cache.is_built() {
-            crate::alloc::check_available(
-                self.params.len() as u128 * 4,
-                "the weights packed for generation",
-            )?;
-        }
-        Ok(self.decode_weights())
     }
 
     /// The attention heads: H query heads and K key/value heads of size D.

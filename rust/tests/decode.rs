@@ -6,9 +6,10 @@ mod common;
 use common::random_model;
 use tinylm::config::{Activation, Norm, Position};
 use tinylm::decode::batched::BatchState;
-use tinylm::decode::{with_team, DecodeState, Team};
-use tinylm::generate::{generate, GenerateOptions, Window};
-use tinylm::sample::SamplingParams;
+use tinylm::decode::{with_team, DecodeState, Decoder, PackedCache, Team};
+use tinylm::generate::{generate, GenerateOptions, Generation, Window};
+use tinylm::model::Backend;
+use tinylm::sample::{argmax, SamplingParams};
 use tinylm::{Config, Model, Workspace};
 
 /// Wide enough for the helper thread to take part, with widths that are not multiples of
@@ -52,11 +53,11 @@ fn scaled_model(config: Config, seed: u64) -> Model {
 }
 
 /// The logits after each token of `ids`, decoded one token at a time.
-fn decoded_logits(model: &Model, team: Option<&Team>, ids: &[u32]) -> Vec<Vec<f32>> {
-    let mut state = DecodeState::new(model);
+fn decoded_logits(decoder: &Decoder, team: Option<&Team>, ids: &[u32]) -> Vec<Vec<f32>> {
+    let mut state = DecodeState::new(decoder.model());
     ids.iter()
         .map(|&id| {
-            state.push(model, team, id, true);
+            state.push(decoder, team, id, true);
             state.logits.clone()
         })
         .collect()
@@ -77,8 +78,9 @@ fn with_helper<R>(f: impl Fn(&Team) -> R) -> R {
 fn decoded_logits_match_the_forward_pass() {
     for config in [wide_config(), one_head_config()] {
         let model = scaled_model(config.clone(), 5);
+        let decoder = Decoder::new(&model);
         let ids: Vec<u32> = (0..40).map(|i| (i * 17 % 70) as u32).collect();
-        let decoded = with_helper(|team| decoded_logits(&model, Some(team), &ids));
+        let decoded = with_helper(|team| decoded_logits(&decoder, Some(team), &ids));
         let v = model.config.vocab_size;
         let mut ws = Workspace::new();
         model.forward(&mut ws, &ids, 1, ids.len()).unwrap();
@@ -101,30 +103,78 @@ fn decoded_logits_match_the_forward_pass() {
 #[test]
 fn the_helper_thread_changes_no_bit_of_the_logits() {
     let model = wide_model(6);
+    let decoder = Decoder::new(&model);
     let ids: Vec<u32> = (0..40).map(|i| (i * 29 % 70) as u32).collect();
     let bits =
         |rows: Vec<Vec<f32>>| -> Vec<u32> { rows.iter().flatten().map(|x| x.to_bits()).collect() };
-    let alone = bits(decoded_logits(&model, None, &ids));
-    let shared = bits(with_helper(|team| decoded_logits(&model, Some(team), &ids)));
+    let alone = bits(decoded_logits(&decoder, None, &ids));
+    let shared = bits(with_helper(|team| {
+        decoded_logits(&decoder, Some(team), &ids)
+    }));
     assert_eq!(alone, shared);
 }
 
+/// Asserts that `generated` (after `prompt`, within the context) is the argmax of the
+/// full forward pass's logits at every step.
+fn assert_greedy_follows_the_forward_pass(model: &Model, prompt: &[u32], generated: &[u32]) {
+    let v = model.config.vocab_size;
+    let mut seq = prompt.to_vec();
+    let mut ws = Workspace::new();
+    for (i, &tok) in generated.iter().enumerate() {
+        model.forward(&mut ws, &seq, 1, seq.len()).unwrap();
+        let last = &ws.logits(&model.config)[(seq.len() - 1) * v..];
+        assert_eq!(argmax(last) as u32, tok, "generated token {i}");
+        seq.push(tok);
+    }
+}
+
 #[test]
-fn generation_follows_changes_to_the_parameters() {
+fn a_decoder_made_after_a_change_to_the_parameters_decodes_the_new_ones() {
     let opts = GenerateOptions {
-        max_new_tokens: 30,
+        max_new_tokens: 30, // within the context of 40
         sampling: SamplingParams::default(),
         seed: 0,
         stop: vec![],
         window: Default::default(),
     };
     let mut model = wide_model(7);
-    let other = wide_model(8);
-    let before = generate(&model, &[1, 2], &opts).unwrap();
-    model.params_mut().copy_from_slice(other.params());
-    let after = generate(&model, &[1, 2], &opts).unwrap();
-    assert_eq!(after, generate(&other, &[1, 2], &opts).unwrap());
-    assert_ne!(before, after, "the two models should generate differently");
+    let before = generate(&Decoder::new(&model), &[1, 2], &opts).unwrap();
+    assert_greedy_follows_the_forward_pass(&model, &[1, 2], &before);
+    model.params_mut().copy_from_slice(wide_model(8).params());
+    let after = generate(&Decoder::new(&model), &[1, 2], &opts).unwrap();
+    assert_greedy_follows_the_forward_pass(&model, &[1, 2], &after);
+    assert_ne!(
+        before, after,
+        "the two parameter sets should generate differently"
+    );
+}
+
+#[test]
+fn decoders_sharing_a_cache_pack_the_weights_once() {
+    let model = wide_model(11);
+    let opts = GenerateOptions {
+        max_new_tokens: 5,
+        sampling: SamplingParams::default(),
+        seed: 0,
+        stop: vec![],
+        window: Default::default(),
+    };
+    let cache = std::sync::Arc::new(PackedCache::default());
+    let first = Decoder::sharing(&model, cache.clone());
+    assert!(
+        !cache.is_packed(),
+        "a decoder packs when a step first needs it"
+    );
+    let ids = generate(&first, &[1], &opts).unwrap();
+    assert!(cache.is_packed());
+    let second = Decoder::sharing(&model, cache.clone());
+    assert!(std::ptr::eq(first.packed(), second.packed()));
+    assert_eq!(generate(&second, &[1], &opts).unwrap(), ids);
+    // The reference backend has no cache to decode with: it packs nothing.
+    let on_reference = model.clone().on_backend(Backend::Reference).unwrap();
+    let cache = std::sync::Arc::new(PackedCache::default());
+    generate(&Decoder::sharing(&on_reference, cache.clone()), &[1], &opts).unwrap();
+    assert!(!cache.is_packed());
 }
 
 #[test]
@@ -148,26 +198,26 @@ fn generation_in_chunks_gives_the_ids_of_one_call_in_and_past_the_context() {
 }
 
 fn chunked_generation_equals_one_call(model: &Model, opts: &GenerateOptions) {
-    use tinylm::generate::Generation;
-    let whole = generate(model, &[3, 1, 4], opts).unwrap();
+    let decoder = Decoder::new(model);
+    let whole = generate(&decoder, &[3, 1, 4], opts).unwrap();
     assert_eq!(whole.len(), 90);
     for chunk in [1, 3, 7, 64] {
         let mut run = Generation::new(model, &[3, 1, 4], opts.clone()).unwrap();
         let mut ids = Vec::new();
         while !run.is_done() {
-            let got = run.next_chunk(model, chunk, None).unwrap();
+            let got = run.next_chunk(&decoder, chunk, None).unwrap();
             assert!(!got.is_empty() && got.len() <= chunk);
             ids.extend(got);
         }
         assert_eq!(ids, whole, "chunks of {chunk}, {:?}", opts.window);
-        assert!(run.next_chunk(model, chunk, None).unwrap().is_empty());
+        assert!(run.next_chunk(&decoder, chunk, None).unwrap().is_empty());
     }
 }
 
 #[test]
 fn a_stop_id_ends_a_chunked_generation_right_after_it() {
-    use tinylm::generate::Generation;
     let model = wide_model(10);
+    let decoder = Decoder::new(&model);
     let mut opts = GenerateOptions {
         max_new_tokens: 50,
         sampling: SamplingParams::default(),
@@ -175,13 +225,13 @@ fn a_stop_id_ends_a_chunked_generation_right_after_it() {
         stop: vec![],
         window: Default::default(),
     };
-    let free = generate(&model, &[1], &opts).unwrap();
+    let free = generate(&decoder, &[1], &opts).unwrap();
     opts.stop = vec![free[4]];
     let first = free.iter().position(|&t| t == free[4]).unwrap();
     let mut run = Generation::new(&model, &[1], opts).unwrap();
     let mut ids = Vec::new();
     while !run.is_done() {
-        ids.extend(run.next_chunk(&model, 2, None).unwrap());
+        ids.extend(run.next_chunk(&decoder, 2, None).unwrap());
     }
     assert_eq!(ids, free[..=first]);
 }
@@ -217,15 +267,15 @@ fn narrow_config() -> Config {
 /// Feeds 6 sequences of different lengths through one batch, a step at a time (rows
 /// dropping out as their sequences end, so steps have 6, 5, ..., 1 rows: four-row tiles
 /// and single rows), and returns each sequence's logits per position.
-fn batched_logits(model: &Model, team: Option<&Team>, seqs: &[Vec<u32>]) -> Vec<Vec<Vec<f32>>> {
-    let v = model.config.vocab_size;
-    let mut state = BatchState::new(model, seqs.len()).unwrap();
+fn batched_logits(decoder: &Decoder, team: Option<&Team>, seqs: &[Vec<u32>]) -> Vec<Vec<Vec<f32>>> {
+    let v = decoder.model().config.vocab_size;
+    let mut state = BatchState::new(decoder.model(), seqs.len()).unwrap();
     let mut out = vec![Vec::new(); seqs.len()];
     let longest = seqs.iter().map(Vec::len).max().unwrap();
     for t in 0..longest {
         let rows: Vec<usize> = (0..seqs.len()).filter(|&s| seqs[s].len() > t).collect();
         let tokens: Vec<u32> = rows.iter().map(|&s| seqs[s][t]).collect();
-        state.step(model, team, &rows, &tokens);
+        state.step(decoder, team, &rows, &tokens);
         for (i, &s) in rows.iter().enumerate() {
             out[s].push(state.logits[i * v..][..v].to_vec());
         }
@@ -242,6 +292,7 @@ fn a_batch_step_gives_every_row_the_bits_of_decoding_it_alone() {
         narrow_config(),
     ] {
         let model = scaled_model(config.clone(), 9);
+        let decoder = Decoder::new(&model);
         let v = config.vocab_size as u32;
         let seqs: Vec<Vec<u32>> = (0..6)
             .map(|s| {
@@ -252,10 +303,10 @@ fn a_batch_step_gives_every_row_the_bits_of_decoding_it_alone() {
             .collect();
         let alone: Vec<_> = seqs
             .iter()
-            .map(|ids| decoded_logits(&model, None, ids))
+            .map(|ids| decoded_logits(&decoder, None, ids))
             .collect();
-        assert_eq!(batched_logits(&model, None, &seqs), alone, "{config:?}");
-        let shared = with_helper(|team| batched_logits(&model, Some(team), &seqs));
+        assert_eq!(batched_logits(&decoder, None, &seqs), alone, "{config:?}");
+        let shared = with_helper(|team| batched_logits(&decoder, Some(team), &seqs));
         assert_eq!(shared, alone, "{config:?}, with the helper thread");
     }
 }

@@ -4,6 +4,7 @@ mod common;
 
 use common::{random_model, small_config};
 use tinylm::batch::BatchRunner;
+use tinylm::decode::Decoder;
 use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::optim::{AdamW, AdamWConfig};
 use tinylm::sample::{argmax, SamplingParams};
@@ -173,7 +174,7 @@ fn greedy_generation_follows_the_argmax_of_the_logits() {
         stop: vec![],
         window: Window::Sliding,
     };
-    let generated = generate(&model, &prompt, &opts).unwrap();
+    let generated = generate(&Decoder::new(&model), &prompt, &opts).unwrap();
     assert_eq!(generated.len(), 9);
     let mut seq = prompt.to_vec();
     let v = model.config.vocab_size;
@@ -203,7 +204,7 @@ fn greedy_generation_with_a_shifted_window_follows_the_argmax_over_that_window()
             stop: vec![],
             window: Window::Shift,
         };
-        let generated = generate(&model, &prompt, &opts).unwrap();
+        let generated = generate(&Decoder::new(&model), &prompt, &opts).unwrap();
         let v = model.config.vocab_size;
         let mut seen = prompt[prompt.len().saturating_sub(p)..].to_vec();
         for &tok in &generated {

@@ -10,6 +10,7 @@ use common::{random_model, small_config};
 use tinylm::batch::BatchRunner;
 use tinylm::beam::{beam_search, BeamOptions, EarlyStopping};
 use tinylm::config::{Activation, Norm, Position};
+use tinylm::decode::Decoder;
 use tinylm::generate::{generate, GenerateOptions, Window};
 use tinylm::model::Backend;
 use tinylm::optim::{AdamW, AdamWConfig};
@@ -692,7 +693,7 @@ fn fast_greedy_generation_follows_the_reference_logits() {
         stop: vec![],
         window: Window::Sliding,
     };
-    let generated = generate(&model, &prompt, &opts).unwrap();
+    let generated = generate(&Decoder::new(&model), &prompt, &opts).unwrap();
     let (mut seq, v, p) = (
         prompt.to_vec(),
         model.config.vocab_size,
@@ -791,7 +792,7 @@ fn reference_greedy_generation_follows_the_argmax_past_the_context() {
         stop: vec![],
         window: Window::Sliding,
     };
-    let generated = generate(&model, &prompt, &opts).unwrap();
+    let generated = generate(&Decoder::new(&model), &prompt, &opts).unwrap();
     assert_eq!(generated.len(), 8);
     let (mut seq, v, p) = (
         prompt.to_vec(),
@@ -929,7 +930,7 @@ fn fast_path_matches_the_reference_for_every_option_combination() {
 /// Greedy generation (the key/value cache, one sequence) equals the argmax of the
 /// reference's logits over what the window rule lets the model see, step by step.
 fn check_greedy_follows_the_reference(model: &Model, prompt: &[u32], opts: &GenerateOptions) {
-    let generated = generate(model, prompt, opts).unwrap();
+    let generated = generate(&Decoder::new(model), prompt, opts).unwrap();
     assert_eq!(generated.len(), opts.max_new_tokens);
     let (v, p) = (model.config.vocab_size, model.config.max_seq_len);
     // The tokens the model sees: the last P under the sliding rule; under the shift rule
@@ -1012,8 +1013,8 @@ fn the_reference_backend_follows_the_shift_window_as_the_cache_does() {
     };
     let prompt = [1u32, 5, 2];
     assert_eq!(
-        generate(&fast, &prompt, &opts).unwrap(),
-        generate(&on_reference, &prompt, &opts).unwrap()
+        generate(&Decoder::new(&fast), &prompt, &opts).unwrap(),
+        generate(&Decoder::new(&on_reference), &prompt, &opts).unwrap()
     );
 }
 
@@ -1032,7 +1033,8 @@ fn beam_search_of_width_one_on_a_llama_model_is_greedy() {
         num_return_sequences: 1,
         stop: vec![],
     };
-    let beams = beam_search(&model, &[1, 2], &opts).unwrap();
+    let decoder = Decoder::new(&model);
+    let beams = beam_search(&decoder, &[1, 2], &opts).unwrap();
     let greedy = GenerateOptions {
         max_new_tokens: 9,
         sampling: SamplingParams::default(),
@@ -1041,7 +1043,10 @@ fn beam_search_of_width_one_on_a_llama_model_is_greedy() {
         window: Window::Shift,
     };
     check_greedy_follows_the_reference(&model, &[1, 2], &greedy);
-    assert_eq!(beams[0].tokens, generate(&model, &[1, 2], &greedy).unwrap());
+    assert_eq!(
+        beams[0].tokens,
+        generate(&decoder, &[1, 2], &greedy).unwrap()
+    );
 }
 
 #[test]

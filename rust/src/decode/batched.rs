@@ -24,6 +24,7 @@ use crate::kernels::rope::{rotate_heads, RopeTable};
 use crate::kernels::simd::simd_fn;
 use crate::model::Model;
 
+use super::decoder::Decoder;
 use super::panels::{LaneShape, LaneWeights};
 use super::team::{both, Team};
 use super::{add_bias, attend, dot_rows, norm_row, LINE_FLOATS, SPLIT_HEAD};
@@ -237,21 +238,27 @@ impl BatchState {
     /// logits (M, V) are then in `self.logits`. Each sequence's cache must have room and
     /// each token must be below V (the caller checks both). With a team, the two lanes
     /// run side by side.
-    pub fn step(&mut self, model: &Model, team: Option<&Team>, rows: &[usize], tokens: &[u32]) {
-        batch_step(self, model, team, rows, tokens);
+    pub fn step(&mut self, decoder: &Decoder, team: Option<&Team>, rows: &[usize], tokens: &[u32]) {
+        batch_step(self, decoder, team, rows, tokens);
     }
 }
 
 simd_fn! {
-    fn batch_step(state: &mut BatchState, model: &Model, team: Option<&Team>, rows: &[usize], tokens: &[u32]) {
-        state.step_rows(model, team, rows, tokens);
+    fn batch_step(state: &mut BatchState, decoder: &Decoder, team: Option<&Team>, rows: &[usize], tokens: &[u32]) {
+        state.step_rows(decoder, team, rows, tokens);
     }
 }
 
 impl BatchState {
     #[inline(always)]
-    fn step_rows(&mut self, model: &Model, team: Option<&Team>, rows: &[usize], tokens: &[u32]) {
-        let packed = model.decode_weights();
+    fn step_rows(
+        &mut self,
+        decoder: &Decoder,
+        team: Option<&Team>,
+        rows: &[usize],
+        tokens: &[u32],
+    ) {
+        let (model, packed) = (decoder.model(), decoder.packed());
         let cfg = &model.config;
         let lay = &model.layout;
         let prm = model.params();

@@ -19,10 +19,12 @@
 //! cached key never changes; the cache holds K key/value heads (grouped-query attention).
 
 pub mod batched;
+pub mod decoder;
 pub mod panels;
 pub mod team;
 
-pub use panels::{DecodeCache, LaneShape, PackedWeights, TWO_LANES_MIN_D_MODEL};
+pub use decoder::{times_packed, Decoder, PackedCache};
+pub use panels::{LaneShape, PackedWeights, TWO_LANES_MIN_D_MODEL};
 pub use team::{with_team, Team};
 
 use crate::config::{Activation, Position};
@@ -266,14 +268,14 @@ impl DecodeState {
 
     /// Feeds one token at the next position; computes the logits only if `want_logits`.
     /// The id must be below V and the cache must not be full.
-    pub fn push(&mut self, model: &Model, team: Option<&Team>, token: u32, want_logits: bool) {
-        decode_step(self, model, team, token, want_logits);
+    pub fn push(&mut self, decoder: &Decoder, team: Option<&Team>, token: u32, want_logits: bool) {
+        decode_step(self, decoder, team, token, want_logits);
     }
 }
 
 simd_fn! {
-    fn decode_step(state: &mut DecodeState, model: &Model, team: Option<&Team>, token: u32, want_logits: bool) {
-        state.step(model, team, token, want_logits);
+    fn decode_step(state: &mut DecodeState, decoder: &Decoder, team: Option<&Team>, token: u32, want_logits: bool) {
+        state.step(decoder, team, token, want_logits);
     }
 }
 
@@ -282,8 +284,8 @@ impl DecodeState {
     /// x += ffn(LN2(x)), each as the sum of the two lanes' partial sums; then
     /// logits = LN_f(x) lm_head^T.
     #[inline(always)]
-    fn step(&mut self, model: &Model, team: Option<&Team>, token: u32, want_logits: bool) {
-        let packed = model.decode_weights();
+    fn step(&mut self, decoder: &Decoder, team: Option<&Team>, token: u32, want_logits: bool) {
+        let (model, packed) = (decoder.model(), decoder.packed());
         let cfg = &model.config;
         let lay = &model.layout;
         let prm = model.params();

@@ -13,9 +13,7 @@
 //! W_q, W_k, W_v and linear1 (and the gate) that a lane computes, and the rows of W_o and
 //! linear2 that multiply what it computed.
 
-use std::fmt;
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use crate::config::Config;
 use crate::kernels::simd::simd_fn;
@@ -380,38 +378,6 @@ impl PackedWeights {
             })
             .collect();
         PackedWeights { blocks }
-    }
-}
-
-/// A model's [`PackedWeights`], built on first use and dropped whenever the parameters
-/// change (see [`Model::params_mut`]). Cloning a model does not clone it.
-#[derive(Default)]
-pub struct DecodeCache(OnceLock<PackedWeights>);
-
-impl DecodeCache {
-    pub fn get_or_build(&self, model: &Model) -> &PackedWeights {
-        self.0.get_or_init(|| PackedWeights::new(model))
-    }
-
-    pub fn is_built(&self) -> bool {
-        self.0.get().is_some()
-    }
-}
-
-impl Clone for DecodeCache {
-    fn clone(&self) -> Self {
-        DecodeCache::default()
-    }
-}
-
-impl fmt::Debug for DecodeCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = if self.0.get().is_some() {
-            "built"
-        } else {
-            "empty"
-        };
-        write!(f, "DecodeCache({state})")
     }
 }
 

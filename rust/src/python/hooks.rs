@@ -1,5 +1,5 @@
 //! Functions for tests and benchmarks: tinylm's matrix product on its own, a panic on
-//! purpose, and a deliberately wrong gradient.
+//! purpose, a deliberately wrong gradient, and a count of the packings for generation.
 
 use std::sync::Mutex;
 
@@ -107,6 +107,14 @@ static WRONG_GRADIENT: Mutex<Option<(String, f32)>> = Mutex::new(None);
 pub fn _scale_gradient_for_tests(name: Option<String>, factor: f32) {
     let mut wrong = WRONG_GRADIENT.lock().unwrap_or_else(|e| e.into_inner());
     *wrong = name.map(|n| (n, factor));
+}
+
+/// How many times this process has packed a model's weights for generation (see
+/// `rust/src/decode/decoder.rs`), for tests that check a model packs once per version of
+/// its parameters, not once per generation.
+#[pyfunction]
+pub fn _times_packed_for_tests() -> u64 {
+    crate::decode::times_packed()
 }
 
 /// Applies the test's deliberate error, if any, to the gradient of the tensor `name`.

@@ -87,6 +87,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hooks::time_matmul, m)?)?;
     m.add_function(wrap_pyfunction!(hooks::_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(hooks::_scale_gradient_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(hooks::_times_packed_for_tests, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

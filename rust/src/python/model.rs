@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use numpy::{PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
@@ -16,6 +16,7 @@ use pyo3::types::PyDict;
 use crate::batch::BatchRunner;
 use crate::beam::{beam_search, BeamOptions, EarlyStopping};
 use crate::config::Config;
+use crate::decode::{Decoder, PackedCache};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
 use crate::generate_many::BatchGeneration;
@@ -33,10 +34,16 @@ use super::optimizer::PyAdamW;
 use super::tokenizer::PyTokenizer;
 use super::{detached, in_pool, run};
 
-/// A transformer: parameters plus reusable activation workspaces.
+/// A transformer: parameters plus reusable activation workspaces, and its weights packed
+/// for generation.
 #[pyclass(name = "Model", module = "tinylm._core", frozen)]
 pub struct PyModel {
+    /// Read it with `model.read()`; change it only through [`PyModel::write`].
     pub model: RwLock<Model>,
+    /// The weights packed for generation from the current parameters (see
+    /// [`crate::decode::decoder`]): packed by the first generation that needs them, shared
+    /// by the ones after it, emptied by every change to the parameters.
+    packed: Mutex<Arc<PackedCache>>,
     /// For logits: one workspace, every operation split across the threads.
     workspace: Mutex<Workspace>,
     /// For losses, gradients and training steps: the batch split into shards.
@@ -50,17 +57,29 @@ impl PyModel {
     fn wrap(model: Model) -> PyModel {
         PyModel {
             model: RwLock::new(model),
+            packed: Mutex::new(Arc::default()),
             workspace: Mutex::new(Workspace::new()),
             runner: Mutex::new(BatchRunner::new()),
             version: AtomicU64::new(0),
         }
     }
 
-    /// The model, to change; counts the change (the caller holds the lock while it changes).
-    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Model>> {
+    /// The model, to change (the caller holds the lock while it changes): counts the
+    /// change and drops the packed weights, which the next generation packs anew. Every
+    /// change to the parameters comes through here.
+    fn write(&self) -> Result<RwLockWriteGuard<'_, Model>> {
         let guard = self.model.write().map_err(lock_err)?;
         self.version.fetch_add(1, Ordering::AcqRel);
+        *self.packed.lock().map_err(lock_err)? = Arc::default();
         Ok(guard)
+    }
+
+    /// A decoder of the model, while the caller holds `model`, the read lock of
+    /// `self.model` (so no change can come between): it shares the packed weights of the
+    /// current parameters.
+    fn decoder<'m>(&self, model: &'m RwLockReadGuard<'_, Model>) -> Result<Decoder<'m>> {
+        let packed = self.packed.lock().map_err(lock_err)?.clone();
+        Ok(Decoder::sharing(model, packed))
     }
 }
 
@@ -480,11 +499,11 @@ impl PyModel {
         let outcome = py.detach(|| {
             catch_unwind(AssertUnwindSafe(|| -> PyResult<Vec<u32>> {
                 let model = self.model.read().map_err(|e| to_py_err(lock_err(e)))?;
-                let model = &*model;
-                let mut run = Generation::new(model, &prompt, opts).map_err(to_py_err)?;
+                let decoder = self.decoder(&model).map_err(to_py_err)?;
+                let mut run = Generation::new(&model, &prompt, opts).map_err(to_py_err)?;
                 let mut ids = Vec::new();
                 while !run.is_done() {
-                    let chunk = in_pool(|| run.next_chunk(model, 1 << 16, Some(SIGNAL_CHECK)));
+                    let chunk = in_pool(|| run.next_chunk(&decoder, 1 << 16, Some(SIGNAL_CHECK)));
                     ids.extend(chunk.map_err(to_py_err)?);
                     Python::attach(|py| py.check_signals())?;
                 }
@@ -533,11 +552,11 @@ impl PyModel {
         let outcome = py.detach(|| {
             catch_unwind(AssertUnwindSafe(|| -> PyResult<Vec<Vec<u32>>> {
                 let model = self.model.read().map_err(|e| to_py_err(lock_err(e)))?;
-                let model = &*model;
-                let mut run = BatchGeneration::new(model, &prompts, opts).map_err(to_py_err)?;
+                let decoder = self.decoder(&model).map_err(to_py_err)?;
+                let mut run = BatchGeneration::new(&decoder, &prompts, opts).map_err(to_py_err)?;
                 while !run.is_done() {
                     let deadline = std::time::Instant::now() + SIGNAL_CHECK;
-                    in_pool(|| run.run_until(model, deadline)).map_err(to_py_err)?;
+                    in_pool(|| run.run_until(&decoder, deadline)).map_err(to_py_err)?;
                     Python::attach(|py| py.check_signals())?;
                 }
                 Ok(run.into_ids())
@@ -584,8 +603,8 @@ impl PyModel {
         };
         let found = detached(py, || {
             let model = self.model.read().map_err(lock_err)?;
-            let model = &*model;
-            in_pool(|| beam_search(model, &prompt, &opts))
+            let decoder = self.decoder(&model)?;
+            in_pool(|| beam_search(&decoder, &prompt, &opts))
         })?;
         Ok(found
             .into_iter()
@@ -790,9 +809,10 @@ impl PyGeneration {
             if run.is_done() {
                 return Ok(Vec::new());
             }
-            let (model, run) = (&*model, &mut *run);
+            let decoder = owner.decoder(&model)?;
+            let run = &mut *run;
             let budget = Duration::from_secs_f64(budget_seconds.min(3600.0));
-            in_pool(|| run.next_chunk(model, max_ids, Some(budget)))
+            in_pool(|| run.next_chunk(&decoder, max_ids, Some(budget)))
         })
     }
 
