@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use tinylm::decode::batched::BatchState;
-use tinylm::decode::with_team;
+use tinylm::decode::{with_team, Decoder};
 use tinylm::Model;
 
 mod common;
@@ -15,6 +15,7 @@ fn main() {
     let seqs: usize = common::env_or("SEQS", 8);
     let p = config.max_seq_len;
     let model = Model::new(config, 0).unwrap();
+    let decoder = Decoder::new(&model);
     let rows: Vec<usize> = (0..seqs).collect();
     let tokens = vec![1u32; seqs];
     for helper in [false, true] {
@@ -27,7 +28,7 @@ fn main() {
                 (0..seqs).for_each(|s| state.clear(s));
                 let mut run = |team: Option<&tinylm::decode::Team>| {
                     for _ in 0..p {
-                        state.step(&model, team, &rows, &tokens);
+                        state.step(&decoder, team, &rows, &tokens);
                     }
                 };
                 if helper {
