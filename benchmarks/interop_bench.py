@@ -346,7 +346,7 @@ def main() -> None:
             f"| {label} | {ours:,.1f} | {other[key]} {theirs:,.1f} "
             f"| {ratio:.2f} (>= {TARGETS[key]}: {met}) | {rss} |"
         )
-    print("\nThe memory ceiling of batch-1 float32 generation (every weight read once a token):")
+    print("\nThe memory ceiling of batch-1 float32 generation (every weight read once a token):\n")
     print("| model | MB read per token | NumPy sgemv GB/s | ceiling tok/s | tinylm | target |")
     print("|---|---|---|---|---|---|")
     for label, key, a, b in rows:
