@@ -6,7 +6,7 @@
 # Needs (Debian/Ubuntu):  apt-get install qemu-user gcc-aarch64-linux-gnu
 #                         rustup target add aarch64-unknown-linux-gnu
 #                         .venv with maturin and pip (see the README, "Development")
-# Neither root nor binfmt_misc is needed. Steps, all under target/aarch64-python/ ($WORK):
+# binfmt_misc is not needed. Steps, all under target/aarch64-python/ ($WORK):
 #   1. sysroot/: Debian's arm64 CPython 3.11 and the libraries it needs, fetched by apt-get
 #      with a private state directory (the machine's dpkg and apt lists are left alone;
 #      this machine's apt sources and keyring check the packages) and unpacked with dpkg-deb.
@@ -67,7 +67,7 @@ if [[ ! -x $SYSROOT/usr/bin/python3.11 ]]; then
     done
     # qemu's -L prefix also applies to execve: an arm64 tar or dpkg there would shadow the
     # host's. Keep only the interpreter.
-    rm -rf "$SYSROOT/bin" "$SYSROOT/sbin" "$SYSROOT/usr/sbin"
+    rm -rf "${SYSROOT:?}/bin" "$SYSROOT/sbin" "$SYSROOT/usr/sbin"
     find "$SYSROOT/usr/bin" -mindepth 1 ! -name python3.11 -delete
 fi
 # The same prefix applies to /proc/cpuinfo, which qemu 7 passes through from the host: an
