@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Rust tests for 64-bit ARM Linux (the release workflow's aarch64 wheel), run here on
-# x86-64 under qemu-user. CPU heavy (a few minutes on 2 cores).
+# x86-64 under qemu-user. CPU heavy (a few minutes on 2 cores). The pytest suite against the
+# aarch64 wheel: scripts/test_aarch64_python.sh.
 #
 # Needs (Debian/Ubuntu):  apt-get install qemu-user gcc-aarch64-linux-gnu
 #                         rustup target add aarch64-unknown-linux-gnu
