@@ -28,10 +28,30 @@ pub fn global_pool_from_env(default: usize) -> usize {
 }
 
 /// The configuration named by the first command-line argument (A, B, C or D; anything
-/// else is D; Dllama is D's sizes with Llama's block, as benchmarks/configs.py), else
-/// `default`; returns its name, the model's configuration and the batch.
+/// else is D; Dllama is D's sizes with Llama's block, as benchmarks/configs.py; stories15M
+/// is llama2.c's shape, as benchmarks/interop_bench.py), else `default`; returns its name,
+/// the model's configuration and the batch.
 pub fn reference_from_args(default: &str) -> (String, Config, usize) {
     let which = std::env::args().nth(1).unwrap_or_else(|| default.into());
+    if which == "stories15M" {
+        // llama2.c's stories15M shape (interop_bench.py), with the llama preset's untied head.
+        let config = Config {
+            vocab_size: 32000,
+            d_model: 288,
+            n_layers: 6,
+            n_heads: 6,
+            d_ff: 768,
+            max_seq_len: 256,
+            attn_bias: false,
+            tie_embeddings: false,
+            activation: tinylm::config::Activation::SwiGlu,
+            norm: tinylm::config::Norm::RmsNorm,
+            mlp_bias: false,
+            position: tinylm::config::Position::Rope,
+            ..Config::default()
+        };
+        return (which, config, 8);
+    }
     if which == "Dllama" {
         let config = Config {
             vocab_size: 65,

@@ -45,11 +45,46 @@ const SPLIT_HEAD: usize = 16 * 1024;
 
 simd_fn! {
     /// out[r] = x . rows[r]: products with a matrix stored [out][in] (the output head).
+    /// Four rows at a time, so that four chains of multiply-adds are in flight instead of
+    /// one; each row's sum is exactly [`dot`]'s.
     fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
-        for (o, row) in out.iter_mut().zip(rows.chunks_exact(x.len())) {
+        let c = x.len();
+        let mut outs = out.chunks_exact_mut(4);
+        let mut quads = rows.chunks_exact(4 * c);
+        for (o, quad) in (&mut outs).zip(&mut quads) {
+            let (r01, r23) = quad.split_at(2 * c);
+            let rows = [&r01[..c], &r01[c..], &r23[..c], &r23[c..]];
+            o.copy_from_slice(&dot4(x, rows));
+        }
+        for (o, row) in outs.into_remainder().iter_mut().zip(quads.remainder().chunks_exact(c)) {
             *o = dot(x, row);
         }
     }
+}
+
+/// [x . rows[0], ..., x . rows[3]], each the same sum as [`dot`] computes. (Written
+/// otherwise, with four named accumulators or a loop for the sums at the end, the compiler
+/// vectorised it 4 floats wide, and generation at stories15M fell by a fifth.)
+#[inline(always)]
+fn dot4(x: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    let n = x.len() / 8 * 8;
+    let mut acc = [[0.0f32; 8]; 4];
+    for k in (0..n).step_by(8) {
+        let xs = &x[k..k + 8];
+        for (a, row) in acc.iter_mut().zip(&rows) {
+            for ((a, &xi), &w) in a.iter_mut().zip(xs).zip(&row[k..k + 8]) {
+                *a = xi.mul_add(w, *a);
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        let a = &acc[r];
+        let mut tail = 0.0f32;
+        for (xi, w) in x[n..].iter().zip(&rows[r][n..]) {
+            tail = xi.mul_add(*w, tail);
+        }
+        ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail
+    })
 }
 
 /// Floats of padding after a lane's scratch and partial sum, the buffers its thread
@@ -345,6 +380,29 @@ impl DecodeState {
                 || dot_rows(second, x, &head[cut * c..]),
                 || dot_rows(first, x, &head[..cut * c]),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_rows_gives_each_row_exactly_dots_sum() {
+        for c in [1, 7, 8, 13, 64, 288] {
+            for v in [1, 3, 4, 5, 8, 11] {
+                let x: Vec<f32> = (0..c).map(|i| ((i * 7 % 19) as f32 - 9.0) / 7.0).collect();
+                let rows: Vec<f32> = (0..v * c)
+                    .map(|i| ((i * 5 % 23) as f32 - 11.0) / 3.0)
+                    .collect();
+                let mut out = vec![f32::NAN; v];
+                dot_rows(&mut out, &x, &rows);
+                for (r, got) in out.iter().enumerate() {
+                    let want = dot(&x, &rows[r * c..][..c]);
+                    assert_eq!(got.to_bits(), want.to_bits(), "C {c}, V {v}, row {r}");
+                }
+            }
         }
     }
 }

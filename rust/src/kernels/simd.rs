@@ -7,8 +7,9 @@
 //! Closures do not inherit the features of the function that calls them, so parallel
 //! kernels call a `simd_fn!` function per row or per chunk.
 //!
-//! One kernel has a third copy, for AVX-512: the batched decode product
-//! (`decode::panels`), whose register tile doubles with the registers (see [`has_avx512`]).
+//! Two kernels have a third copy, for AVX-512, whose register tiles double with the
+//! registers (see [`has_avx512`]): the batched decode product (`decode::panels`) and
+//! attention's tiled products (`kernels::tiled`).
 
 /// Whether this CPU has AVX2 and FMA (the standard library caches the answer).
 #[inline]
