@@ -16,7 +16,8 @@
    2 threads) over a matrix as large as each model's weights measures that rate, and
    weights per token / rate is the fastest a float32 decoder could run here.
 
-Each measurement runs in a fresh process (peak RSS its own). The PyTorch side runs under
+Each measurement runs in a fresh process (peak RSS its own); the two sides of a pair take
+turns for ``--rounds`` rounds and each side's median round is reported. The PyTorch side runs under
 ``$TINYLM_TORCH_PYTHON`` or benchmarks/.torch-venv (see bench.py). Run it on a quiet machine:
 PyTorch's OpenMP threads spin and collapse under contention.
 """
@@ -257,6 +258,16 @@ def measure(python: str, task: str, shape: tuple, seconds: float, **extra: str) 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median tokens/s (the lower middle one of an even number)."""
+    ordered = sorted(runs, key=lambda r: r["tokens_per_second"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def rates(runs: list[dict]) -> str:
+    return ", ".join(f"{r['tokens_per_second']:,.1f}" for r in runs)
+
+
 def build_run_c(workdir: str) -> str:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None or not RUN_C.exists():
@@ -273,6 +284,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per measurement (default: 10)")
     parser.add_argument(
         "--tiny", action="store_true", help="small shapes, to try the script (default: real)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per pair (default: 3)"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
@@ -327,9 +341,14 @@ def main() -> None:
             ),
         ]
         for label, key, ours, our_python, theirs, their_python, shape, extra in pairs:
-            a = measure(our_python, ours, shape, args.seconds)
-            b = measure(their_python, theirs, shape, args.seconds, **extra)
-            rows.append((label, key, a, b))
+            # The two sides take turns, round after round, so that a drift in the
+            # machine's speed (seen here: run.c at 787 and then 675 tok/s, minutes apart)
+            # reaches both; each side's median round is reported.
+            ra, rb = [], []
+            for _ in range(args.rounds):
+                ra.append(measure(our_python, ours, shape, args.seconds))
+                rb.append(measure(their_python, theirs, shape, args.seconds, **extra))
+            rows.append((label, key, median_run(ra), median_run(rb), ra, rb))
         streams = {
             key: measure(sys.executable, "weight_stream", shape, args.seconds)
             for key, shape in (("gpt2_generate", gpt2), ("stories_generate", stories))
@@ -337,7 +356,7 @@ def main() -> None:
     other = {"gpt2_generate": "PyTorch", "gpt2_train": "PyTorch", "stories_generate": "run.c"}
     print("| measurement | tinylm | other | ratio (target) | peak RSS MiB tinylm / other |")
     print("|---|---|---|---|---|")
-    for label, key, a, b in rows:
+    for label, key, a, b, _, _ in rows:
         ratio = a["tokens_per_second"] / b["tokens_per_second"]
         met = "met" if ratio >= TARGETS[key] else "NOT met"
         ours, theirs = a["tokens_per_second"], b["tokens_per_second"]
@@ -346,10 +365,14 @@ def main() -> None:
             f"| {label} | {ours:,.1f} | {other[key]} {theirs:,.1f} "
             f"| {ratio:.2f} (>= {TARGETS[key]}: {met}) | {rss} |"
         )
+    if args.rounds > 1:
+        print(f"\nEach side's median of {args.rounds} alternating rounds; every round's tok/s:\n")
+        for label, key, _, _, ra, rb in rows:
+            print(f"- {label}: tinylm {rates(ra)}; {other[key]} {rates(rb)}")
     print("\nThe memory ceiling of batch-1 float32 generation (every weight read once a token):\n")
     print("| model | MB read per token | NumPy sgemv GB/s | ceiling tok/s | tinylm | target |")
     print("|---|---|---|---|---|---|")
-    for label, key, a, b in rows:
+    for label, key, a, b, _, _ in rows:
         if key not in streams:
             continue
         stream = streams[key]
