@@ -97,6 +97,11 @@ simd_fn! {
     /// head j in columns j D..(j + 1) D, read by query heads j group..(j + 1) group;
     /// scratch holds at least S + D floats. y = softmax(q k^T / sqrt(D)) v per head, summed
     /// in the scratch and written to y once.
+    ///
+    /// Four positions at a time: four scores are four independent [`dot`]s ([`dot4`]), and
+    /// the weighted sum adds four values per pass over the sum with the multiply-adds in
+    /// the order one position at a time would do them, so every output is the same as
+    /// the loop `score[s] = dot(q, k[s]); ...; y += p[s] v[s]` gives.
     fn attend(y: &mut [f32], scratch: &mut [f32], q: &[f32], keys: &[f32], values: &[f32], d: usize, group: usize) {
         let scale = 1.0 / (d as f32).sqrt();
         let c = y.len() / group;
@@ -104,13 +109,31 @@ simd_fn! {
         let acc = &mut acc[..d];
         for (i, (yh, qh)) in y.chunks_exact_mut(d).zip(q.chunks_exact(d)).enumerate() {
             let col = i / group * d;
-            for (score, key) in scores.iter_mut().zip(keys.chunks_exact(c)) {
-                *score = dot(qh, &key[col..col + d]) * scale;
+            let key = |s: usize| &keys[s * c + col..][..d];
+            let value = |s: usize| &values[s * c + col..][..d];
+            let quads = scores.len() / 4 * 4;
+            for s in (0..quads).step_by(4) {
+                let dots = dot4(qh, [key(s), key(s + 1), key(s + 2), key(s + 3)]);
+                for (score, dot) in scores[s..s + 4].iter_mut().zip(dots) {
+                    *score = dot * scale;
+                }
+            }
+            for s in quads..scores.len() {
+                scores[s] = dot(qh, key(s)) * scale;
             }
             softmax_in_place(scores);
             acc.fill(0.0);
-            for (&p, value) in scores.iter().zip(values.chunks_exact(c)) {
-                axpy(acc, p, &value[col..col + d]);
+            for s in (0..quads).step_by(4) {
+                let [p0, p1, p2, p3] = [scores[s], scores[s + 1], scores[s + 2], scores[s + 3]];
+                let (v0, v1) = (value(s), value(s + 1));
+                let (v2, v3) = (value(s + 2), value(s + 3));
+                let fours = acc.iter_mut().zip(v0.iter().zip(v1)).zip(v2.iter().zip(v3));
+                for ((a, (x0, x1)), (x2, x3)) in fours {
+                    *a = p3.mul_add(*x3, p2.mul_add(*x2, p1.mul_add(*x1, p0.mul_add(*x0, *a))));
+                }
+            }
+            for s in quads..scores.len() {
+                axpy(acc, scores[s], value(s));
             }
             yh.copy_from_slice(acc);
         }
@@ -401,6 +424,40 @@ mod tests {
                 for (r, got) in out.iter().enumerate() {
                     let want = dot(&x, &rows[r * c..][..c]);
                     assert_eq!(got.to_bits(), want.to_bits(), "C {c}, V {v}, row {r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attend_equals_the_one_position_at_a_time_loop() {
+        let d = 8;
+        for (heads, group) in [(1, 1), (2, 1), (4, 2)] {
+            let c = heads / group * d;
+            for positions in 1..=10 {
+                let value = |i: usize, m: usize| ((i * m % 29) as f32 - 14.0) / 9.0;
+                let q: Vec<f32> = (0..heads * d).map(|i| value(i, 7)).collect();
+                let keys: Vec<f32> = (0..positions * c).map(|i| value(i, 5)).collect();
+                let values: Vec<f32> = (0..positions * c).map(|i| value(i, 11)).collect();
+                let mut y = vec![f32::NAN; heads * d];
+                let mut scratch = vec![f32::NAN; positions + d];
+                attend(&mut y, &mut scratch, &q, &keys, &values, d, group);
+                for h in 0..heads {
+                    let col = h / group * d;
+                    let qh = &q[h * d..][..d];
+                    let scale = 1.0 / (d as f32).sqrt();
+                    let mut scores: Vec<f32> = (0..positions)
+                        .map(|s| dot(qh, &keys[s * c + col..][..d]) * scale)
+                        .collect();
+                    softmax_in_place(&mut scores);
+                    let mut want = vec![0.0f32; d];
+                    for (s, &p) in scores.iter().enumerate() {
+                        axpy(&mut want, p, &values[s * c + col..][..d]);
+                    }
+                    for (j, (got, want)) in y[h * d..][..d].iter().zip(&want).enumerate() {
+                        let at = format!("heads {heads}, S {positions}, head {h}, column {j}");
+                        assert_eq!(got.to_bits(), want.to_bits(), "{at}");
+                    }
                 }
             }
         }
