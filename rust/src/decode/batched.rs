@@ -329,9 +329,10 @@ impl BatchState {
             c,
         );
         // logits = h @ lm_head^T, lm_head (V, C): the same dot products as one sequence's
-        // step; the two lanes take the two halves of the vocabulary as it does.
+        // step; the two lanes take the two halves of the vocabulary once the M rows'
+        // multiply-adds are worth a hand-off (at fewer rows than one sequence's step).
         let head = lay.lm_head.of(prm);
-        let cut = if v >= 16 && v * c >= SPLIT_HEAD {
+        let cut = if v >= 16 && m * v * c >= SPLIT_HEAD {
             v / 2
         } else {
             v

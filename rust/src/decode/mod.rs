@@ -118,8 +118,8 @@ simd_fn! {
                     *score = dot * scale;
                 }
             }
-            for s in quads..scores.len() {
-                scores[s] = dot(qh, key(s)) * scale;
+            for (s, score) in scores.iter_mut().enumerate().skip(quads) {
+                *score = dot(qh, key(s)) * scale;
             }
             softmax_in_place(scores);
             acc.fill(0.0);
@@ -132,8 +132,8 @@ simd_fn! {
                     *a = p3.mul_add(*x3, p2.mul_add(*x2, p1.mul_add(*x1, p0.mul_add(*x0, *a))));
                 }
             }
-            for s in quads..scores.len() {
-                axpy(acc, scores[s], value(s));
+            for (s, p) in scores.iter().enumerate().skip(quads) {
+                axpy(acc, *p, value(s));
             }
             yh.copy_from_slice(acc);
         }
