@@ -14,16 +14,19 @@ from conftest import random_model
 
 TINY = tinylm.Config(vocab_size=5, d_model=8, n_layers=1, n_heads=2, max_seq_len=16)
 CONFIG = tinylm.Config(vocab_size=20, d_model=16, n_layers=2, n_heads=2, max_seq_len=32)
+#: Llama's block (RMSNorm, RoPE in the cache, SwiGLU, one key/value head, untied head).
+TINY_LLAMA = tinylm.Config.llama(5, d_model=8, n_layers=1, n_heads=2, n_kv_heads=1, max_seq_len=16)
+LLAMA = tinylm.Config.llama(20, d_model=16, n_layers=2, n_heads=2, n_kv_heads=1, max_seq_len=32)
 
 
-@pytest.fixture(scope="module")
-def tiny() -> tinylm.Transformer:
-    return random_model(TINY, seed=31, scale=1.0)
+@pytest.fixture(scope="module", params=[TINY, TINY_LLAMA], ids=["gpt2", "llama"])
+def tiny(request) -> tinylm.Transformer:
+    return random_model(request.param, seed=31, scale=1.0)
 
 
-@pytest.fixture(scope="module")
-def model() -> tinylm.Transformer:
-    return random_model(CONFIG, seed=32, scale=0.6)
+@pytest.fixture(scope="module", params=[CONFIG, LLAMA], ids=["gpt2", "llama"])
+def model(request) -> tinylm.Transformer:
+    return random_model(request.param, seed=32, scale=0.6)
 
 
 def logprob_of(model: tinylm.Transformer, prompt: list[int], new: list[int]) -> float:
@@ -81,6 +84,83 @@ def test_a_stop_id_finishes_a_beam_with_its_length(model):
         assert stop not in new[:-1]
         assert beam.score == pytest.approx(beam.logprob / len(new), abs=1e-4)
     assert any(b.ids[-1] == stop for b in found)
+
+
+def log_softmax64(row: np.ndarray) -> np.ndarray:
+    z = row.astype(np.float64) - row.max()
+    return z - np.log(np.exp(z).sum())
+
+
+def reference_search(model, prompt, max_new, num_beams, length_penalty, early_stopping, stop):
+    """Beam search as rust/src/beam.rs's header documents it, over ``logits()`` of each
+    whole sequence: (score, logprob, new ids) of the hypotheses, best first."""
+    running: list[tuple[float, list[int]]] = [(0.0, [])]
+    finished: list[tuple[float, float, list[int]]] = []
+
+    def add(logprob: float, new: list[int], length: int) -> None:
+        finished.append((logprob / length**length_penalty, logprob, new))
+        finished.sort(key=lambda h: -h[0])  # stable: an earlier tie stays first
+        del finished[num_beams:]
+
+    for step in range(max_new):
+        candidates = sorted(
+            (
+                (total + lp, b, t)
+                for b, (total, new) in enumerate(running)
+                for t, lp in enumerate(log_softmax64(model.logits(prompt + new)[-1]))
+            ),
+            key=lambda c: (-c[0], c[1], c[2]),
+        )[: 2 * num_beams]
+        length, chosen = step + 1, []
+        for rank, (total, b, t) in enumerate(candidates):
+            new = running[b][1] + [t]
+            if t in stop:
+                if rank < num_beams:
+                    add(total, new, length)
+            else:
+                chosen.append((total, new))
+            if len(chosen) == num_beams:
+                break
+        if not chosen:
+            return finished
+        if len(finished) >= num_beams:
+            if early_stopping is True:
+                return finished
+            longest = early_stopping == "never" and length_penalty > 0
+            bound = chosen[0][0] / (max_new if longest else length) ** length_penalty
+            if finished[-1][0] >= bound:
+                return finished
+        running = chosen
+    for total, new in running:
+        add(total, new, max(len(new), 1))
+    return finished
+
+
+def test_early_stopping_follows_its_documented_rules(model):
+    outcomes = {}
+    for stop_at, length_penalty in itertools.product((0, 1, 2), (1.0, 2.0)):
+        prompt = [4, 1]
+        stop = model.generate(prompt, 3, temperature=0.0)[len(prompt) + stop_at]
+        for early in (True, False, "never"):
+            want = reference_search(model, prompt, 10, 3, length_penalty, early, [stop])
+            got = model.beam_search(
+                prompt,
+                10,
+                num_beams=3,
+                num_return_sequences=3,
+                length_penalty=length_penalty,
+                early_stopping=early,
+                stop=stop,
+            )
+            assert [b.ids[len(prompt) :] for b in got] == [new for _, _, new in want]
+            assert [b.score for b in got] == pytest.approx([s for s, _, _ in want], abs=1e-4)
+            outcomes[stop_at, length_penalty, early] = [tuple(b.ids) for b in got]
+    # The three settings are not all alike: some search ends at a different point.
+    assert any(
+        len({tuple(outcomes[k, lp, e]) for e in (True, False, "never")}) > 1
+        for k in (0, 1, 2)
+        for lp in (1.0, 2.0)
+    )
 
 
 def test_no_repeat_ngram_size_forbids_repeated_ngrams(model):

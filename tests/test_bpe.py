@@ -498,6 +498,25 @@ def test_cli_streams_bpe_training_from_the_file_and_warns_when_the_text_is_too_s
     assert tok is not None and tok.vocab_size < 5000
 
 
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_char_and_word_streams_join_to_the_generated_text_on_emoji_and_cjk(kind) -> None:
+    words = ["naïve", "😀", "中文", "👩\u200d👩\u200d👧", "日本語", "e\u0301"]
+    if kind == "char":
+        tok = Tokenizer.char_level(" ".join(words) + " ")
+    else:
+        tok = Tokenizer.word_level(words)
+    config = tinylm.Config(
+        vocab_size=tok.vocab_size, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_seq_len=16
+    )
+    model = tinylm.Transformer(config, seed=5, tokenizer=tok)
+    prompt = "中文" if kind == "char" else "中文 😀"
+    for seed in range(3):
+        text = model.generate_text(prompt, 60, temperature=1.0, seed=seed)
+        pieces = list(model.stream(prompt, 60, temperature=1.0, seed=seed))
+        assert prompt + "".join(pieces) == text
+        assert any(ord(ch) > 0xFFFF or "\u4e00" <= ch <= "\u9fff" for ch in text[len(prompt) :])
+
+
 def test_streamed_generation_equals_the_decode_of_the_generated_ids() -> None:
     # An untrained model over byte tokens samples pieces of characters: the stream must
     # hold them back until whole, and end as the full decode does.

@@ -4,6 +4,7 @@ window) and `eval`, each run as a user would, in a subprocess."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,20 @@ def test_beams_and_samples_print_each_with_a_header(tmp_path):
     assert samples.stdout.count("--- sample ") == 3
 
 
+def test_samples_of_a_prompt_longer_than_the_context_print_the_whole_prompt(tmp_path):
+    context = tinylm.Transformer.from_bundled("shakespeare").config.max_seq_len
+    prompt = ("ROMEO:\nBut soft, what light through yonder window breaks?\n" * 20)[: 3 * context]
+    out = run(
+        "generate", "--prompt", prompt, "--num-samples", "2", "--max-new-tokens", "20", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    blocks = out.stdout.split("--- sample ")[1:]
+    assert len(blocks) == 2
+    for k, block in enumerate(blocks):
+        header, text = block.split("\n", 1)
+        assert header == str(k + 1) and text.startswith(prompt) and len(text) > len(prompt)
+
+
 def test_eval_reports_what_score_computes(tmp_path):
     text = "ROMEO:\nBut soft, what light through yonder window breaks?\n" * 40
     path = tmp_path / "val.txt"
@@ -90,6 +105,9 @@ def test_eval_reports_what_score_computes(tmp_path):
     assert float(fields["bits per char"]) == pytest.approx(score.bits_per_char, rel=2e-3)
     assert float(fields["loss"].split()[0]) == pytest.approx(score.loss, rel=2e-3)
     assert math.isfinite(float(fields["bits per token"]))
+    # The progress bar (one line per update when stderr is not a terminal) ends full.
+    assert "scoring" in out.stderr
+    assert re.search(r"(\d+)/\1 \[#+\]", out.stderr), out.stderr
 
 
 @pytest.mark.parametrize(

@@ -71,3 +71,14 @@ def test_the_reference_backend_and_the_sliding_window_give_the_same_rule(model):
 def test_bad_batches_are_clear_errors(model, prompts, kwargs, error, message):
     with pytest.raises(error, match=message):
         model.generate_many(prompts, 5, **kwargs)
+
+
+def test_a_batch_prompt_longer_than_the_context_is_a_clear_error(model):
+    context = model.config.max_seq_len
+    long = [1] * (context + 1)
+    with pytest.raises(ValueError, match=f"prompt 1 has {context + 1} ids, more than the context"):
+        model.generate_many([[2], long], 5)
+    with pytest.raises(ValueError, match=f"prompt 0 has {context + 1} ids"):
+        model.generate_many(long, 5, num_samples=2)
+    # One sequence alone keeps its last P ids, as generate does.
+    assert model.generate_many(long, 5, temperature=0) == [model.generate(long, 5, temperature=0)]

@@ -141,6 +141,20 @@ def test_options_survive_safetensors_on_both_backends(tmp_path) -> None:
             np.testing.assert_array_equal(again.state_dict()[name], value)
 
 
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_every_option_survives_safetensors_and_gives_the_same_logits(tmp_path, name) -> None:
+    model = reference_model(config_for(name), seed=8)
+    path = tmp_path / f"{name}.safetensors"
+    model.save(path)
+    ids = np.array([[1, 2, 3, 4, 5]])
+    for backend in ("reference", "fast"):
+        again = tinylm.Transformer.load(path, backend=backend)
+        assert again.config == model.config
+        for key, value in model.state_dict().items():
+            np.testing.assert_array_equal(again.state_dict()[key], value)
+        assert rel_err(again.logits(ids), model.logits(ids)) <= 1e-5
+
+
 def test_the_go_format_refuses_options_naming_the_field(tmp_path) -> None:
     model = tinylm.Transformer(
         tinylm.Config(**BASE, norm="rmsnorm", attn_bias=False, tie_embeddings=False),

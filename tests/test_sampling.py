@@ -14,12 +14,13 @@ import tinylm
 from conftest import random_model
 
 CONFIG = tinylm.Config(vocab_size=24, d_model=16, n_layers=2, n_heads=2, max_seq_len=64)
+LLAMA = tinylm.Config.llama(24, d_model=16, n_layers=2, n_heads=2, n_kv_heads=1, max_seq_len=64)
 MASK = (1 << 64) - 1
 
 
-@pytest.fixture(scope="module")
-def model() -> tinylm.Transformer:
-    return random_model(CONFIG, seed=11, scale=0.5)
+@pytest.fixture(scope="module", params=[CONFIG, LLAMA], ids=["gpt2", "llama"])
+def model(request) -> tinylm.Transformer:
+    return random_model(request.param, seed=11, scale=0.5)
 
 
 class Xoshiro:

@@ -289,8 +289,13 @@ def _print_many(
         )
         results = [(f"beam {k + 1} (score {b.score:.3f})", b.ids) for k, b in enumerate(beams)]
     else:
-        many = model.generate_many(ids, args.max_new_tokens, num_samples=args.num_samples, **chain)
-        results = [(f"sample {k + 1}", seq) for k, seq in enumerate(many)]
+        # A batch needs each prompt to fit in the context: the model sees the last P ids
+        # (as when generating one sample), and the text printed keeps the whole prompt.
+        unseen = ids[: max(0, len(ids) - model.config.max_seq_len)]
+        many = model.generate_many(
+            ids[len(unseen) :], args.max_new_tokens, num_samples=args.num_samples, **chain
+        )
+        results = [(f"sample {k + 1}", unseen + seq) for k, seq in enumerate(many)]
     for k, (title, seq) in enumerate(results):
         text = tok.decode(seq)
         for stop in args.stop or ():
