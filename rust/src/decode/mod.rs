@@ -45,8 +45,9 @@ const SPLIT_HEAD: usize = 16 * 1024;
 
 simd_fn! {
     /// out[r] = x . rows[r]: products with a matrix stored [out][in] (the batched output
-    /// head, rows shared by the batch from the cache). Four rows at a time, so that four chains of multiply-adds are in flight instead of
-    /// one; each row's sum is exactly [`dot`]'s.
+    /// head, whose rows the batch shares from the cache). Four rows at a time, so that
+    /// four chains of multiply-adds are in flight instead of one; each row's sum is
+    /// exactly [`dot`]'s.
     fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
         let c = x.len();
         let mut outs = out.chunks_exact_mut(4);
