@@ -819,15 +819,6 @@ class Transformer:
             raise ValueError(
                 f"{len(prompt_list)} prompts x {samples} samples is more than 4096 sequences"
             )
-        context = self.config.max_seq_len
-        if len(prompt_list) * samples > 1:
-            for i, p in enumerate(prompt_list):
-                if len(p) > context:
-                    raise ValueError(
-                        f"prompt {i} has {len(p)} ids, more than the context of {context} "
-                        f"(max_seq_len): every prompt of a batch must fit; pass its last "
-                        f"{context} ids (prompt[-{context}:]) to keep what the model sees"
-                    )
         expanded = [p for p in prompt_list for _ in range(samples)]
         checked = self._generation_options(expanded[0], max_new_tokens, **options)
         new = self._core.generate_many(expanded, checked)

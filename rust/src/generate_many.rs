@@ -44,6 +44,19 @@ impl BatchGeneration {
         if prompts.is_empty() {
             return Err(Error::value("no prompts: give at least one"));
         }
+        // A batch keeps every sequence's cache in the context; one prompt alone may be
+        // longer (its generation keeps the last P ids, as a single generation does).
+        let context = model.config.max_seq_len;
+        if prompts.len() > 1 {
+            if let Some((i, prompt)) = prompts.iter().enumerate().find(|(_, p)| p.len() > context) {
+                return Err(Error::value(format!(
+                    "prompt {i} has {} ids, more than the context of {context} (max_seq_len): \
+                     every prompt of a batch must fit; pass its last {context} ids \
+                     (prompt[-{context}:]) to keep what the model sees",
+                    prompt.len()
+                )));
+            }
+        }
         // Each prompt checked as a single generation checks it.
         let mut singles = Vec::with_capacity(prompts.len());
         for (i, prompt) in prompts.iter().enumerate() {
@@ -67,13 +80,12 @@ impl BatchGeneration {
                 started: false,
             });
         }
-        let p = model.config.max_seq_len;
         let mut sequences = Vec::with_capacity(prompts.len());
         for (i, prompt) in prompts.iter().enumerate() {
             let sampler = Sampler::new(opts.sampling.clone(), opts.seed.wrapping_add(i as u64))?;
             let history = sampler.history_len();
             sequences.push(Sequence {
-                window: prompt[prompt.len().saturating_sub(p)..].to_vec(),
+                window: prompt.clone(),
                 recent: prompt[prompt.len().saturating_sub(history)..].to_vec(),
                 sampler,
                 new: Vec::new(),
