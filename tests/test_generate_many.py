@@ -80,5 +80,10 @@ def test_a_batch_prompt_longer_than_the_context_is_a_clear_error(model):
         model.generate_many([[2], long], 5)
     with pytest.raises(ValueError, match=f"prompt 0 has {context + 1} ids"):
         model.generate_many(long, 5, num_samples=2)
+    # With samples, the index is still the prompt's, not the sequence's.
+    with pytest.raises(ValueError, match=f"prompt 1 has {context + 1} ids"):
+        model.generate_many([[2], long], 5, num_samples=3)
+    with pytest.raises(ValueError, match="prompt 1: the prompt is empty"):
+        model.generate_many([[2], []], 5, num_samples=3)
     # One sequence alone keeps its last P ids, as generate does.
     assert model.generate_many(long, 5, temperature=0) == [model.generate(long, 5, temperature=0)]

@@ -821,7 +821,7 @@ class Transformer:
             )
         expanded = [p for p in prompt_list for _ in range(samples)]
         checked = self._generation_options(expanded[0], max_new_tokens, **options)
-        new = self._core.generate_many(expanded, checked)
+        new = self._core.generate_many(prompt_list, samples, checked)
         return [p + list(n) for p, n in zip(expanded, new)]
 
     def beam_search(

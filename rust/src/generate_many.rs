@@ -39,15 +39,24 @@ pub struct BatchGeneration {
 }
 
 impl BatchGeneration {
-    pub fn new(decoder: &Decoder, prompts: &[Vec<u32>], opts: GenerateOptions) -> Result<Self> {
+    /// `samples` sequences for each prompt, in order: prompt 0's samples, then prompt 1's.
+    pub fn new(
+        decoder: &Decoder,
+        prompts: &[Vec<u32>],
+        samples: usize,
+        opts: GenerateOptions,
+    ) -> Result<Self> {
         let model = decoder.model();
         if prompts.is_empty() {
             return Err(Error::value("no prompts: give at least one"));
         }
+        if samples == 0 {
+            return Err(Error::value("samples must be at least 1"));
+        }
         // A batch keeps every sequence's cache in the context; one prompt alone may be
         // longer (its generation keeps the last P ids, as a single generation does).
         let context = model.config.max_seq_len;
-        if prompts.len() > 1 {
+        if prompts.len() * samples > 1 {
             if let Some((i, prompt)) = prompts.iter().enumerate().find(|(_, p)| p.len() > context) {
                 return Err(Error::value(format!(
                     "prompt {i} has {} ids, more than the context of {context} (max_seq_len): \
@@ -57,6 +66,10 @@ impl BatchGeneration {
                 )));
             }
         }
+        let prompts: Vec<&Vec<u32>> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p, samples))
+            .collect();
         // Each prompt checked as a single generation checks it.
         let mut singles = Vec::with_capacity(prompts.len());
         for (i, prompt) in prompts.iter().enumerate() {
@@ -65,7 +78,7 @@ impl BatchGeneration {
                 ..opts.clone()
             };
             let run = Generation::new(model, prompt, seeded)
-                .map_err(|e| Error::value(format!("prompt {i}: {e}")))?;
+                .map_err(|e| Error::value(format!("prompt {}: {e}", i / samples)))?;
             singles.push((run, Vec::new()));
         }
         if prompts.len() == 1
@@ -85,7 +98,7 @@ impl BatchGeneration {
             let sampler = Sampler::new(opts.sampling.clone(), opts.seed.wrapping_add(i as u64))?;
             let history = sampler.history_len();
             sequences.push(Sequence {
-                window: prompt.clone(),
+                window: prompt.to_vec(),
                 recent: prompt[prompt.len().saturating_sub(history)..].to_vec(),
                 sampler,
                 new: Vec::new(),

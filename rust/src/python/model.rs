@@ -535,12 +535,14 @@ impl PyModel {
         })
     }
 
-    /// New ids after each prompt, generated side by side (sequence i with seed + i), in
+    /// New ids after each of `num_samples` copies of each prompt, generated side by side
+    /// (sequence i with seed + i), in
     /// one call that holds the read lock and checks for signals every 50 ms.
     fn generate_many(
         &self,
         py: Python<'_>,
         prompts: Vec<Vec<i64>>,
+        num_samples: usize,
         options: &Bound<'_, PyDict>,
     ) -> PyResult<Vec<Vec<u32>>> {
         let prompts = prompts
@@ -553,7 +555,8 @@ impl PyModel {
             catch_unwind(AssertUnwindSafe(|| -> PyResult<Vec<Vec<u32>>> {
                 let model = self.model.read().map_err(|e| to_py_err(lock_err(e)))?;
                 let decoder = self.decoder(&model).map_err(to_py_err)?;
-                let mut run = BatchGeneration::new(&decoder, &prompts, opts).map_err(to_py_err)?;
+                let mut run = BatchGeneration::new(&decoder, &prompts, num_samples, opts)
+                    .map_err(to_py_err)?;
                 while !run.is_done() {
                     let deadline = std::time::Instant::now() + SIGNAL_CHECK;
                     in_pool(|| run.run_until(&decoder, deadline)).map_err(to_py_err)?;
