@@ -819,10 +819,9 @@ class Transformer:
             raise ValueError(
                 f"{len(prompt_list)} prompts x {samples} samples is more than 4096 sequences"
             )
-        expanded = [p for p in prompt_list for _ in range(samples)]
-        checked = self._generation_options(expanded[0], max_new_tokens, **options)
+        checked = self._generation_options(prompt_list[0], max_new_tokens, **options)
         new = self._core.generate_many(prompt_list, samples, checked)
-        return [p + list(n) for p, n in zip(expanded, new)]
+        return [prompt_list[k // samples] + list(n) for k, n in enumerate(new)]
 
     def beam_search(
         self,

@@ -66,25 +66,31 @@ impl BatchGeneration {
                 )));
             }
         }
+        // Each prompt checked once, as a single generation checks it.
+        for (i, prompt) in prompts.iter().enumerate() {
+            Generation::new(model, prompt, opts.clone())
+                .map_err(|e| Error::value(format!("prompt {i}: {e}")))?;
+        }
         let prompts: Vec<&Vec<u32>> = prompts
             .iter()
             .flat_map(|p| std::iter::repeat_n(p, samples))
             .collect();
-        // Each prompt checked as a single generation checks it.
-        let mut singles = Vec::with_capacity(prompts.len());
-        for (i, prompt) in prompts.iter().enumerate() {
-            let seeded = GenerateOptions {
-                seed: opts.seed.wrapping_add(i as u64),
-                ..opts.clone()
-            };
-            let run = Generation::new(model, prompt, seeded)
-                .map_err(|e| Error::value(format!("prompt {}: {e}", i / samples)))?;
-            singles.push((run, Vec::new()));
-        }
         if prompts.len() == 1
             || model.backend() == Backend::Reference
             || opts.window == Window::Sliding
         {
+            // Sequence i is generation i alone, with seed + i.
+            let singles = prompts
+                .iter()
+                .enumerate()
+                .map(|(i, prompt)| {
+                    let seeded = GenerateOptions {
+                        seed: opts.seed.wrapping_add(i as u64),
+                        ..opts.clone()
+                    };
+                    Ok((Generation::new(model, prompt, seeded)?, Vec::new()))
+                })
+                .collect::<Result<Vec<_>>>()?;
             return Ok(BatchGeneration {
                 opts,
                 state: None,

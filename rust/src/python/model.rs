@@ -536,8 +536,8 @@ impl PyModel {
     }
 
     /// New ids after each of `num_samples` copies of each prompt, generated side by side
-    /// (sequence i with seed + i), in
-    /// one call that holds the read lock and checks for signals every 50 ms.
+    /// (sequence i with seed + i), in one call that holds the read lock and checks for
+    /// signals every 50 ms.
     fn generate_many(
         &self,
         py: Python<'_>,
