@@ -52,6 +52,19 @@ pub fn reference_from_args(default: &str) -> (String, Config, usize) {
         };
         return (which, config, 8);
     }
+    if which == "gpt2_124m" {
+        // GPT-2 124M's shape (interop_bench.py): the gpt2 preset's defaults at its sizes.
+        let config = Config {
+            vocab_size: 50257,
+            d_model: 768,
+            n_layers: 12,
+            n_heads: 12,
+            d_ff: 3072,
+            max_seq_len: 1024,
+            ..Config::default()
+        };
+        return (which, config, 4);
+    }
     if which == "Dllama" {
         let config = Config {
             vocab_size: 65,

@@ -1,5 +1,6 @@
-//! Greedy generation speed at a reference configuration (KV cache, batch 1):
-//! `cargo run --release --example profile_generate -- B`.
+//! Greedy generation speed at a reference configuration (KV cache, batch 1), from one
+//! token to the end of the context or NEW tokens:
+//! `cargo run --release --example profile_generate -- B` (also `stories15M`, `gpt2_124m`).
 use std::time::Instant;
 
 use tinylm::decode::Decoder;
@@ -16,7 +17,7 @@ fn main() {
     let model = Model::new(config, 0).unwrap();
     let decoder = Decoder::new(&model);
     let opts = GenerateOptions {
-        max_new_tokens: t - 1,
+        max_new_tokens: common::env_or("NEW", t - 1),
         sampling: SamplingParams::default(),
         seed: 0,
         stop: vec![],
