@@ -18,7 +18,8 @@
 //!   (prompt included).
 //!
 //! Beams share the prompt's key/value cache: it is computed once, and a beam with two
-//! children is forked by cloning its cache. Past the context a beam's cache shifts like a
+//! children is forked by copying its cache into a free slot, all but the positions that
+//! slot already holds (those of the beams' common start). Past the context a beam's cache shifts like a
 //! generation's (see [`crate::generate`]): it keeps its last P/2 tokens.
 
 use std::collections::HashSet;
@@ -224,17 +225,19 @@ fn advance(
     for &(_, b, _) in chosen {
         uses[b] += 1;
     }
-    // The slots of beams no one chose, and those no beam holds yet.
+    // The slots of beams no one chose, and those no beam holds yet, each with the ids its
+    // cache holds (a beam's cache holds its window).
     let held: HashSet<usize> = beams.iter().map(|beam| beam.slot).collect();
-    let mut spare: Vec<usize> = (0..state.sequences())
+    let mut spare: Vec<(usize, Vec<u32>)> = (0..state.sequences())
         .filter(|slot| !held.contains(slot))
+        .map(|slot| (slot, Vec::new()))
         .collect();
     spare.extend(
         beams
             .iter()
             .zip(&uses)
             .filter(|(_, &n)| n == 0)
-            .map(|(beam, _)| beam.slot),
+            .map(|(beam, _)| (beam.slot, beam.window.clone())),
     );
     let mut parents: Vec<Option<Beam>> = beams.into_iter().map(Some).collect();
     let mut next = Vec::with_capacity(chosen.len());
@@ -248,8 +251,17 @@ fn advance(
             let parent = parents[b]
                 .as_ref()
                 .expect("a parent stays until its last child");
-            let slot = spare.pop().expect("a free slot for every fork");
-            state.copy_sequence(model, team, parent.slot, slot);
+            // The spare slot whose ids start as the parent's do the longest: those
+            // positions already hold the parent's keys and values (computed once, for
+            // the beam both descend from) and are not copied.
+            let (at, kept) = spare
+                .iter()
+                .map(|(_, ids)| common_prefix(ids, &parent.window))
+                .enumerate()
+                .max_by_key(|&(_, kept)| kept)
+                .expect("a free slot for every fork");
+            let (slot, _) = spare.swap_remove(at);
+            state.copy_sequence(model, team, (parent.slot, slot), kept);
             Beam {
                 slot,
                 window: parent.window.clone(),
@@ -289,6 +301,11 @@ fn advance(
         beam.logits = logits.to_vec();
     }
     next
+}
+
+/// How many ids `a` and `b` share from the start.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Keeps the best `n` hypotheses, best first (ties: the earlier one first).

@@ -213,7 +213,7 @@ impl BatchGeneration {
         }
         for (i, &first) in first_of.iter().enumerate() {
             if first != i {
-                state.copy_sequence(model, team, first, i);
+                state.copy_sequence(model, team, (first, i), 0);
                 self.sequences[i].logits = self.sequences[first].logits.clone();
             }
         }

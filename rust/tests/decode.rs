@@ -310,3 +310,30 @@ fn a_batch_step_gives_every_row_the_bits_of_decoding_it_alone() {
         assert_eq!(shared, alone, "{config:?}, with the helper thread");
     }
 }
+
+#[test]
+fn a_copy_into_a_sequence_sharing_a_start_copies_the_rest_to_the_same_bits() {
+    for config in [wide_config(), llama_config()] {
+        let model = scaled_model(config.clone(), 10);
+        let decoder = Decoder::new(&model);
+        let v = config.vocab_size;
+        let (parent, other): (Vec<u32>, Vec<u32>) = (vec![1, 2, 3, 4, 5, 6], vec![1, 2, 3, 9]);
+        let mut state = BatchState::new(&model, 2).unwrap();
+        for (s, ids) in [&parent, &other].into_iter().enumerate() {
+            for &tok in ids {
+                state.step(&decoder, None, &[s], &[tok]);
+            }
+        }
+        // Sequence 1 shares 3 positions with sequence 0; the copy writes the other 3.
+        state.copy_sequence(&model, None, (0, 1), 3);
+        assert_eq!(state.len(1), parent.len());
+        state.step(&decoder, None, &[0, 1], &[7, 8]);
+        for (row, next) in [7, 8].into_iter().enumerate() {
+            let mut alone = parent.clone();
+            alone.push(next);
+            let want = decoded_logits(&decoder, None, &alone);
+            let got = &state.logits[row * v..][..v];
+            assert_eq!(got, &want[want.len() - 1][..], "{config:?}, next id {next}");
+        }
+    }
+}

@@ -92,15 +92,20 @@ impl BatchLane {
         self.partial.resize(m * c, 0.0);
     }
 
-    /// Copies the first `len` cached positions of sequence `from` to sequence `to`, in
-    /// every layer.
-    fn copy_sequence(&mut self, (layers, p, len): (usize, usize, usize), from: usize, to: usize) {
+    /// Copies cached positions `start..len` of sequence `from` to sequence `to`, in every
+    /// layer.
+    fn copy_sequence(
+        &mut self,
+        (layers, p, len): (usize, usize, usize),
+        (from, to): (usize, usize),
+        start: usize,
+    ) {
         let kdl = self.kdl;
         for l in 0..layers {
             let (src, dst) = ((from * layers + l) * p, (to * layers + l) * p);
-            let rows = src * kdl..(src + len) * kdl;
-            self.keys.copy_within(rows.clone(), dst * kdl);
-            self.values.copy_within(rows, dst * kdl);
+            let rows = (src + start) * kdl..(src + len) * kdl;
+            self.keys.copy_within(rows.clone(), (dst + start) * kdl);
+            self.values.copy_within(rows, (dst + start) * kdl);
         }
     }
 
@@ -222,14 +227,24 @@ impl BatchState {
 
     /// Copies sequence `from`'s cache to sequence `to` (the same prompt for many samples, a
     /// beam's fork): only its cached positions, each lane's on its own thread with a team.
-    pub fn copy_sequence(&mut self, model: &Model, team: Option<&Team>, from: usize, to: usize) {
+    /// The first `kept` positions of `to` already hold what `from`'s do (the same ids fed
+    /// from position 0: a beam forked into the slot of one that shared its start) and are
+    /// not copied again.
+    pub fn copy_sequence(
+        &mut self,
+        model: &Model,
+        team: Option<&Team>,
+        (from, to): (usize, usize),
+        kept: usize,
+    ) {
         let cfg = &model.config;
         let (layers, p, len) = (cfg.n_layers, cfg.max_seq_len, self.lens[from]);
+        let start = kept.min(len);
         let (first, second) = (&mut self.first, &mut self.second);
         both(
             team,
-            || second.copy_sequence((layers, p, len), from, to),
-            || first.copy_sequence((layers, p, len), from, to),
+            || second.copy_sequence((layers, p, len), (from, to), start),
+            || first.copy_sequence((layers, p, len), (from, to), start),
         );
         self.lens[to] = self.lens[from];
     }
