@@ -19,8 +19,9 @@
 //!
 //! Beams share the prompt's key/value cache: it is computed once, and a beam with two
 //! children is forked by copying its cache into a free slot, all but the positions that
-//! slot already holds (those of the beams' common start). Past the context a beam's cache shifts like a
-//! generation's (see [`crate::generate`]): it keeps its last P/2 tokens.
+//! slot already holds (those of the beams' common start). Past the context a beam's
+//! cache shifts like a generation's (see [`crate::generate`]): it keeps its last P/2
+//! tokens.
 
 use std::collections::HashSet;
 
@@ -252,8 +253,9 @@ fn advance(
                 .as_ref()
                 .expect("a parent stays until its last child");
             // The spare slot whose ids start as the parent's do the longest: those
-            // positions already hold the parent's keys and values (computed once, for
-            // the beam both descend from) and are not copied.
+            // positions already hold the parent's keys and values, bit for bit (the same
+            // ids from position 0 give the same bits, in any row of a batch step) and are
+            // not copied.
             let (at, kept) = spare
                 .iter()
                 .map(|(_, ids)| common_prefix(ids, &parent.window))
