@@ -1,10 +1,14 @@
 //! Batched decoding speed: B sequences stepped together from one token to the end of the
-//! context, with and without the helper thread:
+//! context, with and without the helper thread, and the same through
+//! [`BatchGeneration`] (greedy, as `generate_many` runs it):
 //! `cargo run --release --example profile_batch -- B` (`SEQS=8`).
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tinylm::decode::batched::BatchState;
 use tinylm::decode::{with_team, Decoder};
+use tinylm::generate::GenerateOptions;
+use tinylm::generate_many::BatchGeneration;
+use tinylm::sample::SamplingParams;
 use tinylm::Model;
 
 mod common;
@@ -42,4 +46,24 @@ fn main() {
         }
         println!("{which}: {seqs} sequences, helper {helper}: {best:.0} tokens/s");
     }
+    let opts = GenerateOptions {
+        max_new_tokens: p - 1,
+        sampling: SamplingParams::default(),
+        seed: 0,
+        stop: vec![],
+        window: Default::default(),
+    };
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let mut n = 0;
+        while t0.elapsed().as_secs_f64() < 0.5 {
+            let mut run = BatchGeneration::new(&decoder, &[vec![1]], seqs, opts.clone()).unwrap();
+            run.run_until(&decoder, Instant::now() + Duration::from_secs(60))
+                .unwrap();
+            n += run.into_ids().iter().map(Vec::len).sum::<usize>();
+        }
+        best = best.max(n as f64 / t0.elapsed().as_secs_f64());
+    }
+    println!("{which}: {seqs} sequences, BatchGeneration: {best:.0} tokens/s");
 }

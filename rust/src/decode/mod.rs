@@ -92,14 +92,18 @@ fn dot4(x: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
             }
         }
     }
-    std::array::from_fn(|r| {
+    // Four calls, not `std::array::from_fn`: the compiler left that out of line, compiled
+    // without the caller's FMA and AVX (its multiply-adds calls to libm's fmaf), and it
+    // took 6% of a batch step at B.
+    let sum = |r: usize| {
         let a = &acc[r];
         let mut tail = 0.0f32;
         for (xi, w) in x[n..].iter().zip(&rows[r][n..]) {
             tail = xi.mul_add(*w, tail);
         }
         ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail
-    })
+    };
+    [sum(0), sum(1), sum(2), sum(3)]
 }
 
 /// Floats of padding after a lane's scratch and partial sum, the buffers its thread
