@@ -10,8 +10,8 @@ to the end of the context (no end-of-text id, so every search runs its whole len
 - sampling of 1, 4, 8 and 16 sequences decoded as one batch (temperature 0.8, top-k 40):
   tokens of all sequences per second (tinylm `generate_many(num_samples=n)`, transformers
   `generate(do_sample=True, num_return_sequences=n)`).
-The best of `--repeats` runs counts. The PyTorch side runs in benchmarks/.torch-venv
-(created as bench.py creates it, with transformers added).
+The best of `--repeats` runs (and of as many as fit in a second) counts. The PyTorch side
+runs in benchmarks/.torch-venv (created as bench.py creates it, with transformers added).
 """
 
 from __future__ import annotations
@@ -32,13 +32,20 @@ BATCHES = (1, 4, 8, 16)
 BEAMS = 4
 
 
+#: Short runs repeat until this many seconds have passed: one call at B takes about
+#: 10 ms, and the best of two such calls was mostly the machine's noise.
+MIN_SECONDS = 1.0
+
+
 def best_time(run, repeats: int) -> float:
+    """The fastest of at least `repeats` runs, and of as many as fit in MIN_SECONDS."""
     run()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
+    best, runs, began = float("inf"), 0, time.perf_counter()
+    while runs < repeats or time.perf_counter() - began < MIN_SECONDS:
         start = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - start)
+        runs += 1
     return best
 
 
