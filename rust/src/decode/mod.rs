@@ -92,9 +92,9 @@ fn dot4(x: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
             }
         }
     }
-    // Four calls, not `std::array::from_fn`: the compiler left that out of line, compiled
-    // without the caller's FMA and AVX (its multiply-adds calls to libm's fmaf), and it
-    // took 6% of a batch step at B.
+    // Four calls, not `std::array::from_fn`: the compiler left that out of line and
+    // compiled it without the caller's AVX and FMA (scalar sums, and a call to a software
+    // fmaf for each multiply-add of the tail), which took 6% of a batch step at B.
     let sum = |r: usize| {
         let a = &acc[r];
         let mut tail = 0.0f32;
