@@ -1,11 +1,40 @@
 //! What the profiling examples share (each includes this file with `mod common;`): knobs
-//! read from the environment, the global thread pool, and the reference configurations
-//! A to D of issue 3 (the same as benchmarks/configs.py).
+//! read from the environment, the global thread pool, the reference configurations
+//! A to D of issue 3 (the same as benchmarks/configs.py), greedy options and the timing.
 #![allow(dead_code)] // each example uses part of it
 
 use std::str::FromStr;
+use std::time::Instant;
 
+use tinylm::generate::GenerateOptions;
+use tinylm::sample::SamplingParams;
 use tinylm::Config;
+
+/// The best rate of `run` (what it returns, such as tokens, per second) over five windows
+/// of half a second, each running it as many times as fit.
+pub fn best_rate(mut run: impl FnMut() -> usize) -> f64 {
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let mut n = 0;
+        while t0.elapsed().as_secs_f64() < 0.5 {
+            n += run();
+        }
+        best = best.max(n as f64 / t0.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Greedy generation of `max_new_tokens` ids, no stop ids, seed 0.
+pub fn greedy_options(max_new_tokens: usize) -> GenerateOptions {
+    GenerateOptions {
+        max_new_tokens,
+        sampling: SamplingParams::default(),
+        seed: 0,
+        stop: vec![],
+        window: Default::default(),
+    }
+}
 
 /// The environment variable `name` parsed as a T, if it is set and parses.
 pub fn env_opt<T: FromStr>(name: &str) -> Option<T> {

@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use tinylm::decode::batched::BatchState;
 use tinylm::decode::{with_team, Decoder};
-use tinylm::generate::GenerateOptions;
 use tinylm::generate_many::BatchGeneration;
-use tinylm::sample::SamplingParams;
 use tinylm::Model;
 
 mod common;
@@ -22,48 +20,30 @@ fn main() {
     let decoder = Decoder::new(&model);
     let rows: Vec<usize> = (0..seqs).collect();
     let tokens = vec![1u32; seqs];
+    let mut state = BatchState::new(&model, seqs).unwrap();
     for helper in [false, true] {
-        let mut best = 0.0f64;
-        for _ in 0..5 {
-            let mut state = BatchState::new(&model, seqs).unwrap();
-            let t0 = Instant::now();
-            let mut n = 0;
-            while t0.elapsed().as_secs_f64() < 0.5 {
-                (0..seqs).for_each(|s| state.clear(s));
-                let mut run = |team: Option<&tinylm::decode::Team>| {
-                    for _ in 0..p {
-                        state.step(&decoder, team, &rows, &tokens);
-                    }
-                };
-                if helper {
-                    with_team(run);
-                } else {
-                    run(None);
+        let best = common::best_rate(|| {
+            (0..seqs).for_each(|s| state.clear(s));
+            let mut run = |team: Option<&tinylm::decode::Team>| {
+                for _ in 0..p {
+                    state.step(&decoder, team, &rows, &tokens);
                 }
-                n += p * seqs;
+            };
+            if helper {
+                with_team(run);
+            } else {
+                run(None);
             }
-            best = best.max(n as f64 / t0.elapsed().as_secs_f64());
-        }
+            p * seqs
+        });
         println!("{which}: {seqs} sequences, helper {helper}: {best:.0} tokens/s");
     }
-    let opts = GenerateOptions {
-        max_new_tokens: p - 1,
-        sampling: SamplingParams::default(),
-        seed: 0,
-        stop: vec![],
-        window: Default::default(),
-    };
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let t0 = Instant::now();
-        let mut n = 0;
-        while t0.elapsed().as_secs_f64() < 0.5 {
-            let mut run = BatchGeneration::new(&decoder, &[vec![1]], seqs, opts.clone()).unwrap();
-            run.run_until(&decoder, Instant::now() + Duration::from_secs(60))
-                .unwrap();
-            n += run.into_ids().iter().map(Vec::len).sum::<usize>();
-        }
-        best = best.max(n as f64 / t0.elapsed().as_secs_f64());
-    }
+    let opts = common::greedy_options(p - 1);
+    let best = common::best_rate(|| {
+        let mut run = BatchGeneration::new(&decoder, &[vec![1]], seqs, opts.clone()).unwrap();
+        run.run_until(&decoder, Instant::now() + Duration::from_secs(60))
+            .unwrap();
+        run.into_ids().iter().map(Vec::len).sum()
+    });
     println!("{which}: {seqs} sequences, BatchGeneration: {best:.0} tokens/s");
 }

@@ -2,8 +2,6 @@
 //! the end of the context, as `benchmarks/generation_peers.py` runs it:
 //! `cargo run --release --example profile_beam -- D`. Prints steps (tokens of the best
 //! sequence) per second.
-use std::time::Instant;
-
 use tinylm::beam::{beam_search, BeamOptions, EarlyStopping};
 use tinylm::decode::Decoder;
 use tinylm::Model;
@@ -25,14 +23,6 @@ fn main() {
         num_return_sequences: 1,
         stop: vec![],
     };
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let t0 = Instant::now();
-        let mut n = 0;
-        while t0.elapsed().as_secs_f64() < 0.5 {
-            n += beam_search(&decoder, &[1], &opts).unwrap()[0].tokens.len();
-        }
-        best = best.max(n as f64 / t0.elapsed().as_secs_f64());
-    }
+    let best = common::best_rate(|| beam_search(&decoder, &[1], &opts).unwrap()[0].tokens.len());
     println!("{which}: {} beams, {best:.0} steps/s", opts.num_beams);
 }
