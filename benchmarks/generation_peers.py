@@ -1,7 +1,7 @@
 """Beam search and batched sampling: tinylm against Hugging Face transformers' `generate`
 (PyTorch, KV cache) on the same random GPT-2-shaped models, side by side in one run.
 
-    .venv/bin/python benchmarks/generation_peers.py [--configs B,D] [--repeats 3]
+    .venv/bin/python benchmarks/generation_peers.py [--configs B,D] [--repeats 3] [--dtype bfloat16]
 
 For each benchmark configuration (benchmarks/configs.py) it times, from a one-token prompt
 to the end of the context (no end-of-text id, so every search runs its whole length):
@@ -10,7 +10,9 @@ to the end of the context (no end-of-text id, so every search runs its whole len
 - sampling of 1, 4, 8 and 16 sequences decoded as one batch (temperature 0.8, top-k 40):
   tokens of all sequences per second (tinylm `generate_many(num_samples=n)`, transformers
   `generate(do_sample=True, num_return_sequences=n)`).
-The best of `--repeats` runs (and of as many as fit in a second) counts. The PyTorch side
+`--dtype bfloat16` stores both sides' weights in bfloat16 (tinylm `Transformer.to`,
+PyTorch `model.to(torch.bfloat16)`). The best of `--repeats` runs (and of as many as fit in
+a second) counts. The PyTorch side
 runs in benchmarks/.torch-venv (created as bench.py creates it, with transformers added).
 """
 
@@ -49,7 +51,7 @@ def best_time(run, repeats: int) -> float:
     return best
 
 
-def tinylm_side(cfg: ModelConfig, repeats: int, threads: int) -> dict:
+def tinylm_side(cfg: ModelConfig, repeats: int, threads: int, dtype: str) -> dict:
     import tinylm
 
     tinylm.set_num_threads(threads)
@@ -62,7 +64,7 @@ def tinylm_side(cfg: ModelConfig, repeats: int, threads: int) -> dict:
             max_seq_len=cfg.context,
         ),
         seed=0,
-    )
+    ).to(dtype)
     new = cfg.context - 1
     result = {"new_tokens": new}
     seconds = best_time(lambda: model.beam_search([1], new, num_beams=BEAMS), repeats)
@@ -78,7 +80,7 @@ def tinylm_side(cfg: ModelConfig, repeats: int, threads: int) -> dict:
     return result
 
 
-def torch_side(cfg: ModelConfig, repeats: int, threads: int) -> dict:
+def torch_side(cfg: ModelConfig, repeats: int, threads: int, dtype: str) -> dict:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -95,7 +97,7 @@ def torch_side(cfg: ModelConfig, repeats: int, threads: int) -> dict:
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
-    model = GPT2LMHeadModel(config).eval()
+    model = GPT2LMHeadModel(config).eval().to(getattr(torch, dtype))
     model.generation_config.eos_token_id = None
     model.generation_config.pad_token_id = 0
     new = cfg.context - 1
@@ -139,12 +141,13 @@ def main() -> None:
     parser.add_argument("--configs", default="B,D")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--side", choices=("tinylm", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     names = args.configs.split(",")
     if args.side:  # one side of one configuration, as JSON (run by the main process)
         side = tinylm_side if args.side == "tinylm" else torch_side
-        print(json.dumps(side(CONFIGS[names[0]], args.repeats, args.threads)))
+        print(json.dumps(side(CONFIGS[names[0]], args.repeats, args.threads, args.dtype)))
         return
     peer = torch_python()
     for name in names:
@@ -152,10 +155,14 @@ def main() -> None:
         for side, python in (("tinylm", sys.executable), ("torch", peer)):
             command = [python, __file__, "--side", side, "--configs", name]
             command += ["--repeats", str(args.repeats), "--threads", str(args.threads)]
+            command += ["--dtype", args.dtype]
             out = subprocess.run(command, capture_output=True, text=True, check=True)
             results[side] = json.loads(out.stdout.strip().splitlines()[-1])
         ours, theirs = results["tinylm"], results["torch"]
-        print(f"config {name} ({ours['new_tokens']} new tokens, {args.threads} threads)")
+        print(
+            f"config {name} ({ours['new_tokens']} new tokens, {args.threads} threads, "
+            f"{args.dtype} weights)"
+        )
         print(f"  {'':<22}{'tinylm tok/s':>14}{'transformers':>14}{'ratio':>9}")
         rows = [(f"beam search, width {BEAMS}", "beam")]
         rows += [(f"sampling, batch {n}", f"batch{n}") for n in BATCHES]

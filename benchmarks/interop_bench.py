@@ -10,6 +10,9 @@
 2. stories15M shape (``llama`` preset, dim 288, 6 layers, 6 heads, context 256, V 32000),
    random weights: tinylm's generation vs llama2.c's run.c compiled here with
    ``-Ofast -march=native -fopenmp``, both on 2 threads, run.c reading tinylm's export.
+   Then both generations again with tinylm's weights in bfloat16 (``Transformer.to``): GPT-2
+   against PyTorch's model in bfloat16 as well (like for like), stories15M against run.c,
+   which has only float32 (so tinylm reads half the bytes: a different precision).
 
 3. The memory ceiling: batch-1 generation reads every weight once per token, so it can go no
    faster than the machine streams them. NumPy's float32 matrix-vector product (OpenBLAS,
@@ -52,6 +55,12 @@ TINY = {
     "stories15m": (512, 64, 2, 4, 64, 0, 0, 64),
 }
 TARGETS = {"gpt2_generate": 4.0, "gpt2_train": 1.2, "stories_generate": 1.5}
+# The same targets with bfloat16 weights (Transformer.to("bfloat16")): like for like against
+# PyTorch's bfloat16; against run.c, which has only float32, tinylm reads half the bytes.
+TARGETS |= {"gpt2_generate_bf16": 4.0, "stories_generate_bf16": 1.5}
+#: Bytes per weight of each generation row.
+WEIGHT_BYTES = {"gpt2_generate": 4, "stories_generate": 4}
+WEIGHT_BYTES |= {"gpt2_generate_bf16": 2, "stories_generate_bf16": 2}
 
 
 def peak_rss_mib() -> float:
@@ -105,8 +114,8 @@ def tinylm_model(shape: tuple, llama: bool):
     return model
 
 
-def tinylm_generate(shape: tuple, seconds: float, llama: bool) -> dict:
-    model = tinylm_model(shape, llama)
+def tinylm_generate(shape: tuple, seconds: float, llama: bool, dtype: str) -> dict:
+    model = tinylm_model(shape, llama).to(dtype)
     new = shape[7]
     elapsed, n = timed(lambda: model.generate([1], new, temperature=0, stop=[]), seconds)
     return {"tokens_per_second": n * new / elapsed, "backend": model.backend}
@@ -132,7 +141,7 @@ def tinylm_train(shape: tuple, seconds: float) -> dict:
     return {"tokens_per_second": n * b * t / elapsed}
 
 
-def torch_generate(shape: tuple, seconds: float) -> dict:
+def torch_generate(shape: tuple, seconds: float, dtype: str) -> dict:
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -140,7 +149,7 @@ def torch_generate(shape: tuple, seconds: float) -> dict:
 
     torch.manual_seed(0)
     v, c, n_layers, h, ctx = shape[:5]
-    model = GPT(v, c, n_layers, h, ctx).eval()
+    model = GPT(v, c, n_layers, h, ctx).eval().to(getattr(torch, dtype))
     new = shape[7]
     with torch.no_grad():
         elapsed, n = timed(lambda: model.generate_greedy([1], new), seconds)
@@ -218,11 +227,11 @@ def weight_stream(shape: tuple, seconds: float) -> dict:
 
 
 WORKERS = {
-    "tinylm_gpt2_generate": lambda a: tinylm_generate(a.shape, a.seconds, llama=False),
+    "tinylm_gpt2_generate": lambda a: tinylm_generate(a.shape, a.seconds, False, a.dtype),
     "tinylm_gpt2_train": lambda a: tinylm_train(a.shape, a.seconds),
-    "torch_gpt2_generate": lambda a: torch_generate(a.shape, a.seconds),
+    "torch_gpt2_generate": lambda a: torch_generate(a.shape, a.seconds, a.dtype),
     "torch_gpt2_train": lambda a: torch_train(a.shape, a.seconds),
-    "tinylm_stories_generate": lambda a: tinylm_generate(a.shape, a.seconds, llama=True),
+    "tinylm_stories_generate": lambda a: tinylm_generate(a.shape, a.seconds, True, a.dtype),
     "run_c_stories_generate": lambda a: run_c_generate(a.shape, a.seconds, a.exe, a.workdir),
     "weight_stream": lambda a: weight_stream(a.shape, a.seconds),
 }
@@ -292,6 +301,7 @@ def main() -> None:
     parser.add_argument("--shape", help=argparse.SUPPRESS)
     parser.add_argument("--exe", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         if args.worker.startswith(("tinylm", "run_c")):
@@ -308,52 +318,61 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_run_c(tmp)
+        bf16 = {"dtype": "bfloat16"}
+        # (label, key, our worker, its python, its options, their worker, its python,
+        # its options, shape)
         pairs = [
             (
                 "GPT-2 124M generation, batch 1 (tok/s)",
                 "gpt2_generate",
-                "tinylm_gpt2_generate",
-                sys.executable,
-                "torch_gpt2_generate",
-                torch_python(),
+                *("tinylm_gpt2_generate", sys.executable, {}),
+                *("torch_gpt2_generate", torch_python(), {}),
                 gpt2,
-                {},
             ),
             (
                 "GPT-2 124M training, B 4 T 64 (tok/s)",
                 "gpt2_train",
-                "tinylm_gpt2_train",
-                sys.executable,
-                "torch_gpt2_train",
-                torch_python(),
+                *("tinylm_gpt2_train", sys.executable, {}),
+                *("torch_gpt2_train", torch_python(), {}),
                 gpt2,
-                {},
             ),
             (
                 "stories15M generation (tok/s)",
                 "stories_generate",
-                "tinylm_stories_generate",
-                sys.executable,
-                "run_c_stories_generate",
-                sys.executable,
+                *("tinylm_stories_generate", sys.executable, {}),
+                *("run_c_stories_generate", sys.executable, {"exe": exe, "workdir": tmp}),
                 stories,
-                {"exe": exe, "workdir": tmp},
+            ),
+            (
+                "GPT-2 124M generation, bfloat16 weights on both sides (tok/s)",
+                "gpt2_generate_bf16",
+                *("tinylm_gpt2_generate", sys.executable, bf16),
+                *("torch_gpt2_generate", torch_python(), bf16),
+                gpt2,
+            ),
+            (
+                "stories15M generation, tinylm bfloat16 against run.c float32 (tok/s)",
+                "stories_generate_bf16",
+                *("tinylm_stories_generate", sys.executable, bf16),
+                *("run_c_stories_generate", sys.executable, {"exe": exe, "workdir": tmp}),
+                stories,
             ),
         ]
-        for label, key, ours, our_python, theirs, their_python, shape, extra in pairs:
+        for label, key, ours, our_py, our_opts, theirs, their_py, their_opts, shape in pairs:
             # The two sides take turns, round after round, so that a drift in the
             # machine's speed (seen here: run.c at 787 and then 675 tok/s, minutes apart)
             # reaches both; each side's median round is reported.
             ra, rb = [], []
             for _ in range(args.rounds):
-                ra.append(measure(our_python, ours, shape, args.seconds))
-                rb.append(measure(their_python, theirs, shape, args.seconds, **extra))
+                ra.append(measure(our_py, ours, shape, args.seconds, **our_opts))
+                rb.append(measure(their_py, theirs, shape, args.seconds, **their_opts))
             rows.append((label, key, median_run(ra), median_run(rb), ra, rb))
         streams = {
             key: measure(sys.executable, "weight_stream", shape, args.seconds)
-            for key, shape in (("gpt2_generate", gpt2), ("stories_generate", stories))
+            for key, shape in (("gpt2", gpt2), ("stories", stories))
         }
     other = {"gpt2_generate": "PyTorch", "gpt2_train": "PyTorch", "stories_generate": "run.c"}
+    other |= {"gpt2_generate_bf16": "PyTorch", "stories_generate_bf16": "run.c"}
     print("| measurement | tinylm | other | ratio (target) | peak RSS MiB tinylm / other |")
     print("|---|---|---|---|---|")
     for label, key, a, b, _, _ in rows:
@@ -369,18 +388,19 @@ def main() -> None:
         print(f"\nEach side's median of {args.rounds} alternating rounds; every round's tok/s:\n")
         for label, key, _, _, ra, rb in rows:
             print(f"- {label}: tinylm {rates(ra)}; {other[key]} {rates(rb)}")
-    print("\nThe memory ceiling of batch-1 float32 generation (every weight read once a token):\n")
+    print("\nThe memory ceiling of batch-1 generation (every weight read once a token):\n")
     print("| model | MB read per token | NumPy sgemv GB/s | ceiling tok/s | tinylm | target |")
     print("|---|---|---|---|---|---|")
     for label, key, a, b, _, _ in rows:
-        if key not in streams:
+        if key not in WEIGHT_BYTES:
             continue
-        stream = streams[key]
-        ceiling = stream["gb_per_second"] * 1e9 / stream["bytes_per_token"]
+        stream = streams[key.split("_")[0]]
+        weight_bytes = stream["bytes_per_token"] * WEIGHT_BYTES[key] / 4
+        ceiling = stream["gb_per_second"] * 1e9 / weight_bytes
         target = TARGETS[key] * b["tokens_per_second"]
         ours = a["tokens_per_second"]
         print(
-            f"| {label.split(' generation')[0]} | {stream['bytes_per_token'] / 1e6:,.0f} "
+            f"| {label.split(' (tok/s)')[0]} | {weight_bytes / 1e6:,.0f} "
             f"| {stream['gb_per_second']:.1f} | {ceiling:,.1f} "
             f"| {ours:,.1f} ({ours / ceiling:.0%}) | {target:,.1f} ({target / ceiling:.0%}) |"
         )

@@ -103,10 +103,11 @@ def generate_greedy(model: nn.Module, prompt: list[int], max_new_tokens: int) ->
     per block), through the model's ``_step(token, position, caches)``, which returns the
     logits of that position only. Shared by the GPT-2 and the Llama block."""
     hd = model.wte.weight.shape[1] // model.n_heads
+    dtype = model.wte.weight.dtype  # bfloat16 for a model moved there
     caches = [
         (
-            torch.zeros(1, model.n_heads, model.context, hd),
-            torch.zeros(1, model.n_heads, model.context, hd),
+            torch.zeros(1, model.n_heads, model.context, hd, dtype=dtype),
+            torch.zeros(1, model.n_heads, model.context, hd, dtype=dtype),
         )
         for _ in model.blocks
     ]

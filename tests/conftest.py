@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,13 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TINYLM_SHARED", REPO.parent / "shared"))
 SEED_WEIGHTS = SHARED / "seed" / "tiny_gpt_weights.json"
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare.txt"
+
+
+def default_sigint() -> None:
+    """For ``Popen(preexec_fn=default_sigint)``: Ctrl-C's default action in the child, as at
+    a terminal. A suite started in the background by a script (``pytest ... &``) inherits
+    SIGINT ignored, and a Python child then keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

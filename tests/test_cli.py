@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import tinylm
+from conftest import default_sigint
 
 
 def run(*args: str, cwd: Path, timeout: float = 300, check: bool = True):
@@ -370,6 +371,7 @@ def test_ctrl_c_during_generate_stops_at_once_and_keeps_the_text(tmp_path: Path)
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     try:
         first = proc.stdout.read(40)  # printed as it is sampled

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import tinylm
+from conftest import default_sigint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -165,7 +166,13 @@ except KeyboardInterrupt:
 
 
 def _interrupt_after_ready(cmd: list[str], wait: float = 1.0) -> tuple[float, str, int]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(wait)

@@ -62,6 +62,7 @@ DEMO_PROMPTS = ("the cat", "the dog")
 
 BACKENDS = ("fast", "reference")
 BACKEND_HELP = "fast kernels, or the plain reference implementation (slow)"
+DTYPES = ("float32", "bfloat16")
 
 
 class CliError(Exception):
@@ -79,8 +80,8 @@ def _weights_path(weights: str | None, default: str = "shakespeare") -> Path:
     return path
 
 
-def _load_model(weights: str | None, backend: str = "fast") -> Transformer:
-    return Transformer.load(_weights_path(weights), backend=backend)
+def _load_model(weights: str | None, backend: str = "fast", dtype: str = "float32") -> Transformer:
+    return Transformer.load(_weights_path(weights), backend=backend, dtype=dtype)
 
 
 def _program() -> str:
@@ -182,7 +183,7 @@ def _add_interop_commands(command: Callable[[str, str], argparse.ArgumentParser]
 def cmd_generate(args: argparse.Namespace) -> int:
     """Prints the prompt, then each piece of text as it is sampled: Ctrl-C stops between
     two tokens and keeps what was printed."""
-    model = _load_model(args.weights, args.backend)
+    model = _load_model(args.weights, args.backend, args.dtype)
     tok = model.tokenizer
     if tok is None:
         raise CliError(
@@ -309,7 +310,7 @@ def _print_many(
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Scores a whole file: loss (nats per token), perplexity, bits per character."""
-    model = _load_model(args.weights, args.backend)
+    model = _load_model(args.weights, args.backend, args.dtype)
     tok = model.tokenizer
     if tok is None:
         raise CliError(
@@ -1083,6 +1084,18 @@ def _add_weights_argument(parser: argparse.ArgumentParser, default: str = "shake
     )
 
 
+def _add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    """``--dtype``: how the weights are stored (see Transformer.to)."""
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="float32, or bfloat16: every weight rounded to bfloat16 and read as 2 bytes, "
+        "which generates up to twice as fast from a model larger than the CPU's caches "
+        "(default: %(default)s)",
+    )
+
+
 def _add_backend_argument(parser: argparse.ArgumentParser) -> None:
     """``--backend``: which implementation runs the model."""
     parser.add_argument(
@@ -1267,6 +1280,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="beam search of this width instead of sampling; 1 = sample (default: %(default)s)",
     )
     _add_backend_argument(g)
+    _add_dtype_argument(g)
     g.add_argument(
         "--stream",
         action=argparse.BooleanOptionalAction,
@@ -1286,6 +1300,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_argument(e)
     e.add_argument("--data", required=True, help="UTF-8 text file to score (required: no default)")
     _add_backend_argument(e)
+    _add_dtype_argument(e)
     e.set_defaults(func=cmd_eval)
 
     t = command("train", "train a model on a text file")

@@ -7,8 +7,9 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use tinylm::generate::GenerateOptions;
+use tinylm::kernels::bf16::Dtype;
 use tinylm::sample::SamplingParams;
-use tinylm::Config;
+use tinylm::{Config, Model};
 
 /// The best rate of `run` (what it returns, such as tokens, per second) over five windows
 /// of half a second, each running it as many times as fit.
@@ -44,6 +45,15 @@ pub fn env_opt<T: FromStr>(name: &str) -> Option<T> {
 /// The environment variable `name` parsed as a T, else `default`.
 pub fn env_or<T: FromStr>(name: &str, default: T) -> T {
     env_opt(name).unwrap_or(default)
+}
+
+/// A model of `config` (seed 0) with its weights in the dtype `DTYPE` names (float32 or
+/// bfloat16; float32 if unset).
+pub fn model_from_env(config: Config) -> Model {
+    let mut model = Model::new(config, 0).unwrap();
+    let name = std::env::var("DTYPE").unwrap_or_else(|_| "float32".into());
+    model.set_dtype(Dtype::from_name(&name).unwrap());
+    model
 }
 
 /// Builds rayon's global pool with `THREADS` threads (else `default`); returns the count.

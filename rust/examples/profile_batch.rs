@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use tinylm::decode::batched::BatchState;
 use tinylm::decode::{with_team, Decoder};
 use tinylm::generate_many::BatchGeneration;
-use tinylm::Model;
 
 mod common;
 
@@ -16,7 +15,7 @@ fn main() {
     common::global_pool_from_env(2);
     let seqs: usize = common::env_or("SEQS", 8);
     let p = config.max_seq_len;
-    let model = Model::new(config, 0).unwrap();
+    let model = common::model_from_env(config);
     let decoder = Decoder::new(&model);
     let rows: Vec<usize> = (0..seqs).collect();
     let tokens = vec![1u32; seqs];

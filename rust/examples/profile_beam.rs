@@ -4,7 +4,6 @@
 //! sequence) per second.
 use tinylm::beam::{beam_search, BeamOptions, EarlyStopping};
 use tinylm::decode::Decoder;
-use tinylm::Model;
 
 mod common;
 
@@ -12,7 +11,7 @@ fn main() {
     let (which, config, _batch) = common::reference_from_args("D");
     common::global_pool_from_env(2);
     let p = config.max_seq_len;
-    let model = Model::new(config, 0).unwrap();
+    let model = common::model_from_env(config);
     let decoder = Decoder::new(&model);
     let opts = BeamOptions {
         num_beams: common::env_or("BEAMS", 4),

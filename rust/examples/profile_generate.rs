@@ -3,7 +3,6 @@
 //! `cargo run --release --example profile_generate -- B` (also `stories15M`, `gpt2_124m`).
 use tinylm::decode::Decoder;
 use tinylm::generate::generate;
-use tinylm::Model;
 
 mod common;
 
@@ -11,7 +10,7 @@ fn main() {
     let (which, config, _batch) = common::reference_from_args("B");
     common::global_pool_from_env(2);
     let t = config.max_seq_len;
-    let model = Model::new(config, 0).unwrap();
+    let model = common::model_from_env(config);
     let decoder = Decoder::new(&model);
     let opts = common::greedy_options(common::env_or("NEW", t - 1));
     let best = common::best_rate(|| generate(&decoder, &[1], &opts).unwrap().len());

@@ -249,6 +249,7 @@ impl BatchRunner {
     /// keeps `.grad`, until the next backward pass or `zero_grad`). Returns the gradient's
     /// norm. Without a gradient, or with a non-finite one, nothing changes.
     pub fn adamw_step(&mut self, model: &mut Model, optimizer: &mut AdamW, lr: f32) -> Result<f32> {
+        model.check_trainable()?;
         if optimizer.m.len() != model.layout.total {
             return Err(Error::value(
                 "this optimizer belongs to a model of another size",
@@ -288,6 +289,7 @@ impl BatchRunner {
         lr: f32,
         grad_clip: Option<f32>,
     ) -> Result<(f32, f32)> {
+        model.check_trainable()?;
         check_len(ids, targets, b, t)?;
         if micro_batches == 0 || !b.is_multiple_of(micro_batches) {
             return Err(Error::value(format!(
@@ -321,6 +323,7 @@ impl BatchRunner {
         t: usize,
         lr: f32,
     ) -> Result<f32> {
+        model.check_trainable()?;
         self.held = HeldGradient::Empty;
         let mut grads = std::mem::take(&mut self.grads);
         alloc::resize_zeroed(&mut grads, model.layout.total, "the gradients")?;

@@ -17,6 +17,7 @@ use crate::kernels::activation::{
     activation_backward, activation_forward, gated_backward, gated_forward,
 };
 use crate::kernels::attention::{attention_backward, attention_forward, Heads};
+use crate::kernels::bf16::{round_to_bf16, Dtype};
 use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward, gelu_from_tanh};
@@ -62,14 +63,15 @@ impl Backend {
     }
 }
 
-/// A model: its configuration, the layout of its parameters, the parameters themselves
-/// and the backend that runs them.
+/// A model: its configuration, the layout of its parameters, the parameters themselves,
+/// the backend that runs them and the dtype generation stores its weights in.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub config: Config,
     pub layout: ParamLayout,
     params: Vec<f32>,
     backend: Backend,
+    dtype: Dtype,
 }
 
 /// Activations saved by the forward pass for the backward pass, and the backward pass's
@@ -359,6 +361,7 @@ impl Model {
             layout,
             params,
             backend,
+            dtype: Dtype::F32,
         })
     }
 
@@ -379,6 +382,7 @@ impl Model {
             layout,
             params,
             backend,
+            dtype: Dtype::F32,
         })
     }
 
@@ -390,6 +394,36 @@ impl Model {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// How generation stores the weights (float32 unless [`Model::set_dtype`] said otherwise).
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// Stores the weights for generation in `dtype`. For bfloat16 every parameter is rounded
+    /// to the nearest bfloat16 (and stays a float32 here), so that the forward pass and
+    /// generation compute with the same values; going back to float32 keeps the rounded
+    /// values. Called again with bfloat16 after the parameters changed, it rounds them again.
+    pub fn set_dtype(&mut self, dtype: Dtype) {
+        if dtype == Dtype::Bf16 {
+            for p in &mut self.params {
+                *p = round_to_bf16(*p);
+            }
+        }
+        self.dtype = dtype;
+    }
+
+    /// An error unless the parameters may be trained: a bfloat16 model's updates would be
+    /// rounded away, so it trains only after going back to float32.
+    pub fn check_trainable(&self) -> Result<()> {
+        match self.dtype {
+            Dtype::F32 => Ok(()),
+            Dtype::Bf16 => Err(Error::value(
+                "this model's weights are bfloat16, and an update smaller than half a \
+                 bfloat16 step would be rounded away: set its dtype to float32 to train it",
+            )),
+        }
     }
 
     /// What the reference path reads: the config, the layout and the parameters.

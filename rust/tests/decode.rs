@@ -337,3 +337,50 @@ fn a_copy_into_a_sequence_sharing_a_start_copies_the_rest_to_the_same_bits() {
         }
     }
 }
+
+/// A model in bfloat16 decodes from 2-byte weights; a float32 model holding the same
+/// rounded values decodes from 4-byte ones. Widening a bfloat16 is exact and the products
+/// keep their order, so one sequence and a batch give the same bits either way, with and
+/// without the helper thread.
+#[test]
+fn bfloat16_weights_decode_to_the_bits_of_the_same_values_in_float32() {
+    use tinylm::kernels::bf16::Dtype;
+    for config in [wide_config(), llama_config(), narrow_config()] {
+        let mut half = scaled_model(config.clone(), 12);
+        half.set_dtype(Dtype::Bf16);
+        assert!(half.params().iter().all(|p| p.to_bits() & 0xffff == 0));
+        let full = Model::from_params(config.clone(), half.params().to_vec()).unwrap();
+        assert_eq!(full.dtype(), Dtype::F32);
+        let (dec_half, dec_full) = (Decoder::new(&half), Decoder::new(&full));
+        let v = config.vocab_size as u32;
+        let seqs: Vec<Vec<u32>> = (0..3)
+            .map(|s| {
+                (0..(20 - 5 * s))
+                    .map(|i| (i * 5 + s * 3) as u32 % v)
+                    .collect()
+            })
+            .collect();
+        for ids in &seqs {
+            let want = decoded_logits(&dec_full, None, ids);
+            assert_eq!(decoded_logits(&dec_half, None, ids), want, "{config:?}");
+            let shared = with_helper(|team| decoded_logits(&dec_half, Some(team), ids));
+            assert_eq!(shared, want, "{config:?}, with the helper thread");
+        }
+        assert_eq!(
+            batched_logits(&dec_half, None, &seqs),
+            batched_logits(&dec_full, None, &seqs),
+            "{config:?}, batched"
+        );
+    }
+}
+
+#[test]
+fn a_bfloat16_model_refuses_to_train() {
+    use tinylm::kernels::bf16::Dtype;
+    let mut model = scaled_model(narrow_config(), 13);
+    model.set_dtype(Dtype::Bf16);
+    let err = model.check_trainable().unwrap_err().to_string();
+    assert!(err.contains("bfloat16") && err.contains("float32"), "{err}");
+    model.set_dtype(Dtype::F32);
+    assert!(model.check_trainable().is_ok());
+}

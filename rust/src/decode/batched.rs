@@ -19,13 +19,14 @@ use crate::alloc;
 use crate::config::{Activation, Position};
 use crate::error::{Error, Result};
 use crate::kernels::activation::{activation_forward_chunk, gated_forward_chunk};
+use crate::kernels::bf16::Weight;
 use crate::kernels::gelu::gelu_forward_chunk;
 use crate::kernels::rope::{rotate_heads, RopeTable};
 use crate::kernels::simd::simd_fn;
 use crate::model::Model;
 
 use super::decoder::Decoder;
-use super::panels::{LaneShape, LaneWeights};
+use super::panels::{LaneShape, LaneWeights, Rows};
 use super::team::{both, Team};
 use super::{add_bias, attend, dot_rows, norm_row, LINE_FLOATS, SPLIT_HEAD};
 
@@ -346,7 +347,7 @@ impl BatchState {
         // logits = h @ lm_head^T, lm_head (V, C): the same dot products as one sequence's
         // step; the two lanes take the two halves of the vocabulary once the M rows'
         // multiply-adds are worth a hand-off (at fewer rows than one sequence's step).
-        let head = lay.lm_head.of(prm);
+        let head = packed.head(model);
         let cut = if v >= 16 && m * v * c >= SPLIT_HEAD {
             v / 2
         } else {
@@ -354,7 +355,7 @@ impl BatchState {
         };
         self.head_first.resize(m * cut, 0.0);
         self.head_second.resize(m * (v - cut), 0.0);
-        let (h, head_first, head_second) = (&self.h, &head[..cut * c], &head[cut * c..]);
+        let (h, head_first, head_second) = (&self.h, head.rows(0..cut, c), head.rows(cut..v, c));
         let (first, second) = (&mut self.head_first, &mut self.head_second);
         both(
             team,
@@ -378,7 +379,14 @@ impl BatchState {
 
 /// out (M, R) = h (M, C) @ rows^T for the output head's rows (R, C): HEAD_ROWS of them
 /// at a time for all M rows of h, each output the dot product one sequence's step takes.
-fn head_rows(out: &mut [f32], h: &[f32], rows: &[f32], c: usize) {
+fn head_rows(out: &mut [f32], h: &[f32], rows: Rows, c: usize) {
+    match rows {
+        Rows::F32(rows) => head_rows_of(out, h, rows, c),
+        Rows::Bf16(rows) => head_rows_of(out, h, rows, c),
+    }
+}
+
+fn head_rows_of<W: Weight>(out: &mut [f32], h: &[f32], rows: &[W], c: usize) {
     let r = rows.len() / c;
     for r0 in (0..r).step_by(HEAD_ROWS) {
         let r1 = (r0 + HEAD_ROWS).min(r);

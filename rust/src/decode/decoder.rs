@@ -1,5 +1,6 @@
 //! A model made ready for decoding: the model beside its block weights packed into panels
-//! ([`PackedWeights`], as large as the parameters), packed the first time a step needs them.
+//! ([`PackedWeights`], as large as the parameters in the model's dtype), packed the first
+//! time a step needs them.
 //!
 //! The model knows nothing of this copy. A [`Decoder`] borrows the model, so its
 //! parameters cannot change while the copy is in use, and every generation of one decoder
@@ -79,7 +80,7 @@ impl<'m> Decoder<'m> {
     pub fn prepare(&self) -> Result<()> {
         if !self.packed.is_packed() {
             crate::alloc::check_available(
-                self.model.params().len() as u128 * 4,
+                PackedWeights::bytes(self.model.params().len(), self.model.dtype()),
                 "the weights packed for generation",
             )?;
         }

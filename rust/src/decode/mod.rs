@@ -3,7 +3,9 @@
 //!
 //! A token costs one matrix-vector product per weight matrix, and at batch size one these
 //! products are bound by how fast the weights stream in from the caches or from memory,
-//! so they read weights repacked into panels that stream front to back ([`panels`]).
+//! so they read weights repacked into panels that stream front to back ([`panels`]). A
+//! model in bfloat16 ([`crate::kernels::bf16`]) has its panels and its output head stored
+//! in 2 bytes a weight, half the bytes to stream; the arithmetic is the same float32.
 //!
 //! The work of each block is cut into two *lanes*, one per thread of a [`Team`]: a lane
 //! owns half of the key/value heads with the query heads that read them (their queries,
@@ -29,6 +31,7 @@ pub use team::{with_team, Team};
 
 use crate::config::{Activation, Position};
 use crate::kernels::activation::{activation_forward_chunk, gated_forward_chunk};
+use crate::kernels::bf16::Weight;
 use crate::kernels::gelu::gelu_forward_chunk;
 use crate::kernels::layernorm::layernorm_row;
 use crate::kernels::rmsnorm::rmsnorm_row;
@@ -37,7 +40,7 @@ use crate::kernels::simd::simd_fn;
 use crate::kernels::vecmath::{axpy, dot, softmax_in_place};
 use crate::model::Model;
 use crate::params::NormParams;
-use panels::LaneWeights;
+use panels::{LaneWeights, Rows};
 use team::both;
 
 /// An output head with fewer multiply-adds than this is not split.
@@ -48,7 +51,7 @@ simd_fn! {
     /// head, whose rows the batch shares from the cache). Four rows at a time, so that
     /// four chains of multiply-adds are in flight instead of one; each row's sum is
     /// exactly [`dot`]'s.
-    fn dot_rows(out: &mut [f32], x: &[f32], rows: &[f32]) {
+    fn dot_rows<W: Weight>(out: &mut [f32], x: &[f32], rows: &[W]) {
         let c = x.len();
         let mut outs = out.chunks_exact_mut(4);
         let mut quads = rows.chunks_exact(4 * c);
@@ -70,10 +73,18 @@ simd_fn! {
     /// memory (a head larger than the last-level cache: stories15M's 37 MB on a 32 MiB L3)
     /// generation ran at half the speed (330 against 680 tokens/s). From a cache it is the
     /// other way round, by about a tenth.
-    fn dot_each_row(out: &mut [f32], x: &[f32], rows: &[f32]) {
+    fn dot_each_row<W: Weight>(out: &mut [f32], x: &[f32], rows: &[W]) {
         for (o, row) in out.iter_mut().zip(rows.chunks_exact(x.len().max(1))) {
             *o = dot(x, row);
         }
+    }
+}
+
+/// out[r] = x . rows[r] by [`dot_each_row`], for rows in either dtype.
+fn head_each_row(out: &mut [f32], x: &[f32], rows: Rows) {
+    match rows {
+        Rows::F32(rows) => dot_each_row(out, x, rows),
+        Rows::Bf16(rows) => dot_each_row(out, x, rows),
     }
 }
 
@@ -81,14 +92,14 @@ simd_fn! {
 /// otherwise, with four named accumulators or a loop for the sums at the end, the compiler
 /// vectorised it 4 floats wide, and generation at stories15M fell by a fifth.)
 #[inline(always)]
-fn dot4(x: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+fn dot4<W: Weight>(x: &[f32], rows: [&[W]; 4]) -> [f32; 4] {
     let n = x.len() / 8 * 8;
     let mut acc = [[0.0f32; 8]; 4];
     for k in (0..n).step_by(8) {
         let xs = &x[k..k + 8];
         for (a, row) in acc.iter_mut().zip(&rows) {
             for ((a, &xi), &w) in a.iter_mut().zip(xs).zip(&row[k..k + 8]) {
-                *a = xi.mul_add(w, *a);
+                *a = xi.mul_add(w.to_f32(), *a);
             }
         }
     }
@@ -99,7 +110,7 @@ fn dot4(x: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
         let a = &acc[r];
         let mut tail = 0.0f32;
         for (xi, w) in x[n..].iter().zip(&rows[r][n..]) {
-            tail = xi.mul_add(*w, tail);
+            tail = xi.mul_add(w.to_f32(), tail);
         }
         ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])) + tail
     };
@@ -426,7 +437,7 @@ impl DecodeState {
             norm_row(&mut self.h, &self.x, lay.ln_f, prm, cfg.eps);
             // logits = h @ lm_head^T, lm_head (V, C) stored [out][in]: one dot product per
             // row, each computed by one thread, so any cut gives the same numbers.
-            let head = lay.lm_head.of(prm);
+            let head = packed.head(model);
             let cut = if v >= 16 && v * c >= SPLIT_HEAD {
                 v / 2
             } else {
@@ -436,8 +447,8 @@ impl DecodeState {
             let x = &self.h;
             both(
                 team,
-                || dot_each_row(second, x, &head[cut * c..]),
-                || dot_each_row(first, x, &head[..cut * c]),
+                || head_each_row(second, x, head.rows(cut..v, c)),
+                || head_each_row(first, x, head.rows(0..cut, c)),
             );
         }
     }

@@ -16,6 +16,7 @@
 use std::ops::Range;
 
 use crate::config::Config;
+use crate::kernels::bf16::{Bf16, Dtype, Weight};
 use crate::kernels::simd::simd_fn;
 use crate::kernels::vecmath::axpy;
 use crate::model::Model;
@@ -59,18 +60,35 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Weights stored in float32 or in bfloat16 (see [`Dtype`]).
+#[derive(Clone)]
+pub enum Values {
+    F32(Vec<f32>),
+    Bf16(Vec<Bf16>),
+}
+
+impl Values {
+    /// `values` in `dtype`, rounded to it if need be.
+    pub fn new(values: Vec<f32>, dtype: Dtype) -> Values {
+        match dtype {
+            Dtype::F32 => Values::F32(values),
+            Dtype::Bf16 => Values::Bf16(values.into_iter().map(Bf16::round).collect()),
+        }
+    }
+}
+
 /// A matrix (IC, OC) in panels of [`PANEL`] columns.
 #[derive(Clone)]
 pub struct Panels {
-    data: Vec<f32>,
+    data: Values,
     ic: usize,
     oc: usize,
 }
 
 impl Panels {
     /// Packs `ic` rows of the matrix whose columns are those of `blocks` side by side
-    /// ([W_q | W_k | W_v] is three blocks).
-    pub fn pack(ic: usize, blocks: &[Columns]) -> Panels {
+    /// ([W_q | W_k | W_v] is three blocks), stored in `dtype`.
+    pub fn pack(ic: usize, blocks: &[Columns], dtype: Dtype) -> Panels {
         let oc: usize = blocks.iter().map(|b| b.width).sum();
         let mut data = vec![0.0f32; ic * oc];
         let mut row = Vec::with_capacity(oc);
@@ -85,17 +103,28 @@ impl Panels {
                 data[j0 * ic + i * w..][..w].copy_from_slice(&row[j0..j0 + w]);
             }
         }
-        Panels { data, ic, oc }
+        Panels {
+            data: Values::new(data, dtype),
+            ic,
+            oc,
+        }
     }
 
     /// out (OC) = x (IC) @ W.
     pub fn matvec(&self, out: &mut [f32], x: &[f32]) {
+        match &self.data {
+            Values::F32(data) => self.matvec_of(out, x, data),
+            Values::Bf16(data) => self.matvec_of(out, x, data),
+        }
+    }
+
+    fn matvec_of<W: Weight>(&self, out: &mut [f32], x: &[f32], data: &[W]) {
         debug_assert_eq!((x.len(), out.len()), (self.ic, self.oc));
         if self.ic == 0 {
             out.fill(0.0);
             return;
         }
-        for (out, panel) in out.chunks_mut(PANEL).zip(self.data.chunks(PANEL * self.ic)) {
+        for (out, panel) in out.chunks_mut(PANEL).zip(data.chunks(PANEL * self.ic)) {
             panel_matvec(out, x, panel);
         }
     }
@@ -104,6 +133,13 @@ impl Panels {
     /// (each output is the same chain of multiply-adds), but every panel is read once for
     /// all M rows: four rows at a time share each load of a weight.
     pub fn matmat(&self, out: &mut [f32], x: &[f32]) {
+        match &self.data {
+            Values::F32(data) => self.matmat_of(out, x, data),
+            Values::Bf16(data) => self.matmat_of(out, x, data),
+        }
+    }
+
+    fn matmat_of<W: Weight>(&self, out: &mut [f32], x: &[f32], data: &[W]) {
         if self.ic == 0 {
             out.fill(0.0);
             return;
@@ -112,7 +148,7 @@ impl Panels {
         debug_assert_eq!((x.len(), out.len()), (m * self.ic, m * self.oc));
         for (j0, panel) in (0..self.oc)
             .step_by(PANEL)
-            .zip(self.data.chunks(PANEL * self.ic))
+            .zip(data.chunks(PANEL * self.ic))
         {
             panel_matmat(out, self.oc, j0, x, m, panel);
         }
@@ -124,7 +160,14 @@ impl Panels {
 /// four rows by the whole panel with AVX-512 (16 of its 32 registers), which then reads
 /// the panel once, front to back. Each output is the same chain over i in order either
 /// way, so the tile width changes no result.
-fn panel_matmat(out: &mut [f32], oc: usize, j0: usize, x: &[f32], m: usize, panel: &[f32]) {
+fn panel_matmat<W: Weight>(
+    out: &mut [f32],
+    oc: usize,
+    j0: usize,
+    x: &[f32],
+    m: usize,
+    panel: &[W],
+) {
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::simd::has_avx512() {
         // SAFETY: the CPU has the features `panel_matmat_avx512` was compiled for.
@@ -134,43 +177,43 @@ fn panel_matmat(out: &mut [f32], oc: usize, j0: usize, x: &[f32], m: usize, pane
 }
 
 simd_fn! {
-    fn panel_matmat_avx2(out: &mut [f32], oc: usize, j0: usize, x: &[f32], m: usize, panel: &[f32]) {
-        panel_matmat_tiles::<16>(out, oc, j0, x, m, panel);
+    fn panel_matmat_avx2<W: Weight>(out: &mut [f32], oc: usize, j0: usize, x: &[f32], m: usize, panel: &[W]) {
+        panel_matmat_tiles::<16, _>(out, oc, j0, x, m, panel);
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn panel_matmat_avx512(
+unsafe fn panel_matmat_avx512<W: Weight>(
     out: &mut [f32],
     oc: usize,
     j0: usize,
     x: &[f32],
     m: usize,
-    panel: &[f32],
+    panel: &[W],
 ) {
-    panel_matmat_tiles::<64>(out, oc, j0, x, m, panel);
+    panel_matmat_tiles::<64, _>(out, oc, j0, x, m, panel);
 }
 
 /// [`panel_matmat`] in tiles of four rows by CW columns, then the rows left over one by one.
 #[inline(always)]
-fn panel_matmat_tiles<const CW: usize>(
+fn panel_matmat_tiles<const CW: usize, W: Weight>(
     out: &mut [f32],
     oc: usize,
     j0: usize,
     x: &[f32],
     m: usize,
-    panel: &[f32],
+    panel: &[W],
 ) {
     let ic = x.len() / m;
     let w = panel.len() / ic;
     let mut r0 = 0;
     while r0 + 4 <= m {
-        rows_tile::<4, CW>(out, oc, j0, &x[r0 * ic..][..4 * ic], r0, panel, w);
+        rows_tile::<4, CW, _>(out, oc, j0, &x[r0 * ic..][..4 * ic], r0, panel, w);
         r0 += 4;
     }
     while r0 < m {
-        rows_tile::<1, CW>(out, oc, j0, &x[r0 * ic..][..ic], r0, panel, w);
+        rows_tile::<1, CW, _>(out, oc, j0, &x[r0 * ic..][..ic], r0, panel, w);
         r0 += 1;
     }
 }
@@ -178,13 +221,13 @@ fn panel_matmat_tiles<const CW: usize>(
 /// Rows r0..r0 + R of [`panel_matmat`]: CW columns at a time, then the last W % CW by
 /// vector adds; every output the chain out = sum_i x[i] w[i] in order from zero.
 #[inline(always)]
-fn rows_tile<const R: usize, const CW: usize>(
+fn rows_tile<const R: usize, const CW: usize, W: Weight>(
     out: &mut [f32],
     oc: usize,
     j0: usize,
     x: &[f32],
     r0: usize,
-    panel: &[f32],
+    panel: &[W],
     w: usize,
 ) {
     let ic = x.len() / R;
@@ -193,11 +236,11 @@ fn rows_tile<const R: usize, const CW: usize>(
     for c0 in (0..full).step_by(CW) {
         let mut acc = [[0.0f32; CW]; R];
         for (i, row) in panel.chunks_exact(w).enumerate() {
-            let wv: &[f32; CW] = row[c0..c0 + CW].try_into().expect("CW columns");
+            let wv: &[W; CW] = row[c0..c0 + CW].try_into().expect("CW columns");
             for (a, xr) in acc.iter_mut().zip(&xs) {
                 let xi = xr[i];
                 for (a, &wj) in a.iter_mut().zip(wv) {
-                    *a = xi.mul_add(wj, *a);
+                    *a = xi.mul_add(wj.to_f32(), *a);
                 }
             }
         }
@@ -211,7 +254,7 @@ fn rows_tile<const R: usize, const CW: usize>(
             o.fill(0.0);
             for (&xi, row) in xr.iter().zip(panel.chunks_exact(w)) {
                 for (a, &wj) in o.iter_mut().zip(&row[full..]) {
-                    *a = xi.mul_add(wj, *a);
+                    *a = xi.mul_add(wj.to_f32(), *a);
                 }
             }
         }
@@ -221,13 +264,13 @@ fn rows_tile<const R: usize, const CW: usize>(
 simd_fn! {
     /// out (W) = x (IC) @ panel (IC, W), W <= 64: the accumulators stay in registers and
     /// the panel is read once, in order.
-    fn panel_matvec(out: &mut [f32], x: &[f32], panel: &[f32]) {
+    fn panel_matvec<W: Weight>(out: &mut [f32], x: &[f32], panel: &[W]) {
         if let Ok(out) = <&mut [f32; PANEL]>::try_from(&mut *out) {
             let mut acc = [0.0f32; PANEL];
             for (&xi, row) in x.iter().zip(panel.chunks_exact(PANEL)) {
-                let row: &[f32; PANEL] = row.try_into().expect("a full panel row");
+                let row: &[W; PANEL] = row.try_into().expect("a full panel row");
                 for (a, &w) in acc.iter_mut().zip(row) {
-                    *a = xi.mul_add(w, *a);
+                    *a = xi.mul_add(w.to_f32(), *a);
                 }
             }
             *out = acc;
@@ -309,21 +352,56 @@ pub struct LaneWeights {
     pub ff2: Panels,
 }
 
-/// Every block's weights per lane, packed for decoding. The output head is not repacked:
-/// it is stored [V][C], so its rows are already contiguous dot products.
+/// Every block's weights per lane, packed for decoding, in the model's dtype. In float32
+/// the output head is not repacked: it is stored [V][C], so its rows are already
+/// contiguous dot products; in bfloat16 it is a copy of those rows in bfloat16.
 #[derive(Clone)]
 pub struct PackedWeights {
     /// Per block, the two lanes' weights.
     pub blocks: Vec<[LaneWeights; 2]>,
+    /// The output head (V, C) in bfloat16, for a bfloat16 model.
+    head_bf16: Option<Vec<Bf16>>,
+}
+
+/// Rows of a matrix stored [out][in] (the output head), in float32 or in bfloat16.
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [Bf16]),
+}
+
+impl<'a> Rows<'a> {
+    /// Rows `range` of rows of width c.
+    pub fn rows(self, range: Range<usize>, c: usize) -> Rows<'a> {
+        let values = range.start * c..range.end * c;
+        match self {
+            Rows::F32(rows) => Rows::F32(&rows[values]),
+            Rows::Bf16(rows) => Rows::Bf16(&rows[values]),
+        }
+    }
 }
 
 impl PackedWeights {
+    /// Bytes of the packed weights of a model with `params` parameters in `dtype` (at most).
+    pub fn bytes(params: usize, dtype: Dtype) -> u128 {
+        params as u128 * dtype.bytes() as u128
+    }
+
+    /// The output head's rows: the model's own, or their bfloat16 copy.
+    pub fn head<'a>(&'a self, model: &'a Model) -> Rows<'a> {
+        match &self.head_bf16 {
+            Some(rows) => Rows::Bf16(rows),
+            None => Rows::F32(model.layout.lm_head.of(model.params())),
+        }
+    }
+
     pub fn new(model: &Model) -> PackedWeights {
         let (c, f, kd) = (
             model.config.d_model,
             model.config.d_ff,
             model.config.kv_dim(),
         );
+        let dtype = model.dtype();
         let prm = model.params();
         let lanes = LaneShape::both(&model.config);
         let blocks = model
@@ -351,6 +429,7 @@ impl PackedWeights {
                         qkv: Panels::pack(
                             c,
                             &qkv_cols.map(|(w, cols, r)| Columns::range(w.of(prm), cols, r)),
+                            dtype,
                         ),
                         qkv_bias: qkv_bias
                             .iter()
@@ -360,8 +439,9 @@ impl PackedWeights {
                         proj: Panels::pack(
                             dims.len(),
                             &[Columns::all(&blk.w_o.of(prm)[dims.start * c..], c)],
+                            dtype,
                         ),
-                        ff1: Panels::pack(c, &ff_cols),
+                        ff1: Panels::pack(c, &ff_cols, dtype),
                         ff1_bias: (!ff_bias.is_empty()).then(|| {
                             ff_bias
                                 .iter()
@@ -371,13 +451,18 @@ impl PackedWeights {
                         ff2: Panels::pack(
                             lane.ff.len(),
                             &[Columns::all(&w2[lane.ff.start * c..], c)],
+                            dtype,
                         ),
                     }
                 };
                 [pack_lane(&lanes[0]), pack_lane(&lanes[1])]
             })
             .collect();
-        PackedWeights { blocks }
+        let head_bf16 = (dtype == Dtype::Bf16).then(|| {
+            let head = model.layout.lm_head.of(prm);
+            head.iter().map(|&w| Bf16::round(w)).collect()
+        });
+        PackedWeights { blocks, head_bf16 }
     }
 }
 
@@ -419,7 +504,7 @@ mod tests {
                 .zip(widths)
                 .map(|(m, &w)| Columns::all(m, w))
                 .collect();
-            let packed = Panels::pack(ic, &blocks);
+            let packed = Panels::pack(ic, &blocks, Dtype::F32);
             let x: Vec<f32> = (0..ic).map(|i| (i % 5) as f32 * 0.3 - 0.6).collect();
             let mut out = vec![f32::NAN; widths.iter().sum()];
             packed.matvec(&mut out, &x);
@@ -445,7 +530,10 @@ mod tests {
             let w: Vec<f32> = (0..ic * oc)
                 .map(|i| ((i * 13) % 17) as f32 * 0.07 - 0.55)
                 .collect();
-            let packed = Panels::pack(ic, &[Columns::all(&w, oc)]);
+            let packed = Panels::pack(ic, &[Columns::all(&w, oc)], Dtype::F32);
+            let Values::F32(data) = &packed.data else {
+                unreachable!("packed in float32")
+            };
             for m in [1usize, 3, 4, 5, 9] {
                 let x: Vec<f32> = (0..m * ic)
                     .map(|i| ((i * 5) % 11) as f32 * 0.19 - 0.9)
@@ -456,9 +544,9 @@ mod tests {
                 }
                 let mut by_16 = vec![f32::NAN; m * oc];
                 let mut by_64 = vec![f32::NAN; m * oc];
-                for (j0, panel) in (0..oc).step_by(PANEL).zip(packed.data.chunks(PANEL * ic)) {
-                    panel_matmat_tiles::<16>(&mut by_16, oc, j0, &x, m, panel);
-                    panel_matmat_tiles::<64>(&mut by_64, oc, j0, &x, m, panel);
+                for (j0, panel) in (0..oc).step_by(PANEL).zip(data.chunks(PANEL * ic)) {
+                    panel_matmat_tiles::<16, _>(&mut by_16, oc, j0, &x, m, panel);
+                    panel_matmat_tiles::<64, _>(&mut by_64, oc, j0, &x, m, panel);
                 }
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
@@ -482,11 +570,40 @@ mod tests {
     fn column_ranges_and_row_offsets_pick_the_right_values() {
         // A (4, 6) matrix; rows 1..3 of its columns 2..5.
         let m: Vec<f32> = (0..24).map(|i| i as f32).collect();
-        let packed = Panels::pack(2, &[Columns::range(&m[6..], 6, 2..5)]);
+        let packed = Panels::pack(2, &[Columns::range(&m[6..], 6, 2..5)], Dtype::F32);
         let mut out = vec![0.0; 3];
         packed.matvec(&mut out, &[1.0, 0.0]);
         assert_eq!(out, [8.0, 9.0, 10.0]);
         packed.matvec(&mut out, &[0.0, 1.0]);
         assert_eq!(out, [14.0, 15.0, 16.0]);
+    }
+
+    /// Panels in bfloat16 give the bits of panels in float32 of the same matrix rounded to
+    /// bfloat16, for one row and for many, and a matrix already on the grid packs the same.
+    #[test]
+    fn bfloat16_panels_are_float32_panels_of_the_rounded_matrix() {
+        use crate::kernels::bf16::round_to_bf16;
+        for &(ic, oc) in &[(7usize, 3usize), (33, 64), (70, 100), (48, 129)] {
+            let w: Vec<f32> = (0..ic * oc)
+                .map(|i| ((i * 13) % 17) as f32 * 0.0731 - 0.557)
+                .collect();
+            let rounded: Vec<f32> = w.iter().map(|&x| round_to_bf16(x)).collect();
+            assert_ne!(w, rounded, "the test matrix is off the bfloat16 grid");
+            let half = Panels::pack(ic, &[Columns::all(&w, oc)], Dtype::Bf16);
+            let full = Panels::pack(ic, &[Columns::all(&rounded, oc)], Dtype::F32);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for m in [1usize, 3, 4, 5, 9] {
+                let x: Vec<f32> = (0..m * ic)
+                    .map(|i| ((i * 5) % 11) as f32 * 0.19 - 0.9)
+                    .collect();
+                let (mut got, mut want) = (vec![f32::NAN; m * oc], vec![f32::NAN; m * oc]);
+                half.matmat(&mut got, &x);
+                full.matmat(&mut want, &x);
+                assert_eq!(bits(&got), bits(&want), "ic {ic} oc {oc} m {m}, matmat");
+                half.matvec(&mut got[..oc], &x[..ic]);
+                full.matvec(&mut want[..oc], &x[..ic]);
+                assert_eq!(bits(&got), bits(&want), "ic {ic} oc {oc} m {m}, matvec");
+            }
+        }
     }
 }

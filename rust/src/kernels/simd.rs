@@ -2,8 +2,9 @@
 //! once with AVX2 and FMA, and the second runs when the CPU has them. The crate itself
 //! targets the baseline, so one wheel runs on every x86-64 machine.
 //!
-//! `simd_fn!` wraps a function: its body goes into an `#[inline(always)]` inner function,
-//! inlined both into a plain copy and into an `#[target_feature(enable = "avx2,fma")]` copy.
+//! `simd_fn!` wraps a function (with at most one type parameter): its body goes into an
+//! `#[inline(always)]` inner function, inlined both into a plain copy and into an
+//! `#[target_feature(enable = "avx2,fma")]` copy.
 //! Closures do not inherit the features of the function that calls them, so parallel
 //! kernels call a `simd_fn!` function per row or per chunk.
 //!
@@ -40,27 +41,27 @@ pub fn has_avx512() -> bool {
 macro_rules! simd_fn {
     (
         $(#[$meta:meta])*
-        $vis:vis fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? $body:block
+        $vis:vis fn $name:ident $(<$g:ident : $bound:path>)? ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? $body:block
     ) => {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name$(<$g: $bound>)?($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
-            fn imp($($arg: $ty),*) $(-> $ret)? $body
+            fn imp$(<$g: $bound>)?($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
-                unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
-                    imp($($arg),*)
+                unsafe fn fast$(<$g: $bound>)?($($arg: $ty),*) $(-> $ret)? {
+                    imp$(::<$g>)?($($arg),*)
                 }
                 if $crate::kernels::simd::has_avx2_fma() {
                     // SAFETY: the CPU has the features `fast` was compiled for.
-                    return unsafe { fast($($arg),*) };
+                    return unsafe { fast$(::<$g>)?($($arg),*) };
                 }
             }
-            imp($($arg),*)
+            imp$(::<$g>)?($($arg),*)
         }
     };
 }

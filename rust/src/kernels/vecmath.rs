@@ -3,9 +3,11 @@
 //! branch-free polynomials instead of calls into libm. They are `#[inline(always)]`, so
 //! inside a `simd_fn!` function they compile with AVX2 and FMA.
 
-/// sum_i a[i] * b[i]
+use super::bf16::Weight;
+
+/// sum_i a[i] * b[i], with b stored in float32 or bfloat16 ([`Weight`]).
 #[inline(always)]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot<W: Weight>(a: &[f32], b: &[W]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; 8];
@@ -13,21 +15,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut cb = b.chunks_exact(8);
     for (x, y) in (&mut ca).zip(&mut cb) {
         for i in 0..8 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
+            acc[i] = x[i].mul_add(y[i].to_f32(), acc[i]);
         }
     }
     let mut tail = 0.0f32;
     for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        tail = x.mul_add(*y, tail);
+        tail = x.mul_add(y.to_f32(), tail);
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// y[i] += alpha * x[i]
+/// y[i] += alpha * x[i], with x stored in float32 or bfloat16 ([`Weight`]).
 #[inline(always)]
-pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+pub fn axpy<W: Weight>(y: &mut [f32], alpha: f32, x: &[W]) {
     for (yi, xi) in y.iter_mut().zip(x) {
-        *yi = alpha.mul_add(*xi, *yi);
+        *yi = alpha.mul_add(xi.to_f32(), *yi);
     }
 }
 

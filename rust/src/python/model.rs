@@ -20,6 +20,7 @@ use crate::decode::{Decoder, PackedCache};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
 use crate::generate_many::BatchGeneration;
+use crate::kernels::bf16::Dtype;
 use crate::model::{check_ids, Backend, Model, Workspace};
 use crate::reference::trace;
 use crate::sample::{check_finite_logits, SamplingParams};
@@ -274,6 +275,23 @@ impl PyModel {
     fn backend(&self, py: Python<'_>) -> PyResult<&'static str> {
         detached(py, || {
             Ok(self.model.read().map_err(lock_err)?.backend().name())
+        })
+    }
+
+    /// "float32" or "bfloat16": how generation stores the weights.
+    fn dtype(&self, py: Python<'_>) -> PyResult<&'static str> {
+        detached(py, || {
+            Ok(self.model.read().map_err(lock_err)?.dtype().name())
+        })
+    }
+
+    /// Stores the weights for generation in `dtype` ("float32" or "bfloat16"); bfloat16
+    /// rounds every parameter to it (see [`Model::set_dtype`]).
+    fn set_dtype(&self, py: Python<'_>, dtype: &str) -> PyResult<()> {
+        let dtype = Dtype::from_name(dtype).map_err(to_py_err)?;
+        detached(py, || {
+            self.write()?.set_dtype(dtype);
+            Ok(())
         })
     }
 
@@ -769,6 +787,9 @@ impl PyModel {
             for spec in &layout.specs {
                 model.params_mut()[spec.range()].copy_from_slice(&entries[&spec.name].1);
             }
+            // A bfloat16 model rounds what it was given.
+            let dtype = model.dtype();
+            model.set_dtype(dtype);
             Ok(())
         })
     }
