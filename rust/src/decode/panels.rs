@@ -9,6 +9,10 @@
 //! out[j] = sum_i x[i] W[i][j], one chain of fused multiply-adds over i in order.
 //! ```
 //!
+//! The panels hold the model's dtype ([`Values`]): float32, or bfloat16 (2 bytes a weight),
+//! which the product widens to float32 as it loads it ([`Weight::to_f32`]), so the chain of
+//! multiply-adds, and its result, is the float32 one on the rounded weights.
+//!
 //! Each block's weights are packed per lane (see [`crate::decode`]): the columns of
 //! W_q, W_k, W_v and linear1 (and the gate) that a lane computes, and the rows of W_o and
 //! linear2 that multiply what it computed.
