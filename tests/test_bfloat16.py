@@ -117,6 +117,7 @@ def test_two_byte_weights_give_the_float32_kernels_bits(name) -> None:
     assert [(b.ids, b.logprob, b.score) for b in beams_half] == [
         (b.ids, b.logprob, b.score) for b in beams_full
     ]
+    # score runs the full forward pass, which reads the rounded parameters (in float32).
     text = [3, 8, 1, 1, 2, 9]
     np.testing.assert_array_equal(half.score(text).token_logprobs, full.score(text).token_logprobs)
 
@@ -128,14 +129,77 @@ def test_a_bfloat16_model_does_not_train_until_it_is_float32_again() -> None:
     x = np.array([[1, 2, 3, 4]])
     with pytest.raises(ValueError, match=r"bfloat16.*float32 to train"):
         model.train_step(opt, x, x)
-    with pytest.raises(ValueError, match="bfloat16"):
-        model.forward_backward(x, x)
+    # A gradient may be taken (it is the float32 gradient at the rounded values); the
+    # step that would apply it is refused.
+    model.forward_backward(x, x)
+    with pytest.raises(ValueError, match=r"bfloat16.*float32 to train"):
         opt.step()
+    with pytest.raises(ValueError, match=r"bfloat16.*float32 to train"):
+        model._core.sgd_step(x, x, 0.1)
     for key, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
     model.to("float32")
     model.train_step(opt, x, x)
     assert any((model.state_dict()[k] != v).any() for k, v in before.items())
+
+
+def test_a_refused_change_leaves_a_stream_under_way_running() -> None:
+    model = random_model(CONFIGS["gpt2-narrow"], seed=4).to("bfloat16")
+    want = model.generate([1, 2], 10, temperature=0)
+    stream = model.stream_ids([1, 2], 10, temperature=0)
+    got = [next(stream)]
+    x = np.array([[1, 2, 3, 4]])
+    with pytest.raises(ValueError, match="bfloat16"):
+        model.train_step(tinylm.AdamW(model), x, x)
+    model.to("bf16")  # the dtype it has: no change
+    got += list(stream)
+    assert [1, 2, *got] == want
+
+
+def test_train_refuses_a_bfloat16_model_before_its_first_step(tmp_path) -> None:
+    model = random_model(CONFIGS["gpt2-narrow"], seed=4).to("bfloat16")
+    data = np.arange(200) % CONFIGS["gpt2-narrow"].vocab_size
+    config = tinylm.TrainConfig(steps=3, batch_size=2, seq_len=8, eval_interval=2)
+    with pytest.raises(ValueError, match=r"bfloat16.*float32 to train"):
+        tinylm.train(model, data, None, config, out_dir=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gradcheck_of_a_bfloat16_model_checks_its_rounded_values_in_float32() -> None:
+    from tinylm.gradient_check import gradcheck
+
+    model = random_model(CONFIGS["gpt2-narrow"], seed=3, scale=0.3).to("bfloat16")
+    before = model.state_dict()
+    x = np.array([[1, 2, 3, 4, 5]])
+    result = gradcheck(model, x, np.roll(x, -1), samples=8)
+    assert result.ok, str(result)
+    assert model.dtype == "bfloat16"
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_a_value_beyond_bfloat16_is_refused_and_changes_nothing() -> None:
+    largest = float(np.frombuffer(np.uint32(0x7F7F0000).tobytes(), np.float32)[0])
+    too_big = np.float32(3.3999e38)  # past the halfway point to 2^128: rounds to infinity
+    assert bf16_round(np.array([largest], np.float32))[0] == largest
+    assert np.isinf(bf16_round(np.array([too_big]))[0])
+
+    model = random_model(CONFIGS["gpt2-narrow"], seed=5)
+    state = model.state_dict()
+    name = next(iter(state))
+    state[name].reshape(-1)[3] = too_big
+    model.load_state_dict(state)  # float32 holds it
+    with pytest.raises(ValueError, match=rf"{name}.*flat index 3.*bfloat16"):
+        model.to("bfloat16")
+    assert model.dtype == "float32"
+    assert model.state_dict()[name].reshape(-1)[3] == too_big
+
+    half = random_model(CONFIGS["gpt2-narrow"], seed=5).to("bfloat16")
+    before = half.state_dict()
+    with pytest.raises(ValueError, match=rf'state_dict\["{name}"\].*flat index 3'):
+        half.load_state_dict(state)
+    for key, value in half.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
 
 
 def test_load_state_dict_into_a_bfloat16_model_rounds_what_it_is_given() -> None:
@@ -170,6 +234,23 @@ def test_bad_dtypes_are_errors(dtype, error, match) -> None:
     with pytest.raises(error, match=match):
         model.to(dtype)
     assert model.dtype == "float32"
+
+
+def test_load_checks_its_dtype_before_reading_anything(tmp_path) -> None:
+    missing = tmp_path / "no-such-file.safetensors"
+    with pytest.raises(ValueError, match=r'dtype must be .*got "fp16"'):
+        tinylm.Transformer.load(missing, dtype="fp16")
+    with pytest.raises(ValueError, match=r'dtype must be .*got "half"'):
+        tinylm.Transformer.from_pretrained(tmp_path, dtype="half")
+
+
+def test_from_pretrained_loads_in_bfloat16(tmp_path) -> None:
+    model = random_model(CONFIGS["gpt2-wide"], seed=6)
+    model.save_pretrained(tmp_path)
+    half = tinylm.Transformer.from_pretrained(tmp_path, dtype="bf16")
+    assert half.dtype == "bfloat16"
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(half.state_dict()[key], bf16_round(value), err_msg=key)
 
 
 def test_the_cli_generates_and_evaluates_in_bfloat16(tmp_path) -> None:

@@ -148,8 +148,9 @@ def gradcheck(
     with the largest gradient); ``samples=None`` checks every entry. Each entry costs two
     losses, so keep models and batches small. ``loss_fn(params)`` (float64 arrays keyed
     like :meth:`Transformer.state_dict`) replaces the model's own float32 loss by a float64
-    one. The model's parameters are the same afterwards. See the module's notes on the
-    method and the defaults of ``eps``, ``rtol`` and ``atol``.
+    one. The model's parameters are the same afterwards (a bfloat16 model is checked in
+    float32 on its rounded values). See the module's notes on the method and the defaults
+    of ``eps``, ``rtol`` and ``atol``.
     """
     x, _ = as_ids(inputs, "inputs")
     y, _ = as_ids(targets, "targets")
@@ -161,6 +162,28 @@ def gradcheck(
         raise ValueError(f"eps, rtol and atol must be positive, got {eps}, {rtol}, {atol}")
     if samples is not None and (not isinstance(samples, int) or samples < 1):
         raise ValueError(f"samples must be a positive int or None, got {samples!r}")
+    # A bfloat16 model would round each perturbation away: it is checked in float32 on
+    # its rounded values, and is bfloat16 again afterwards.
+    dtype = model.dtype
+    model.to("float32")
+    try:
+        return _check_in_float32(model, x, y, eps, rtol, atol, samples, loss_fn, seed)
+    finally:
+        model.to(dtype)
+
+
+def _check_in_float32(
+    model: Transformer,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    rtol: float,
+    atol: float,
+    samples: int | None,
+    loss_fn: Callable[[Mapping[str, np.ndarray]], float] | None,
+    seed: int,
+) -> GradCheck:
+    """:func:`gradcheck` on a float32 model, its arguments checked."""
     loss, grads = model.gradients(x, y)
     original = model.state_dict()
     rng = np.random.default_rng(seed)

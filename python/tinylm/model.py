@@ -196,6 +196,13 @@ def _backend(backend: object) -> str:
     return backend
 
 
+def _check_dtype(dtype: object) -> str:
+    """``dtype``'s name ("float32" or "bfloat16"), else the error saying which are known."""
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype must be a str such as 'bfloat16', got {type(dtype).__name__}")
+    return _core.dtype_name(dtype)
+
+
 def bundled_weights(name: str = "shakespeare") -> Path:
     """Path of a model shipped with tinylm: ``"shakespeare"`` (character level, trained on
     Tiny Shakespeare) or ``"tiny"`` (the Go TinyLM word model, trained by tinylm)."""
@@ -372,6 +379,7 @@ class Transformer:
         replaces the stored one; a llama2.c ``tokenizer.bin`` is read by
         :class:`tinylm.interop.llama2c.Llama2cTokenizer` instead. ``backend`` as in
         :class:`Transformer`; ``dtype`` as in :meth:`to`."""
+        _check_dtype(dtype)
         if format is None and Path(path).is_dir():
             if not (Path(path) / "config.json").is_file():
                 raise IsADirectoryError(
@@ -380,7 +388,7 @@ class Transformer:
                 )
             format = "hf"
         if format == "hf":
-            model = cls.from_pretrained(path, backend=backend)
+            model = cls.from_pretrained(path, backend=backend, dtype=dtype)
         elif format == "llama2c":
             from tinylm.interop import llama2c
 
@@ -410,17 +418,21 @@ class Transformer:
         return model.to(dtype)
 
     @classmethod
-    def from_pretrained(cls, directory: PathLike, *, backend: str = "fast") -> Transformer:
+    def from_pretrained(
+        cls, directory: PathLike, *, backend: str = "fast", dtype: str = "float32"
+    ) -> Transformer:
         """Loads a Hugging Face directory holding a ``GPT2LMHeadModel`` or a Llama-family
         model (``LlamaForCausalLM``, Mistral without a sliding window): ``config.json``,
         ``model.safetensors`` or the shards ``model.safetensors.index.json`` lists (F32, F16
         or BF16, read as float32), and the tokenizer from ``tokenizer.json`` or
         ``vocab.json`` + ``merges.txt`` when tinylm can read it (a warning otherwise).
         Every tensor's name and shape is checked against config.json before any is read:
-        a mismatch is a ``FormatError`` naming the file and the field or tensor."""
+        a mismatch is a ``FormatError`` naming the file and the field or tensor. ``dtype``
+        as in :meth:`to`."""
         from tinylm.interop import hf
 
-        return hf.load(Path(directory), _backend(backend))
+        _check_dtype(dtype)
+        return hf.load(Path(directory), _backend(backend)).to(dtype)
 
     def save_pretrained(self, directory: PathLike, *, max_shard_size: int | None = None) -> None:
         """Writes a Hugging Face directory that ``transformers``' ``from_pretrained`` loads:
@@ -533,9 +545,7 @@ class Transformer:
         A bfloat16 model does not train (updates would be rounded away): ``to("float32")``
         first, which keeps the rounded values. Saved files hold the rounded values in
         float32."""
-        if not isinstance(dtype, str):
-            raise TypeError(f"dtype must be a str such as 'bfloat16', got {type(dtype).__name__}")
-        self._core.set_dtype(dtype)
+        self._core.set_dtype(_check_dtype(dtype))
         return self
 
     @property

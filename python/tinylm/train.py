@@ -362,6 +362,8 @@ def train(
             model, config.lr, (config.beta1, config.beta2), weight_decay=config.weight_decay
         )
 
+    model._core.check_trainable()  # a bfloat16 model is refused before any step
+
     def save(step: int) -> None:
         nonlocal saved_step
         if ckpt_path is None:

@@ -52,7 +52,7 @@ pub fn env_or<T: FromStr>(name: &str, default: T) -> T {
 pub fn model_from_env(config: Config) -> Model {
     let mut model = Model::new(config, 0).unwrap();
     let name = std::env::var("DTYPE").unwrap_or_else(|_| "float32".into());
-    model.set_dtype(Dtype::from_name(&name).unwrap());
+    model.set_dtype(Dtype::from_name(&name).unwrap()).unwrap();
     model
 }
 

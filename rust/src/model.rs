@@ -1,9 +1,12 @@
 //! The GPT-style decoder: forward pass, loss and hand-written backward pass.
 //!
+//! ```text
 //! x = token_embed[id] (+ pos_embed[t] with learned positions)
 //! for each block:  x = x + W_o attn(rope(LN1(x) W_q), rope(LN1(x) W_k), LN1(x) W_v)
 //!                  x = x + linear2(act(linear1(LN2(x))))   (act(gate(.)) * linear1(.) if gated)
 //! logits = LN_f(x) lm_head^T
+//! ```
+//!
 //! (rope only with rotary positions; LN a layer norm or RMSNorm; K key/value heads.)
 //!
 //! All parameters live in one flat buffer (see [`crate::params`]); the activations of a
@@ -17,7 +20,7 @@ use crate::kernels::activation::{
     activation_backward, activation_forward, gated_backward, gated_forward,
 };
 use crate::kernels::attention::{attention_backward, attention_forward, Heads};
-use crate::kernels::bf16::{round_to_bf16, Dtype};
+use crate::kernels::bf16::{check_fits_bf16, round_to_bf16, Dtype};
 use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::kernels::embedding::{embedding_backward, embedding_forward};
 use crate::kernels::gelu::{gelu_backward, gelu_forward, gelu_from_tanh};
@@ -405,13 +408,28 @@ impl Model {
     /// to the nearest bfloat16 (and stays a float32 here), so that the forward pass and
     /// generation compute with the same values; going back to float32 keeps the rounded
     /// values. Called again with bfloat16 after the parameters changed, it rounds them again.
-    pub fn set_dtype(&mut self, dtype: Dtype) {
+    /// A parameter too large for bfloat16 is an error naming it ([`Model::check_dtype`]),
+    /// and changes nothing.
+    pub fn set_dtype(&mut self, dtype: Dtype) -> Result<()> {
+        self.check_dtype(dtype)?;
         if dtype == Dtype::Bf16 {
             for p in &mut self.params {
                 *p = round_to_bf16(*p);
             }
         }
         self.dtype = dtype;
+        Ok(())
+    }
+
+    /// An error unless every parameter can be stored in `dtype`: bfloat16 has float32's
+    /// range, but not its largest values, which would round to infinity.
+    pub fn check_dtype(&self, dtype: Dtype) -> Result<()> {
+        if dtype == Dtype::Bf16 {
+            for spec in &self.layout.specs {
+                check_fits_bf16(&spec.name, &self.params[spec.range()])?;
+            }
+        }
+        Ok(())
     }
 
     /// An error unless the parameters may be trained: a bfloat16 model's updates would be

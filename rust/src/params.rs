@@ -3,8 +3,8 @@
 //! and to typed views ([`BlockParams`], for the model code).
 //!
 //! Parameters, gradients and the optimizer's moments all use this layout, so a training
-//! step walks plain slices. Matrices are row-major; projections are [in][out] (used as
-//! `x @ W`), embeddings and the output head are [rows][C]. Names and order for a GPT-2
+//! step walks plain slices. Matrices are row-major; projections are `[in][out]` (used as
+//! `x @ W`), embeddings and the output head are `[rows][C]`. Names and order for a GPT-2
 //! style config are those of the first release (files written then still load); the
 //! options add or drop tensors:
 //!
@@ -12,8 +12,8 @@
 //! |---|---|
 //! | `position = rope` | no `pos_embed.weight` |
 //! | `norm = rmsnorm` | no `.bias` of norm1, norm2, ln_f |
-//! | `n_kv_heads = K` | `W_k`, `W_v` are [C][K D], their biases [K D] |
-//! | gated `activation` | `ff.gate.weight` [C][F] (and bias) before `ff.linear1` |
+//! | `n_kv_heads = K` | `W_k`, `W_v` are `[C][K D]`, their biases `[K D]` |
+//! | gated `activation` | `ff.gate.weight` `[C][F]` (and bias) before `ff.linear1` |
 //! | `mlp_bias = false` | no `.bias` of ff.gate, ff.linear1, ff.linear2 |
 
 use std::ops::Range;

@@ -347,11 +347,14 @@ fn bfloat16_weights_decode_to_the_bits_of_the_same_values_in_float32() {
     use tinylm::kernels::bf16::Dtype;
     for config in [wide_config(), llama_config(), narrow_config()] {
         let mut half = scaled_model(config.clone(), 12);
-        half.set_dtype(Dtype::Bf16);
+        half.set_dtype(Dtype::Bf16).unwrap();
         assert!(half.params().iter().all(|p| p.to_bits() & 0xffff == 0));
         let full = Model::from_params(config.clone(), half.params().to_vec()).unwrap();
         assert_eq!(full.dtype(), Dtype::F32);
         let (dec_half, dec_full) = (Decoder::new(&half), Decoder::new(&full));
+        // The panels and the head are stored in 2 bytes a weight, not 4.
+        let bytes = |dec: &Decoder| dec.packed().matrix_bytes(dec.model());
+        assert_eq!(2 * bytes(&dec_half), bytes(&dec_full), "{config:?}");
         let v = config.vocab_size as u32;
         let seqs: Vec<Vec<u32>> = (0..3)
             .map(|s| {
@@ -374,13 +377,55 @@ fn bfloat16_weights_decode_to_the_bits_of_the_same_values_in_float32() {
     }
 }
 
+/// Every training step refuses a bfloat16 model and leaves its parameters as they were;
+/// back in float32 the same steps run.
 #[test]
 fn a_bfloat16_model_refuses_to_train() {
+    use tinylm::batch::BatchRunner;
     use tinylm::kernels::bf16::Dtype;
+    use tinylm::optim::{AdamW, AdamWConfig};
     let mut model = scaled_model(narrow_config(), 13);
-    model.set_dtype(Dtype::Bf16);
-    let err = model.check_trainable().unwrap_err().to_string();
-    assert!(err.contains("bfloat16") && err.contains("float32"), "{err}");
-    model.set_dtype(Dtype::F32);
-    assert!(model.check_trainable().is_ok());
+    model.set_dtype(Dtype::Bf16).unwrap();
+    let before = model.params().to_vec();
+    let (ids, targets) = ([1u32, 2, 3, 4], [2u32, 3, 4, 5]);
+    let mut opt = AdamW::new(AdamWConfig::default(), &model.layout).unwrap();
+    let mut runner = BatchRunner::new();
+    let refusals = [
+        runner
+            .sgd_step(&mut model, &ids, &targets, 1, 4, 0.1)
+            .map(|_| ()),
+        runner
+            .train_step(&mut model, &mut opt, &ids, &targets, 1, 4, 1, 0.1, None)
+            .map(|_| ()),
+        runner
+            .backward(&model, &ids, &targets, 1, 4, 1.0, false)
+            .and_then(|_| runner.adamw_step(&mut model, &mut opt, 0.1))
+            .map(|_| ()),
+    ];
+    for refusal in refusals {
+        let err = refusal.unwrap_err().to_string();
+        assert!(err.contains("bfloat16") && err.contains("float32"), "{err}");
+    }
+    assert_eq!(model.params(), &before[..]);
+    model.set_dtype(Dtype::F32).unwrap();
+    runner
+        .sgd_step(&mut model, &ids, &targets, 1, 4, 0.1)
+        .unwrap();
+    assert_ne!(model.params(), &before[..]);
+}
+
+/// A parameter too large for bfloat16 would round to infinity: set_dtype names it and
+/// changes nothing.
+#[test]
+fn a_parameter_beyond_bfloat16_is_refused() {
+    use tinylm::kernels::bf16::Dtype;
+    let mut model = scaled_model(narrow_config(), 14);
+    let name = model.layout.specs[1].name.clone();
+    let at = model.layout.specs[1].range().start + 2;
+    model.params_mut()[at] = 3.3999e38;
+    let before = model.params().to_vec();
+    let err = model.set_dtype(Dtype::Bf16).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("flat index 2"), "{err}");
+    assert_eq!(model.params(), &before[..]);
+    assert_eq!(model.dtype(), Dtype::F32);
 }

@@ -7,6 +7,8 @@
 //! Each sequence keeps its own key/value cache and position, so sequences of different
 //! lengths step together. Per step, for the M rows being fed (B sequences in all, S = the
 //! positions a row's sequence has cached):
+//!
+//! ```text
 //!   x = token_embed[token] (+ pos_embed[pos])                        (M, C)
 //!   per block: q, k, v = norm1(x) @ W_q, W_k, W_v (+ b), q and k rotated at the row's
 //!              position with RoPE; k, v (K heads) into the row's cache;
@@ -14,6 +16,7 @@
 //!              x += y @ W_o (+ b_o); x += act(norm2(x) @ W_up (+ b)) @ W_down (+ b)
 //!              (gated: act(norm2(x) @ W_gate (+ b)) * (norm2(x) @ W_up (+ b)))
 //!   logits = norm_f(x) @ lm_head^T                                      (M, V)
+//! ```
 
 use crate::alloc;
 use crate::config::{Activation, Position};

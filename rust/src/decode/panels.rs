@@ -1,6 +1,6 @@
 //! Weight matrices repacked for matrix-vector products, and the product itself.
 //!
-//! A matrix W (IC, OC) stored [in][out] is cut into panels of 64 columns (the last one
+//! A matrix W (IC, OC) stored `[in][out]` is cut into panels of 64 columns (the last one
 //! may be narrower); each panel (IC, 64) is stored row-major and contiguous. Then
 //! out = x @ W reads every panel front to back, one sequential stream, while the 64
 //! outputs of the panel stay in registers:
@@ -79,6 +79,14 @@ impl Values {
             Dtype::Bf16 => Values::Bf16(values.into_iter().map(Bf16::round).collect()),
         }
     }
+
+    /// Bytes the values take.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Values::F32(values) => values.len() * 4,
+            Values::Bf16(values) => values.len() * 2,
+        }
+    }
 }
 
 /// A matrix (IC, OC) in panels of [`PANEL`] columns.
@@ -112,6 +120,11 @@ impl Panels {
             ic,
             oc,
         }
+    }
+
+    /// Bytes the weights take.
+    pub fn bytes(&self) -> usize {
+        self.data.bytes()
     }
 
     /// out (OC) = x (IC) @ W.
@@ -357,7 +370,7 @@ pub struct LaneWeights {
 }
 
 /// Every block's weights per lane, packed for decoding, in the model's dtype. In float32
-/// the output head is not repacked: it is stored [V][C], so its rows are already
+/// the output head is not repacked: it is stored `[V][C]`, so its rows are already
 /// contiguous dot products; in bfloat16 it is a copy of those rows in bfloat16.
 #[derive(Clone)]
 pub struct PackedWeights {
@@ -367,7 +380,7 @@ pub struct PackedWeights {
     head_bf16: Option<Vec<Bf16>>,
 }
 
-/// Rows of a matrix stored [out][in] (the output head), in float32 or in bfloat16.
+/// Rows of a matrix stored `[out][in]` (the output head), in float32 or in bfloat16.
 #[derive(Clone, Copy)]
 pub enum Rows<'a> {
     F32(&'a [f32]),
@@ -389,6 +402,19 @@ impl PackedWeights {
     /// Bytes of the packed weights of a model with `params` parameters in `dtype` (at most).
     pub fn bytes(params: usize, dtype: Dtype) -> u128 {
         params as u128 * dtype.bytes() as u128
+    }
+
+    /// Bytes of the weight matrices a token's decode reads: every panel and the output
+    /// head (the biases, norms and embedding rows are float32 and few).
+    pub fn matrix_bytes(&self, model: &Model) -> usize {
+        let head = match self.head(model) {
+            Rows::F32(rows) => rows.len() * 4,
+            Rows::Bf16(rows) => rows.len() * 2,
+        };
+        let lanes = self.blocks.iter().flatten();
+        head + lanes
+            .map(|w| w.qkv.bytes() + w.proj.bytes() + w.ff1.bytes() + w.ff2.bytes())
+            .sum::<usize>()
     }
 
     /// The output head's rows: the model's own, or their bfloat16 copy.

@@ -1,11 +1,19 @@
 //! The feed-forward activations other than GPT-2's tanh GELU (which has its own kernel,
 //! [`super::gelu`], saving tanh for the backward pass), elementwise on u:
+//!
+//! ```text
 //!   gelu(u)  = u Phi(u) = 0.5 u (1 + erf(u / sqrt 2)),   gelu'(u) = Phi(u) + u phi(u)
 //!   relu(u)  = max(0, u),                                 relu'(u) = [u > 0]
 //!   relu2(u) = max(0, u)^2,                               relu2'(u) = 2 max(0, u)
 //!   silu(u)  = u s(u), s the sigmoid,                     silu'(u) = s (1 + u (1 - s))
+//! ```
+//!
 //! and the gated ones, on the gate g and the up projection u:
+//!
+//! ```text
 //!   swiglu: h = silu(g) u,   geglu: h = gelu(g) u
+//! ```
+//!
 //! SiLU (alone or as SwiGLU's gate, Llama's activation) runs vectorised, with the
 //! polynomial exp of [`super::vecmath`].
 

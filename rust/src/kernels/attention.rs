@@ -4,15 +4,18 @@
 //!
 //! Each row of qkv holds q (H D), k (K D) and v (K D) side by side. For each sequence b and
 //! query head h, with D the head size and Q, K, V the (T, D) column slices of its heads:
+//!
+//! ```text
 //!   S = Q K^T / sqrt(D)                       (T, T) scores
 //!   P = softmax over each row of S, masked so that position t sees only s <= t
 //!   out = P V                                  (T, D), the head's columns of out
+//! ```
 //!
 //! The products run in blocks of rows, in kernels::tiled: rows r0..r1 of S only need the
 //! keys 0..r1, and within a block each tile of 4 rows stops at the diagonal (the rest is
 //! masked), so about half of the full T x T work is done.
 //! As in FlashAttention, P is not kept for the backward pass (it would be B H T T
-//! floats): the forward pass saves each row's log-sum-exp, L = log sum_s exp(S[t][s]),
+//! floats): the forward pass saves each row's log-sum-exp, `L = log sum_s exp(S[t][s])`,
 //! and the backward pass rebuilds a block of P as exp(S - L) from Q and K.
 //! The query heads of a group run one after the other on the same transposed K^T (and
 //! V^T), and their gradients of k and v add up in the group's columns: grouped heads cost

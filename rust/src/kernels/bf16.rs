@@ -41,6 +41,23 @@ pub fn round_to_bf16(x: f32) -> f32 {
     Bf16::round(x).to_f32()
 }
 
+/// An error naming `what` if one of `values` is finite but beyond the largest bfloat16
+/// (about 3.39e38), so that rounding it would make it infinite.
+pub fn check_fits_bf16(what: &str, values: &[f32]) -> Result<()> {
+    match values
+        .iter()
+        .position(|&x| x.is_finite() && round_to_bf16(x).is_infinite())
+    {
+        None => Ok(()),
+        Some(i) => Err(Error::value(format!(
+            "{what} holds {:e} (at flat index {i}), beyond the largest bfloat16 ({:e}): \
+             it would round to infinity",
+            values[i],
+            Bf16(0x7f7f).to_f32()
+        ))),
+    }
+}
+
 /// How generation stores a model's weights: float32 (4 bytes each) or bfloat16 (2). A
 /// model in bfloat16 has every parameter rounded to bfloat16 ([`crate::Model::set_dtype`]),
 /// so its full forward pass and its generation compute with the same values.
@@ -116,6 +133,20 @@ mod tests {
         } else {
             up
         }
+    }
+
+    #[test]
+    fn values_that_would_round_to_infinity_are_named() {
+        let largest = Bf16(0x7f7f).to_f32();
+        assert!(check_fits_bf16("w", &[1.0, largest, -largest, f32::INFINITY]).is_ok());
+        // f32::MAX lies past the halfway point between the largest bfloat16 and 2^128.
+        let err = check_fits_bf16("w", &[0.5, -f32::MAX])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("w holds") && err.contains("flat index 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Cross-entropy of the softmax of the logits against target ids:
-//! loss[i] = -log p[i][target[i]] = logsumexp(logits[i]) - logits[i][target[i]].
+//! `loss[i] = -log p[i][target[i]] = logsumexp(logits[i]) - logits[i][target[i]]`.
 
 use rayon::prelude::*;
 
@@ -34,8 +34,8 @@ simd_fn! {
     }
 }
 
-/// In the forward pass this was: loss = -log softmax(logits)[target]; so
-/// dlogits += dloss * (probs - onehot(target)). `dloss` is the same for every row
+/// In the forward pass this was: `loss = -log softmax(logits)[target]`; so
+/// `dlogits += dloss * (probs - onehot(target))`. `dloss` is the same for every row
 /// (1 / N for a mean).
 pub fn cross_entropy_backward(
     dlogits: &mut [f32],

@@ -1,4 +1,4 @@
-//! Token plus position embedding: out[b][t] = wte[ids[b][t]] + wpe[t], or wte[ids[b][t]]
+//! Token plus position embedding: `out[b][t] = wte[ids[b][t]] + wpe[t]`, or `wte[ids[b][t]]`
 //! alone when the model has no position table (rotary positions act inside attention).
 
 /// ids is (B, T), wte is (V, C), wpe is (P, C) with P >= T (or None), out will be (B, T, C).
@@ -22,7 +22,7 @@ pub fn embedding_forward(
     }
 }
 
-/// In the forward pass this was: out[b][t] = wte[id] + wpe[t]; so the gradient of each
+/// In the forward pass this was: `out[b][t] = wte[id] + wpe[t]`; so the gradient of each
 /// output row flows unchanged into the token's row of dwte and the position's row of dwpe.
 /// Rows are visited in order, so repeated tokens sum in a fixed order.
 pub fn embedding_backward(

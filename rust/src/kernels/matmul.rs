@@ -1,6 +1,6 @@
 //! Matrix multiplication and the linear layer built on it.
 //!
-//! out[i][j] (+)= sum_k a[i][k] * b[k][j]. Matrices are strided views, so a transpose is a
+//! `out[i][j] (+)= sum_k a[i][k] * b[k][j]`. Matrices are strided views, so a transpose is a
 //! swap of strides and never a copy: the backward pass multiplies by W^T and x^T this way.
 //! The arithmetic runs in the `gemm` crate (cache blocking, AVX2/AVX-512 micro-kernels),
 //! one single-threaded call per piece of a product (see [`matmul`]); how a product is cut
@@ -40,7 +40,7 @@ fn extent(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> usi
 }
 
 impl<'a> MatRef<'a> {
-    /// A row-major [rows][cols] matrix.
+    /// A row-major `[rows][cols]` matrix.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self::strided(data, rows, cols, cols, 1)
     }
@@ -135,7 +135,7 @@ pub enum Pieces {
     Whole,
 }
 
-/// out (+)= a @ b, where a is [M][K], b is [K][N] and out is [M][N] (any strides).
+/// out (+)= a @ b, where a is `[M][K]`, b is `[K][N]` and out is `[M][N]` (any strides).
 /// With `accumulate` false, out is overwritten.
 ///
 /// A big product is cut into pieces (halves of the longer side of `out`, again and
@@ -347,7 +347,7 @@ pub fn linear_backward(
     }
 }
 
-/// acc[j] += sum_i x[i][j] for a row-major x with `cols` columns.
+/// `acc[j] += sum_i x[i][j]` for a row-major x with `cols` columns.
 /// Rows are added in order, so the result never depends on the thread count.
 pub fn sum_rows_into(acc: &mut [f32], x: &[f32], cols: usize) {
     for row in x.chunks_exact(cols) {

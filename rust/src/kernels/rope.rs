@@ -1,7 +1,11 @@
 //! Rotary positions (RoPE) on the fast path, with the reference's convention
 //! ([`crate::reference::rope`]): each head's pairs of adjacent dimensions (2i, 2i + 1) at
 //! position t are rotated by the angle t * theta^(-2i / D),
+//!
+//! ```text
 //!   out[2i] = x[2i] cos - x[2i + 1] sin,   out[2i + 1] = x[2i] sin + x[2i + 1] cos.
+//! ```
+//!
 //! The angles come from the reference's own function, so both paths rotate by the same
 //! cos and sin. Here the rotation runs in place on the q and k columns of the projections'
 //! rows (N, (H + 2K) D), which hold q (H D) then k (K D) side by side, so no copy is made;
@@ -75,7 +79,7 @@ simd_fn! {
 
 simd_fn! {
     /// In the forward pass this was: x = R x per pair; so dx = R^T dx, the rotation back:
-    /// dx[2i] = d[2i] cos + d[2i + 1] sin, dx[2i + 1] = -d[2i] sin + d[2i + 1] cos.
+    /// `dx[2i] = d[2i] cos + d[2i + 1] sin`, `dx[2i + 1] = -d[2i] sin + d[2i + 1] cos`.
     pub fn rotate_heads_back(dx: &mut [f32], cos: &[f32], sin: &[f32]) {
         for head in dx.chunks_exact_mut(2 * cos.len()) {
             for ((pair, &c), &s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {

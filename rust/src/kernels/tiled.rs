@@ -1,6 +1,6 @@
 //! Register-tiled products for attention's small matrices.
 //!
-//! out[i][j] (+)= sum_p a[i][p] * b[p][j], with a any strided (M, K) view and b an (K, N)
+//! `out[i][j] (+)= sum_p a[i][p] * b[p][j]`, with a any strided (M, K) view and b an (K, N)
 //! matrix whose rows are contiguous. Attention multiplies matrices of a head's width
 //! (D = 64 at most reference sizes) a few hundred at a time, too small for the `gemm`
 //! crate to win back what it spends packing both operands on every call (measured: 30 to

@@ -5,7 +5,7 @@
 
 use super::bf16::Weight;
 
-/// sum_i a[i] * b[i], with b stored in float32 or bfloat16 ([`Weight`]).
+/// `sum_i a[i] * b[i]`, with b stored in float32 or bfloat16 ([`Weight`]).
 #[inline(always)]
 pub fn dot<W: Weight>(a: &[f32], b: &[W]) -> f32 {
     let n = a.len().min(b.len());
@@ -25,7 +25,7 @@ pub fn dot<W: Weight>(a: &[f32], b: &[W]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// y[i] += alpha * x[i], with x stored in float32 or bfloat16 ([`Weight`]).
+/// `y[i] += alpha * x[i]`, with x stored in float32 or bfloat16 ([`Weight`]).
 #[inline(always)]
 pub fn axpy<W: Weight>(y: &mut [f32], alpha: f32, x: &[W]) {
     for (yi, xi) in y.iter_mut().zip(x) {
@@ -33,7 +33,7 @@ pub fn axpy<W: Weight>(y: &mut [f32], alpha: f32, x: &[W]) {
     }
 }
 
-/// sum_i x[i], with eight accumulators.
+/// `sum_i x[i]`, with eight accumulators.
 #[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
@@ -47,7 +47,7 @@ pub fn sum(x: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// max_i x[i] (negative infinity for an empty slice).
+/// `max_i x[i]` (negative infinity for an empty slice).
 #[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 
 use crate::error::Result;
+use crate::kernels::bf16::Dtype;
 use crate::threads;
 use crate::weights;
 
@@ -65,6 +66,13 @@ fn detect_format(py: Python<'_>, path: PathBuf) -> PyResult<&'static str> {
     run(py, || weights::detect_file_format(&path).map(|f| f.name()))
 }
 
+/// The dtype `name` stands for, "float32" or "bfloat16" (also "fp32", "f32", "bf16"),
+/// else an error listing them.
+#[pyfunction]
+fn dtype_name(name: &str) -> PyResult<&'static str> {
+    Dtype::from_name(name).map(Dtype::name).map_err(to_py_err)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -83,6 +91,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(detect_format, m)?)?;
+    m.add_function(wrap_pyfunction!(dtype_name, m)?)?;
     m.add_function(wrap_pyfunction!(hooks::matmul, m)?)?;
     m.add_function(wrap_pyfunction!(hooks::time_matmul, m)?)?;
     m.add_function(wrap_pyfunction!(hooks::_panic_for_tests, m)?)?;

@@ -20,7 +20,7 @@ use crate::decode::{Decoder, PackedCache};
 use crate::error::{Error, Result};
 use crate::generate::{GenerateOptions, Generation, Window};
 use crate::generate_many::BatchGeneration;
-use crate::kernels::bf16::Dtype;
+use crate::kernels::bf16::{check_fits_bf16, Dtype};
 use crate::model::{check_ids, Backend, Model, Workspace};
 use crate::reference::trace;
 use crate::sample::{check_finite_logits, SamplingParams};
@@ -65,11 +65,16 @@ impl PyModel {
         }
     }
 
-    /// The model, to change (the caller holds the lock while it changes): counts the
-    /// change and drops the packed weights, which the next generation packs anew. Every
-    /// change to the parameters comes through here.
-    fn write(&self) -> Result<RwLockWriteGuard<'_, Model>> {
+    /// The model, to change (the caller holds the lock while it changes), once `check`
+    /// accepts it as it is: counts the change and drops the packed weights, which the next
+    /// generation packs anew. A change refused changes nothing, not even the packed weights
+    /// a generation under way reads. Every change to the parameters comes through here.
+    fn write(
+        &self,
+        check: impl FnOnce(&Model) -> Result<()>,
+    ) -> Result<RwLockWriteGuard<'_, Model>> {
         let guard = self.model.write().map_err(lock_err)?;
+        check(&guard)?;
         self.version.fetch_add(1, Ordering::AcqRel);
         *self.packed.lock().map_err(lock_err)? = Arc::default();
         Ok(guard)
@@ -286,12 +291,24 @@ impl PyModel {
     }
 
     /// Stores the weights for generation in `dtype` ("float32" or "bfloat16"); bfloat16
-    /// rounds every parameter to it (see [`Model::set_dtype`]).
+    /// rounds every parameter to it (see [`Model::set_dtype`]). The dtype the model has
+    /// already is no change.
     fn set_dtype(&self, py: Python<'_>, dtype: &str) -> PyResult<()> {
         let dtype = Dtype::from_name(dtype).map_err(to_py_err)?;
         detached(py, || {
-            self.write()?.set_dtype(dtype);
-            Ok(())
+            if self.model.read().map_err(lock_err)?.dtype() == dtype {
+                return Ok(());
+            }
+            // Checked before the change, so that a refusal leaves the packed weights.
+            let mut model = self.write(|m| m.check_dtype(dtype))?;
+            model.set_dtype(dtype)
+        })
+    }
+
+    /// An error unless the model may be trained (see [`Model::check_trainable`]).
+    fn check_trainable(&self, py: Python<'_>) -> PyResult<()> {
+        detached(py, || {
+            self.model.read().map_err(lock_err)?.check_trainable()
         })
     }
 
@@ -390,7 +407,7 @@ impl PyModel {
         let (ids, tg, b, t) = batch_pair(&inputs, &targets)?;
         check_grad_clip(grad_clip)?;
         detached(py, || {
-            let mut model = self.write()?;
+            let mut model = self.write(Model::check_trainable)?;
             let mut runner = self.runner.lock().map_err(lock_err)?;
             let mut opt = optimizer.inner.lock().map_err(lock_err)?;
             let (model, runner, opt) = (&mut *model, &mut *runner, &mut *opt);
@@ -473,7 +490,7 @@ impl PyModel {
     /// One AdamW update from the held gradient; returns the gradient's norm.
     fn adamw_step(&self, py: Python<'_>, optimizer: &PyAdamW, lr: f32) -> PyResult<f32> {
         detached(py, || {
-            let mut model = self.write()?;
+            let mut model = self.write(Model::check_trainable)?;
             let mut runner = self.runner.lock().map_err(lock_err)?;
             let mut opt = optimizer.inner.lock().map_err(lock_err)?;
             let (model, runner, opt) = (&mut *model, &mut *runner, &mut *opt);
@@ -496,7 +513,7 @@ impl PyModel {
             )));
         }
         detached(py, || {
-            let mut model = self.write()?;
+            let mut model = self.write(Model::check_trainable)?;
             let mut runner = self.runner.lock().map_err(lock_err)?;
             let (model, runner) = (&mut *model, &mut *runner);
             in_pool(|| runner.sgd_step(model, &ids, &tg, b, t, lr))
@@ -783,14 +800,21 @@ impl PyModel {
                     )));
                 }
             }
-            let mut model = self.write()?;
+            let mut model = self.write(|m| match m.dtype() {
+                Dtype::F32 => Ok(()),
+                Dtype::Bf16 => layout.specs.iter().try_for_each(|spec| {
+                    check_fits_bf16(
+                        &format!("state_dict[{:?}]", spec.name),
+                        &entries[&spec.name].1,
+                    )
+                }),
+            })?;
             for spec in &layout.specs {
                 model.params_mut()[spec.range()].copy_from_slice(&entries[&spec.name].1);
             }
-            // A bfloat16 model rounds what it was given.
+            // A bfloat16 model rounds what it was given (every value fits, checked above).
             let dtype = model.dtype();
-            model.set_dtype(dtype);
-            Ok(())
+            model.set_dtype(dtype)
         })
     }
 }

@@ -95,7 +95,7 @@ pub fn attention_forward(
 }
 
 /// q is (B, T, H, D), k is (B, T, K, D), scores will be (B, H, T, T): the whole matrix
-/// S[t][j] = q_t . k_j / sqrt(D), above the diagonal too, before the causal mask. What
+/// `S[t][j] = q_t . k_j / sqrt(D)`, above the diagonal too, before the causal mask. What
 /// [`attention_forward`] computes row by row for j <= t, kept for a learner to look at.
 pub fn attention_scores(scores: &mut [f32], q: &[f32], k: &[f32], s: AttentionShape) {
     let (d, scale) = (s.d, 1.0 / (s.d as f32).sqrt());
@@ -120,11 +120,11 @@ fn dropped(p: &[f32], mask: Option<&[f32]>, at: usize, t: usize) -> Vec<f32> {
     }
 }
 
-/// In the forward pass this was: out_t = sum_j P'[t][j] v_j, P' = P * M (or P),
-/// P[t] = softmax(S[t][..=t]), S[t][j] = q_t . k_j / sqrt(D); so dP'[t][j] = dout_t . v_j
-/// and dv_j += P'[t][j] dout_t, dP[t][j] = dP'[t][j] M[t][j], dS[t] = softmax backward of
-/// dP[t], and dq_t += sum_j dS[t][j] k_j / sqrt(D), dk_j += dS[t][j] q_t / sqrt(D). A
-/// key/value head's gradient sums over its query heads.
+/// In the forward pass this was: `out_t = sum_j P'[t][j] v_j`, `P' = P * M` (or P),
+/// `P[t] = softmax(S[t][..=t])`, `S[t][j] = q_t . k_j / sqrt(D)`; so
+/// `dP'[t][j] = dout_t . v_j` and `dv_j += P'[t][j] dout_t`, `dP[t][j] = dP'[t][j] M[t][j]`,
+/// `dS[t]` = softmax backward of `dP[t]`, and `dq_t += sum_j dS[t][j] k_j / sqrt(D)`,
+/// `dk_j += dS[t][j] q_t / sqrt(D)`. A key/value head's gradient sums over its query heads.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dq: &mut [f32],

@@ -1,5 +1,5 @@
 //! Cross-entropy of the softmax of the logits against the target ids:
-//! loss[n] = -log p[n][target[n]] = logsumexp(logits[n]) - logits[n][target[n]].
+//! `loss[n] = -log p[n][target[n]] = logsumexp(logits[n]) - logits[n][target[n]]`.
 
 use super::softmax::softmax_forward;
 
@@ -22,9 +22,9 @@ pub fn cross_entropy_forward(
     }
 }
 
-/// In the forward pass this was: loss[n] = logsumexp(logits[n]) - logits[n][target[n]]; so
+/// In the forward pass this was: `loss[n] = logsumexp(logits[n]) - logits[n][target[n]]`; so
 /// with dloss the gradient of each row's loss (1 / N for a mean):
-/// dlogits[n] += dloss * (probs[n] - onehot(target[n])).
+/// `dlogits[n] += dloss * (probs[n] - onehot(target[n]))`.
 pub fn cross_entropy_backward(
     dlogits: &mut [f32],
     probs: &[f32],

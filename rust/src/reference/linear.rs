@@ -1,4 +1,4 @@
-//! Linear layer: out = inp @ W + b, with W stored [in][out]; and the output head,
+//! Linear layer: out = inp @ W + b, with W stored `[in][out]`; and the output head,
 //! logits = inp @ W^T, whose W (V, C) is stored one row per output (it may be the token
 //! embedding itself).
 
@@ -18,9 +18,9 @@ pub fn linear_forward(out: &mut [f32], inp: &[f32], w: &[f32], bias: Option<&[f3
     }
 }
 
-/// In the forward pass this was: out[n][o] = b[o] + sum_k inp[n][k] w[k][o]; so
-/// dinp[n][k] += sum_o dout[n][o] w[k][o], dw[k][o] += sum_n inp[n][k] dout[n][o],
-/// db[o] += sum_n dout[n][o].
+/// In the forward pass this was: `out[n][o] = b[o] + sum_k inp[n][k] w[k][o]`; so
+/// `dinp[n][k] += sum_o dout[n][o] w[k][o]`, `dw[k][o] += sum_n inp[n][k] dout[n][o]`,
+/// `db[o] += sum_n dout[n][o]`.
 pub fn linear_backward(
     dinp: &mut [f32],
     dw: &mut [f32],
@@ -52,7 +52,7 @@ pub fn linear_backward(
     }
 }
 
-/// inp is (N, C), w is (V, C), out will be (N, V): out[n][v] = sum_c inp[n][c] w[v][c].
+/// inp is (N, C), w is (V, C), out will be (N, V): `out[n][v] = sum_c inp[n][c] w[v][c]`.
 pub fn head_forward(out: &mut [f32], inp: &[f32], w: &[f32], c: usize) {
     let v = w.len() / c;
     for (out_row, x) in out.chunks_exact_mut(v).zip(inp.chunks_exact(c)) {
@@ -62,8 +62,8 @@ pub fn head_forward(out: &mut [f32], inp: &[f32], w: &[f32], c: usize) {
     }
 }
 
-/// In the forward pass this was: out[n][v] = sum_c inp[n][c] w[v][c]; so
-/// dinp[n][c] += sum_v dout[n][v] w[v][c] and dw[v][c] += sum_n dout[n][v] inp[n][c].
+/// In the forward pass this was: `out[n][v] = sum_c inp[n][c] w[v][c]`; so
+/// `dinp[n][c] += sum_v dout[n][v] w[v][c]` and `dw[v][c] += sum_n dout[n][v] inp[n][c]`.
 pub fn head_backward(
     dinp: &mut [f32],
     dw: &mut [f32],

@@ -2,7 +2,7 @@
 //! name, and the backward pass that walks them in reverse. It reads the same flat parameter
 //! buffer as the fast path, through the same [`ParamLayout`].
 //!
-//! 1. Embedding: x = token_embed[id] (+ pos_embed[t] with learned positions)      (N, C)
+//! 1. Embedding: x = `token_embed[id]` (+ `pos_embed[t]` with learned positions)  (N, C)
 //!    (training passes with dropout: x = drop(x), and drop() around each block's
 //!    attention probabilities, y W_o + b_o and hidden W_down + b_down, the masks of
 //!    [`crate::dropout`])

@@ -1,8 +1,12 @@
 //! Rotary position embedding (RoPE): each head's vector is cut into D / 2 pairs of
 //! adjacent dimensions (2i, 2i + 1), as in llama2.c, and pair i at position t is rotated by
 //! the angle t * theta^(-2i / D):
+//!
+//! ```text
 //!   out[2i]     = x[2i] cos - x[2i + 1] sin
 //!   out[2i + 1] = x[2i] sin + x[2i + 1] cos
+//! ```
+//!
 //! Applied to q and k, so the score q_t . k_s depends on the positions only through t - s.
 
 /// The cosine and sine of the angle of pair i at position t (computed in f64).
@@ -30,7 +34,10 @@ pub fn rope_forward(out: &mut [f32], inp: &[f32], t: usize, heads: usize, d: usi
 
 /// In the forward pass this was: out = R x per pair, R the rotation by the angle; the
 /// transpose of a rotation is the rotation back, so dx += R^T dout:
+///
+/// ```text
 ///   dx[2i] += dout[2i] cos + dout[2i + 1] sin, dx[2i + 1] += -dout[2i] sin + dout[2i + 1] cos.
+/// ```
 pub fn rope_backward(dinp: &mut [f32], dout: &[f32], t: usize, heads: usize, d: usize, theta: f32) {
     for (row, (dx, dy)) in dinp
         .chunks_exact_mut(heads * d)

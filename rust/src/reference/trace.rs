@@ -6,8 +6,8 @@
 //!
 //! | name | shape | formula |
 //! |---|---|---|
-//! | `embed.token` | (B, T, C) | token_embed[ids] |
-//! | `embed.position` | (B, T, C) | pos_embed[t] (learned positions only) |
+//! | `embed.token` | (B, T, C) | `token_embed[ids]` |
+//! | `embed.position` | (B, T, C) | `pos_embed[t]` (learned positions only) |
 //! | `blocks.l.x` | (B, T, C) | the residual stream entering block l |
 //! | `blocks.l.norm1` (`.mean`, `.rstd`) | (B, T, C) ((B, T)) | norm1(x) |
 //! | `blocks.l.q_lin`, `.k_lin` | (B, T, H, D), (B, T, K, D) | a W_q + b_q, a W_k + b_k (RoPE only) |

@@ -2,7 +2,7 @@
 //!
 //! A flat JSON object; the Go loader reads `d_model`, `n_layers`, `n_heads`, `vocab` (words,
 //! index = id) and `weights` (name -> nested list, row-major). Projections are stored
-//! [in][out], `lm_head.weight` is [vocab][d_model], d_ff comes from the shapes and the
+//! `[in][out]`, `lm_head.weight` is `[vocab][d_model]`, d_ff comes from the shapes and the
 //! context from the rows of `pos_embed.weight`. There are no attention biases, the head is
 //! not tied and eps is 1e-5.
 //!

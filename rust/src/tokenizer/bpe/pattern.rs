@@ -3,7 +3,7 @@
 //!
 //! The three named patterns are OpenAI's, as tiktoken writes them: "gpt2" (r50k_base),
 //! "gpt4" (cl100k_base) and "o200k" (o200k_base). The regex ([`Pattern::split_regex`]) is
-//! the specification; for the named patterns a hand-written splitter ([`super::presplit`])
+//! the specification; for the named patterns a hand-written splitter (`super::presplit`)
 //! gives the same pieces faster, and tests hold it to the regex.
 
 use fancy_regex::{Regex, RegexInput};
