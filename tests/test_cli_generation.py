@@ -66,6 +66,14 @@ def test_a_stop_text_ends_the_sample_right_after_it(tmp_path):
     assert body.count("\n\n") <= 1 and body.rstrip(" ").endswith("\n")
 
 
+def test_a_stop_text_typed_with_backslash_n_means_newlines(tmp_path):
+    args = ["generate", "--prompt", "ROMEO:", "--seed", "1", "--max-new-tokens", "400"]
+    typed = run(*args, "--stop", "\\n\\n", cwd=tmp_path)
+    real = run(*args, "--stop", "\n\n", cwd=tmp_path)
+    assert typed.returncode == 0, typed.stderr
+    assert typed.stdout == real.stdout and len(typed.stdout) < 400
+
+
 def test_beams_and_samples_print_each_with_a_header(tmp_path):
     beams = run(
         "generate", "--num-beams", "3", "--num-samples", "2", "--max-new-tokens", "20", cwd=tmp_path

@@ -104,7 +104,8 @@ def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
     tinylm.train(
         model, train_ids, val_ids, _train_config(steps=10), out_dir=tmp_path, progress=False
     )
-    with pytest.raises(ValueError, match="lr"):
+    lr = _train_config(steps=10).lr
+    with pytest.raises(ValueError, match=rf"lr: checkpoint's {lr!r}, now 0.01"):
         tinylm.train(
             model,
             train_ids,
@@ -114,6 +115,27 @@ def test_resume_refuses_changed_settings(tmp_path: Path) -> None:
             resume=True,
             progress=False,
         )
+    # A longer run keeps the decay horizon: the error says which value to pass.
+    with pytest.raises(ValueError, match=r"lr_decay_steps: checkpoint's 10, now 20.*=10\)"):
+        tinylm.train(
+            model,
+            train_ids,
+            val_ids,
+            _train_config(steps=20),
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+    model, result = tinylm.train(
+        model,
+        train_ids,
+        val_ids,
+        _train_config(steps=20, lr_decay_steps=10),
+        out_dir=tmp_path,
+        resume=True,
+        progress=False,
+    )
+    assert result.steps_done == 20
 
 
 def test_same_seed_gives_bit_identical_weights() -> None:

@@ -41,11 +41,20 @@ def float_arg(
     number = float(value)
     too_low = number <= low if low_open else number < low
     if not math.isfinite(number) or too_low or number > high:
-        bracket = "(" if low_open else "["
-        # With an infinite bound, "must be in [0, inf], got inf" alone would not say why.
-        finite = " and finite" if math.isinf(low) or math.isinf(high) else ""
-        raise ValueError(f"{name} must be in {bracket}{low:g}, {high:g}]{finite}, got {number}")
+        raise ValueError(f"{name} must be {_range_text(low, high, low_open)}, got {number}")
     return number
+
+
+def _range_text(low: float, high: float, low_open: bool) -> str:
+    """What ``float_arg`` accepts, in words: an infinite bound is said as "finite"."""
+    above = f"> {low:g}" if low_open else f">= {low:g}"
+    if math.isinf(low) and math.isinf(high):
+        return "a finite number"
+    if math.isinf(high):
+        return f"{above} and finite"
+    if math.isinf(low):
+        return f"<= {high:g} and finite"
+    return f"in {'(' if low_open else '['}{low:g}, {high:g}]"
 
 
 def ids_arg(name: str, value: object) -> list[int]:

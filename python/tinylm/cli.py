@@ -180,15 +180,22 @@ def _add_interop_commands(command: Callable[[str, str], argparse.ArgumentParser]
 # ------------------------------------------------------------------------------ generate
 
 
+def _no_tokenizer(path: object, job: str) -> CliError:
+    """The error for a model file without a tokenizer, saying how to give it one."""
+    return CliError(
+        f"{path}: this model file holds no tokenizer, so it cannot {job} (store one in it "
+        "with `tinylm import --tokenizer FILE SOURCE OUT`; a llama2.c tokenizer.bin is read "
+        "by tinylm.interop.llama2c instead)"
+    )
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """Prints the prompt, then each piece of text as it is sampled: Ctrl-C stops between
     two tokens and keeps what was printed."""
     model = _load_model(args.weights, args.backend, args.dtype)
     tok = model.tokenizer
     if tok is None:
-        raise CliError(
-            f"{args.weights}: this model file holds no tokenizer, so it cannot read text"
-        )
+        raise _no_tokenizer(args.weights, "read text")
     chain = {
         "temperature": args.temperature,
         "top_k": args.top_k or None,
@@ -258,7 +265,7 @@ def _interactive(model: Transformer, tok: Tokenizer, args: argparse.Namespace, c
             if tty:
                 sys.stderr.write("\n")
             return 0
-        prompt = line.replace("\\n", "\n")
+        prompt = _with_newlines(line)
         if not prompt.strip():
             continue
         try:
@@ -313,9 +320,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = _load_model(args.weights, args.backend, args.dtype)
     tok = model.tokenizer
     if tok is None:
-        raise CliError(
-            f"{args.weights}: this model file holds no tokenizer, so it cannot read text"
-        )
+        raise _no_tokenizer(args.weights, "read text")
     text = _read_text(Path(args.data))
     try:
         ids = tok.encode(text)
@@ -896,7 +901,7 @@ def _token_pieces(tok: Tokenizer, ids: list[int]) -> list[tuple[str, list[int]]]
 def cmd_tokenize(args: argparse.Namespace) -> int:
     tok = _load_model(args.weights).tokenizer
     if tok is None:
-        raise CliError(f"{args.weights}: this model file holds no tokenizer")
+        raise _no_tokenizer(args.weights, "read text")
     ids = (
         tok.encode(args.text, allowed_special="all") if tok.kind == "bpe" else tok.encode(args.text)
     )
@@ -950,7 +955,7 @@ def _learner_inputs(args: argparse.Namespace) -> tuple[Transformer, list[int], s
     model = Transformer.load(path)
     tok = model.tokenizer
     if tok is None:
-        raise CliError(f"{path}: this model file holds no tokenizer, so it cannot read a prompt")
+        raise _no_tokenizer(path, "read a prompt")
     if args.prompt == "":
         raise CliError("the prompt is empty: give at least one word or character with --prompt")
     ids = (
@@ -1109,6 +1114,11 @@ def _default(cls: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
+def _with_newlines(text: str) -> str:
+    """Text typed on one line, with each ``\\n`` in it a newline."""
+    return text.replace("\\n", "\n")
+
+
 def _int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high] (so the message names the option)."""
 
@@ -1258,7 +1268,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="TEXT",
-        help="end the sample right after this text (repeatable; default: none)",
+        type=_with_newlines,
+        help="end the sample right after this text (repeatable; \\n for a newline; default: none)",
     )
     g.add_argument(
         "--window",

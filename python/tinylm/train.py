@@ -334,11 +334,16 @@ def train(
         model, optimizer, state = load_checkpoint(ckpt_path, model.backend)
         saved, wanted = _schedule(TrainConfig(**state["train_config"])), _schedule(config)
         if saved != wanted:
-            changed = [k for k, v in wanted.items() if saved[k] != v]
+            changed = [
+                f"{k}: checkpoint's {saved[k]!r}, now {v!r}"
+                for k, v in wanted.items()
+                if saved[k] != v
+            ]
             raise ValueError(
-                f"cannot resume with different training settings ({', '.join(changed)}); "
+                f"cannot resume with different training settings ({'; '.join(changed)}); "
                 "the checkpoint's settings must be used to reproduce the run (only steps "
-                "may grow, with lr_decay_steps kept)"
+                "may grow, with lr_decay_steps kept: a longer run passes "
+                f"lr_decay_steps={saved['lr_decay_steps']})"
             )
         if config.steps < state["step"]:
             raise ValueError(

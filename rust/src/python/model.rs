@@ -89,8 +89,16 @@ impl PyModel {
     }
 }
 
+/// The config Python's `Config.to_json` wrote, checked. Its JSON is one generated line,
+/// so serde's "at line 1 column N" is dropped from an error: the message names the field.
 fn config_from_json(json: &str) -> Result<Config> {
-    let config: Config = serde_json::from_str(json).map_err(|e| Error::config(e.to_string()))?;
+    let config: Config = serde_json::from_str(json).map_err(|e| {
+        let message = e.to_string();
+        let field_only = message
+            .rfind(" at line ")
+            .map_or(&message[..], |at| &message[..at]);
+        Error::config(field_only)
+    })?;
     config.validate()?;
     Ok(config)
 }
