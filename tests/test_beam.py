@@ -169,6 +169,17 @@ def test_no_repeat_ngram_size_forbids_repeated_ngrams(model):
     assert len(grams) == len(set(grams))
 
 
+def test_beams_end_where_no_token_may_follow_them(tiny):
+    # Five ids and no repeated id at all: after five new ids (fewer if the prompt holds
+    # some), every id is banned. The beams end there and are returned, not dropped.
+    beams = tiny.beam_search([0], 10, num_beams=2, num_return_sequences=2, no_repeat_ngram_size=1)
+    assert len(beams) == 2
+    for beam in beams:
+        assert sorted(beam.ids) == [0, 1, 2, 3, 4]
+        new = beam.ids[1:]
+        assert beam.logprob == pytest.approx(logprob_of(tiny, [0], new), abs=1e-4)
+
+
 def test_beams_past_the_context_keep_going(model):
     (beam,) = model.beam_search([1, 2], 80, num_beams=2)  # context 32
     assert len(beam.ids) == 82

@@ -180,6 +180,28 @@ def test_invalid_options_are_config_errors(options: dict, message: str) -> None:
     assert "line 1 column" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"eps": float("nan")}, "eps must be a finite number"),
+        ({"eps": 1e300}, "eps must be a finite number within float32's range, got 1e"),
+        ({"rope_theta": float("inf")}, "rope_theta must be a finite number"),
+    ],
+)
+def test_values_json_cannot_carry_are_config_errors_naming_the_field(options, message) -> None:
+    with pytest.raises(tinylm.ConfigError, match=message):
+        tinylm.Config(**{**BASE, **options})
+
+
+def test_numpy_integers_are_taken_as_ints() -> None:
+    config = tinylm.Config.llama(
+        np.int64(16), d_model=np.int32(16), n_heads=4, n_kv_heads=np.int64(2)
+    )
+    assert type(config.vocab_size) is int and type(config.n_kv_heads) is int
+    model = tinylm.Transformer(config)
+    assert model.config == config
+
+
 def test_an_unknown_backend_is_an_error() -> None:
     with pytest.raises(ValueError, match='unknown backend "gpu"'):
         tinylm.Transformer(tinylm.Config(**BASE), backend="gpu")

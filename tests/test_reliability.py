@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -208,6 +209,41 @@ def test_sigint_interrupts_a_stream_and_keeps_what_was_produced():
     assert delay < 0.5
 
 
+def test_sigint_interrupts_a_long_beam_search():
+    code = """
+    import tinylm
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    print("ready", flush=True)
+    try:
+        model.beam_search([1, 2, 3], 10**9, num_beams=4)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    """
+    delay, out, _ = _interrupt_after_ready([sys.executable, "-c", textwrap.dedent(code)])
+    assert "interrupted" in out
+    assert delay < 0.5, f"KeyboardInterrupt came {delay:.2f} s after SIGINT"
+
+
+def test_sigint_during_the_first_call_that_returns_an_array_is_a_keyboard_interrupt():
+    # NumPy's C API used to be looked up on the first array made, and that lookup failed
+    # with a panic when a Ctrl-C was pending.
+    code = """
+    import tinylm
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    text = "ROMEO: But soft, what light through yonder window breaks? " * 2000
+    print("ready", flush=True)
+    try:
+        model.score(text)
+        import time; time.sleep(5)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    except BaseException as exc:
+        print("other", type(exc).__name__, exc, flush=True)
+    """
+    _, out, _ = _interrupt_after_ready([sys.executable, "-c", textwrap.dedent(code)], wait=0.2)
+    assert "interrupted" in out, out
+
+
 def test_a_fifo_as_weights_is_an_error_not_a_hang(tmp_path: Path):
     fifo = tmp_path / "weights.fifo"
     os.mkfifo(fifo)
@@ -222,6 +258,57 @@ def test_a_fifo_as_weights_is_an_error_not_a_hang(tmp_path: Path):
     assert "not a regular file" in result.stdout, result.stderr
 
 
+def test_a_fifo_as_a_tokenizer_file_is_an_error_not_a_hang(tmp_path: Path):
+    fifo = tmp_path / "tokenizer.fifo"
+    os.mkfifo(fifo)
+    code = """
+    import sys, tinylm
+    for read in (tinylm.Tokenizer.load, tinylm.Tokenizer.from_hf_json,
+                 tinylm.Tokenizer.from_tiktoken):
+        try:
+            read(sys.argv[1])
+        except tinylm.FormatError as exc:
+            print("error:", exc)
+    """
+    result = run_python(code, 30, str(fifo))
+    assert result.stdout.count("not a regular file") == 3, result.stdout + result.stderr
+
+
+def test_a_tokenizer_file_that_is_not_one_is_an_error_naming_it(tmp_path: Path):
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes(b'{"kind": "char", "chars": "caf\xe9"}')
+    with pytest.raises(tinylm.FormatError, match=r"latin1\.json: not UTF-8 text .*offset 30"):
+        tinylm.Tokenizer.load(latin1)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"kind": ')
+    with pytest.raises(tinylm.TokenizerError, match=r"broken\.json: "):
+        tinylm.Tokenizer.load(broken)
+
+
+def test_saving_onto_a_fifo_is_refused_and_leaves_it(tmp_path: Path):
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    with pytest.raises(OSError, match="not a regular file"):
+        model.save(fifo)  # the core's atomic write
+    with pytest.raises(OSError, match="not a regular file"):
+        model.tokenizer.save(fifo)  # the Python one
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_saving_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path: Path):
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    for name, save in (("m.safetensors", model.save), ("t.json", model.tokenizer.save)):
+        target, link = tmp_path / f"target-{name}", tmp_path / name
+        target.write_text("old")
+        link.symlink_to(target)
+        save(link)
+        assert link.is_symlink() and target.read_bytes() != b"old"
+    assert tinylm.Transformer.load(tmp_path / "m.safetensors").num_parameters == (
+        model.num_parameters
+    )
+
+
 # ------------------------------------------------------------------------------ devices
 
 
@@ -233,6 +320,10 @@ def test_a_device_as_weights_is_an_error(device: str):
         tinylm.Transformer.load(device)
     with pytest.raises(tinylm.FormatError, match="not a regular file"):
         tinylm._core.detect_format(device)
+    with pytest.raises(tinylm.FormatError, match="not a regular file"):
+        tinylm.Tokenizer.load(device)
+    with pytest.raises(tinylm.FormatError, match="not a regular file"):
+        tinylm.Tokenizer.from_gpt2_files(device, device)
 
 
 def test_a_device_as_training_data_is_an_error(tmp_path: Path):

@@ -164,6 +164,11 @@ def test_stream_ids_take_the_same_chain(model):
         ({"penalty_last_n": -1}, ValueError, "penalty_last_n must be between"),
         ({"logit_bias": {24: 1.0}}, ValueError, "id 24 is out of range for vocab_size 24"),
         ({"logit_bias": {1: float("nan")}}, ValueError, "must be finite or -inf"),
+        (
+            {"logit_bias": {i: -math.inf for i in range(24)}},
+            ValueError,
+            "logit_bias bans every one of the 24 ids",
+        ),
         ({"logit_bias": {1: "big"}}, TypeError, "must be a number"),
         ({"logit_bias": [1, 2]}, TypeError, "logit_bias must be a dict"),
         ({"window": "wide"}, ValueError, 'window must be "shift" or "sliding"'),

@@ -12,8 +12,19 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
     The file gets the permissions any new file gets (``0o666`` less the umask, so 0644 under
     umask 022), as the Rust core's atomic writes do; ``tempfile.mkstemp`` would make it 0600.
+    A symbolic link is followed (the file it names is replaced and the link stays); a FIFO,
+    device or socket is refused, as a folder is.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory")
+    if path.exists() and not path.is_file():
+        raise OSError(
+            f"{path}: not a regular file (a FIFO, device or socket): tinylm writes regular "
+            "files only"
+        )
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)

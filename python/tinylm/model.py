@@ -138,9 +138,11 @@ class Config:
     def __post_init__(self) -> None:
         for field in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
             _check_positive_int(field, getattr(self, field))
+            object.__setattr__(self, field, int(getattr(self, field)))  # NumPy ints too
         if self.d_ff is None:
             object.__setattr__(self, "d_ff", 4 * self.d_model)
         _check_positive_int("d_ff", self.d_ff)
+        object.__setattr__(self, "d_ff", int(self.d_ff))
         if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool):
             raise TypeError(f"eps must be a number, got {type(self.eps).__name__}")
         object.__setattr__(self, "eps", float(self.eps))
@@ -162,6 +164,15 @@ class Config:
             )
         if self.n_kv_heads is not None:
             _check_positive_int("n_kv_heads", self.n_kv_heads)
+            object.__setattr__(self, "n_kv_heads", int(self.n_kv_heads))
+        # What JSON cannot carry to the core, which checks the rest (eps > 0, theta > 1).
+        for field in ("eps", "rope_theta"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and abs(value) < 3.4e38):
+                raise _core.ConfigError(
+                    f"invalid config: {field} must be a finite number within float32's "
+                    f"range, got {value}"
+                )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

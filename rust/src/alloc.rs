@@ -23,6 +23,19 @@ pub fn resize_zeroed(buf: &mut Vec<f32>, len: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Appends `value` to `buf`, growing it fallibly (doubling), or an error naming `what`:
+/// for a list that grows without a bound known in advance, such as generated ids.
+pub fn push<T>(buf: &mut Vec<T>, value: T, what: &str) -> Result<()> {
+    if buf.len() == buf.capacity() {
+        let more = buf.len().max(16);
+        let bytes = (buf.len() + more) as u128 * std::mem::size_of::<T>() as u128;
+        buf.try_reserve_exact(more)
+            .map_err(|_| out_of_memory(bytes, what))?;
+    }
+    buf.push(value);
+    Ok(())
+}
+
 /// Checks that `bytes` can be allocated right now, for a structure built from many
 /// smaller buffers (the allocation is made and given back at once).
 pub fn check_available(bytes: u128, what: &str) -> Result<()> {

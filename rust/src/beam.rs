@@ -108,6 +108,17 @@ pub fn beam_search(
     prompt: &[u32],
     opts: &BeamOptions,
 ) -> Result<Vec<Hypothesis>> {
+    beam_search_until(decoder, prompt, opts, &mut || true)
+}
+
+/// [`beam_search`], asking `keep_going` before each step: when it says no, the search ends
+/// there, as if `max_new_tokens` had been reached (a caller stopped by Ctrl-C).
+pub fn beam_search_until(
+    decoder: &Decoder,
+    prompt: &[u32],
+    opts: &BeamOptions,
+    keep_going: &mut (dyn FnMut() -> bool + Send),
+) -> Result<Vec<Hypothesis>> {
     opts.validate()?;
     let cfg = &decoder.model().config;
     check_prompt_and_stop(cfg.vocab_size, prompt, &opts.stop)?;
@@ -118,9 +129,9 @@ pub fn beam_search(
     )?;
     let use_team = cfg.d_model >= TWO_LANES_MIN_D_MODEL && rayon::current_num_threads() > 1;
     if use_team {
-        with_team(|team| search(decoder, team, prompt, opts))
+        with_team(|team| search(decoder, team, prompt, opts, keep_going))
     } else {
-        search(decoder, None, prompt, opts)
+        search(decoder, None, prompt, opts, keep_going)
     }
 }
 
@@ -129,6 +140,7 @@ fn search(
     team: Option<&Team>,
     prompt: &[u32],
     opts: &BeamOptions,
+    keep_going: &mut (dyn FnMut() -> bool + Send),
 ) -> Result<Vec<Hypothesis>> {
     let model = decoder.model();
     let (p, v) = (model.config.max_seq_len, model.config.vocab_size);
@@ -150,6 +162,9 @@ fn search(
     let mut finished: Vec<Hypothesis> = Vec::new();
     let score_of = |logprob: f64, len: usize| logprob / (len as f64).powf(opts.length_penalty);
     for step in 0..opts.max_new_tokens {
+        if !keep_going() {
+            break;
+        }
         // Every (beam, token) candidate with its new sum of log-probabilities.
         let mut candidates: Vec<(f64, usize, u32)> = Vec::with_capacity(beams.len() * v);
         for (b, beam) in beams.iter().enumerate() {
@@ -187,7 +202,12 @@ fn search(
                 break;
             }
         }
-        if chosen.is_empty() || is_done(&finished, chosen[0].0, len, opts) {
+        if chosen.is_empty() {
+            // No token may follow any beam (no_repeat_ngram_size bans them all): each beam
+            // ends as it is.
+            break;
+        }
+        if is_done(&finished, chosen[0].0, len, opts) {
             beams.clear();
             break;
         }

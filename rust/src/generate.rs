@@ -176,7 +176,7 @@ impl Generation {
                 self.recent.drain(..self.recent.len() - history);
             }
         }
-        self.tokens.push(next);
+        crate::alloc::push(&mut self.tokens, next, "the generated ids")?;
         self.produced += 1;
         chunk.ids.push(next);
         let goes_on = self.produced < self.opts.max_new_tokens && !self.opts.stop.contains(&next);

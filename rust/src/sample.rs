@@ -135,18 +135,31 @@ impl SamplingParams {
         Ok(())
     }
 
-    /// Checks the ids of the logit bias against the vocabulary size.
+    /// Checks the ids of the logit bias against the vocabulary size, and that it leaves
+    /// some id that may be drawn.
     pub fn check_ids(&self, vocab_size: usize) -> Result<()> {
-        match self
+        if let Some((id, _)) = self
             .logit_bias
             .iter()
             .find(|(id, _)| *id as usize >= vocab_size)
         {
-            Some((id, _)) => Err(Error::value(format!(
+            return Err(Error::value(format!(
                 "logit_bias: id {id} is out of range for vocab_size {vocab_size}"
-            ))),
-            None => Ok(()),
+            )));
         }
+        let banned: std::collections::HashSet<u32> = self
+            .logit_bias
+            .iter()
+            .filter(|(_, bias)| *bias == f32::NEG_INFINITY)
+            .map(|(id, _)| *id)
+            .collect();
+        if banned.len() == vocab_size {
+            return Err(Error::value(format!(
+                "logit_bias bans every one of the {vocab_size} ids (-inf): no token could be \
+                 drawn"
+            )));
+        }
+        Ok(())
     }
 
     fn has_penalties(&self) -> bool {

@@ -8,7 +8,7 @@ mod common;
 
 use common::{random_model, small_config};
 use tinylm::batch::BatchRunner;
-use tinylm::beam::{beam_search, BeamOptions, EarlyStopping};
+use tinylm::beam::{beam_search, beam_search_until, BeamOptions, EarlyStopping};
 use tinylm::config::{Activation, Norm, Position};
 use tinylm::decode::Decoder;
 use tinylm::generate::{generate, GenerateOptions, Window};
@@ -1016,6 +1016,36 @@ fn the_reference_backend_follows_the_shift_window_as_the_cache_does() {
         generate(&Decoder::new(&fast), &prompt, &opts).unwrap(),
         generate(&Decoder::new(&on_reference), &prompt, &opts).unwrap()
     );
+}
+
+/// A search told to stop before its fourth step ends as a search of three new tokens does.
+#[test]
+fn a_beam_search_stopped_between_steps_ends_there() {
+    let model = Model::new(llama_config(), 2).unwrap();
+    let opts = |max_new_tokens| BeamOptions {
+        num_beams: 3,
+        max_new_tokens,
+        length_penalty: 1.0,
+        early_stopping: EarlyStopping::False,
+        no_repeat_ngram_size: 0,
+        num_return_sequences: 3,
+        stop: vec![],
+    };
+    let decoder = Decoder::new(&model);
+    let mut asked = 0;
+    let mut keep_going = || {
+        asked += 1;
+        asked <= 3
+    };
+    let stopped = beam_search_until(&decoder, &[1, 2], &opts(50), &mut keep_going).unwrap();
+    let short = beam_search(&decoder, &[1, 2], &opts(3)).unwrap();
+    let view = |hs: &[tinylm::beam::Hypothesis]| -> Vec<(Vec<u32>, u64)> {
+        hs.iter()
+            .map(|h| (h.tokens.clone(), h.logprob.to_bits()))
+            .collect()
+    };
+    assert_eq!(view(&stopped), view(&short));
+    assert!(stopped.iter().all(|h| h.tokens.len() == 3));
 }
 
 #[test]

@@ -17,6 +17,9 @@ mod tokenizer;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
@@ -41,6 +44,50 @@ fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Send) -> Py
 /// threads. `f` must not take locks (see the module's documentation).
 fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     threads::install(f)
+}
+
+/// How often a long call looks for Ctrl-C (a signal reaches Python only on the main thread).
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// [`detached`] work that Ctrl-C can stop: `f` runs in the pool on a thread of its own
+/// while this thread, the one Python delivers signals to, checks for them every
+/// [`SIGNAL_CHECK`]. On a signal it sets the flag `f` is given and, once `f` has returned,
+/// raises the signal's exception (`KeyboardInterrupt`) instead of `f`'s result. `f` takes
+/// its locks before its work in the pool, as with [`detached`].
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(&AtomicBool) -> Result<T> + Send,
+) -> PyResult<T> {
+    let (outcome, interrupt) = py.detach(|| {
+        let stop = AtomicBool::new(false);
+        let (done, finished) = mpsc::channel::<()>();
+        let mut interrupt = None;
+        let outcome = std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                let out = catch_unwind(AssertUnwindSafe(|| f(&stop)));
+                let _ = done.send(());
+                out
+            });
+            while finished.recv_timeout(SIGNAL_CHECK) == Err(RecvTimeoutError::Timeout) {
+                if let Err(err) = Python::attach(|py| py.check_signals()) {
+                    interrupt = Some(err);
+                    stop.store(true, Ordering::Relaxed);
+                    let _ = finished.recv();
+                    break;
+                }
+            }
+            worker.join().unwrap_or_else(Err)
+        });
+        (outcome, interrupt)
+    });
+    if let Some(err) = interrupt {
+        return Err(err);
+    }
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(to_py_err(err)),
+        Err(panic) => Err(panic_to_py_err(panic)),
+    }
 }
 
 /// [`detached`] work that takes no locks, run in the pool.
@@ -76,6 +123,9 @@ fn dtype_name(name: &str) -> PyResult<&'static str> {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    // NumPy's C API is looked up once, now: looked up on a first use, it could fail (and
+    // panic) when a Ctrl-C is pending.
+    numpy::PyArray1::<f32>::zeros(py, 0, false);
     let types = ERROR_TYPES.get_or_try_init(py, || errors::make_error_types(py))?;
     m.add("TinyLMError", py.get_type::<TinyLMError>())?;
     m.add("ConfigError", types.config.bind(py))?;

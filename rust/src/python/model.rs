@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::batch::BatchRunner;
-use crate::beam::{beam_search, BeamOptions, EarlyStopping};
+use crate::beam::{beam_search_until, BeamOptions, EarlyStopping};
 use crate::config::Config;
 use crate::decode::{Decoder, PackedCache};
 use crate::error::{Error, Result};
@@ -33,7 +33,7 @@ use super::errors::{lock_err, panic_to_py_err, to_py_err};
 use super::hooks::spoil_gradient;
 use super::optimizer::PyAdamW;
 use super::tokenizer::PyTokenizer;
-use super::{detached, in_pool, run};
+use super::{detached, in_pool, interruptible, run, SIGNAL_CHECK};
 
 /// A transformer: parameters plus reusable activation workspaces, and its weights packed
 /// for generation.
@@ -136,9 +136,6 @@ fn check_grad_clip(grad_clip: Option<f32>) -> PyResult<()> {
         _ => Ok(()),
     }
 }
-
-/// How long `generate` computes before it checks for signals again.
-const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 /// Generation options from the dict the Python layer builds (every value already checked
 /// there): max_new_tokens, seed, stop, window and the sampler chain's settings.
@@ -546,8 +543,13 @@ impl PyModel {
                 let mut run = Generation::new(&model, &prompt, opts).map_err(to_py_err)?;
                 let mut ids = Vec::new();
                 while !run.is_done() {
-                    let chunk = in_pool(|| run.next_chunk(&decoder, 1 << 16, Some(SIGNAL_CHECK)));
-                    ids.extend(chunk.map_err(to_py_err)?);
+                    let chunk = in_pool(|| run.next_chunk(&decoder, 1 << 16, Some(SIGNAL_CHECK)))
+                        .map_err(to_py_err)?;
+                    ids.try_reserve(chunk.len()).map_err(|_| {
+                        let bytes = (ids.len() + chunk.len()) as u128 * 4;
+                        to_py_err(crate::alloc::out_of_memory(bytes, "the generated ids"))
+                    })?;
+                    ids.extend(chunk);
                     Python::attach(|py| py.check_signals())?;
                 }
                 Ok(ids)
@@ -647,10 +649,11 @@ impl PyModel {
             num_return_sequences,
             stop: ids_from_list(stop, "stop")?,
         };
-        let found = detached(py, || {
+        let found = interruptible(py, |stop| {
             let model = self.model.read().map_err(lock_err)?;
             let decoder = self.decoder(&model)?;
-            in_pool(|| beam_search(&decoder, &prompt, &opts))
+            let mut keep_going = || !stop.load(Ordering::Relaxed);
+            in_pool(|| beam_search_until(&decoder, &prompt, &opts, &mut keep_going))
         })?;
         Ok(found
             .into_iter()

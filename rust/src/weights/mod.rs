@@ -327,7 +327,8 @@ fn temp_path_for(path: &Path) -> PathBuf {
 
 /// Writes `bytes` to `path` so that a reader sees either the old file or the whole new one:
 /// write a temporary file beside it, flush it to disk, rename it over the target, and
-/// flush the folder so the rename itself survives a crash.
+/// flush the folder so the rename itself survives a crash. A symbolic link is followed (the
+/// file it names is replaced and the link stays); a FIFO, device or socket is refused.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if path.as_os_str().is_empty() {
         return Err(Error::value("the path is empty: give the name of a file"));
@@ -336,6 +337,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::Io {
             path: path.display().to_string(),
             detail: "is a directory".into(),
+        });
+    }
+    let followed;
+    let path = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            followed = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+            followed.as_path()
+        }
+        _ => path,
+    };
+    if fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            detail: "not a regular file (a FIFO, device or socket): tinylm writes regular \
+                     files only"
+                .into(),
         });
     }
     let tmp = temp_path_for(path);

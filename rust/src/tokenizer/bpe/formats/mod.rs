@@ -28,6 +28,13 @@ fn read_text(path: &Path) -> Result<String> {
             detail: "is a directory, not a vocabulary file".into(),
         });
     }
+    if !meta.is_file() {
+        return Err(Error::format(
+            path,
+            "not a regular file (a FIFO, device or socket): vocabulary files are read from \
+             regular files only",
+        ));
+    }
     if meta.len() > MAX_VOCAB_FILE_BYTES {
         return Err(Error::format(
             path,
