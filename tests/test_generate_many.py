@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import tinylm
@@ -66,6 +67,7 @@ def test_the_reference_backend_and_the_sliding_window_give_the_same_rule(model):
         ([1, 2], {"num_samples": 0}, ValueError, "num_samples must be between 1"),
         ([[1.5]], {}, TypeError, "int token ids"),
         ([1], {"min_p": 2.0}, ValueError, "min_p"),
+        (np.zeros((0, 3), np.int64), {}, ValueError, "prompts holds no prompt"),
     ],
 )
 def test_bad_batches_are_clear_errors(model, prompts, kwargs, error, message):

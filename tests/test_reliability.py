@@ -224,6 +224,23 @@ def test_sigint_interrupts_a_long_beam_search():
     assert delay < 0.5, f"KeyboardInterrupt came {delay:.2f} s after SIGINT"
 
 
+def test_sigint_interrupts_a_long_score():
+    code = """
+    import tinylm
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    model.score("warm up the NumPy API")
+    text = "ROMEO: But soft, what light through yonder window breaks? " * 20000
+    print("ready", flush=True)
+    try:
+        model.score(text)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    """
+    delay, out, _ = _interrupt_after_ready([sys.executable, "-c", textwrap.dedent(code)])
+    assert "interrupted" in out
+    assert delay < 0.5, f"KeyboardInterrupt came {delay:.2f} s after SIGINT"
+
+
 def test_sigint_during_the_first_call_that_returns_an_array_is_a_keyboard_interrupt():
     # NumPy's C API used to be looked up on the first array made, and that lookup failed
     # with a panic when a Ctrl-C was pending.

@@ -152,6 +152,14 @@ def test_stream_ids_take_the_same_chain(model):
     assert [1, 2, *model.stream_ids([1, 2], 50, seed=2, **chain)] == full
 
 
+def test_a_misspelled_option_is_named_with_the_one_it_is_closest_to(model):
+    # generate() names its keywords itself; stream_ids and generate_text take **options.
+    with pytest.raises(TypeError, match=r"^unknown generation option 'topk'; did you mean 'top_k'"):
+        model.stream_ids([1, 2], 5, topk=3)
+    with pytest.raises(TypeError, match="unknown generation option 'num_beams'"):
+        model.generate_many([1, 2], 5, num_beams=2)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
@@ -172,7 +180,8 @@ def test_stream_ids_take_the_same_chain(model):
         ({"logit_bias": {1: "big"}}, TypeError, "must be a number"),
         ({"logit_bias": [1, 2]}, TypeError, "logit_bias must be a dict"),
         ({"window": "wide"}, ValueError, 'window must be "shift" or "sliding"'),
-        ({"beams": 3}, TypeError, "beams"),
+        ({"beams": 3}, TypeError, "'beams'"),
+        ({"topk": 3}, TypeError, "'topk'"),
     ],
 )
 def test_bad_sampler_settings_are_clear_errors(model, kwargs, error, message):

@@ -197,3 +197,45 @@ def test_data_shorter_than_the_context_is_an_error(n_tokens: int) -> None:
     model, train_ids, _ = _setup()
     with pytest.raises(ValueError, match="too few"):
         tinylm.train(model, train_ids[:n_tokens], None, _train_config(), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "message"),
+    [
+        ({"steps": True}, TypeError, "steps must be an int"),
+        ({"warmup_steps": 1.5}, TypeError, "warmup_steps must be an int"),
+        ({"seed": -1}, ValueError, "seed must be between 0 and"),
+        ({"weight_decay": float("nan")}, ValueError, "weight_decay must be in"),
+        ({"lr": 1e300}, ValueError, "lr must be in"),
+        ({"grad_clip": float("inf")}, ValueError, "grad_clip must be in"),
+        ({"beta2": 1.5}, ValueError, "beta2 must be in"),
+        ({"grad_accum": 2**40}, ValueError, "grad_accum must be between 1 and"),
+        ({"batch_size": 2**15, "grad_accum": 2**15}, ValueError, "sequences a step"),
+    ],
+)
+def test_bad_training_settings_are_refused_naming_them(settings, error, message) -> None:
+    with pytest.raises(error, match=message):
+        tinylm.TrainConfig(**settings)
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "error", "message"),
+    [
+        (np.arange(10), {"seq_len": 10}, ValueError, "data has 10 tokens, too few"),
+        (np.arange(10), {"seq_len": -1}, ValueError, "seq_len must be between 1"),
+        (np.zeros((4, 8), np.int64), {}, ValueError, "data must be a 1-D array"),
+        (np.zeros(50, np.float32), {}, TypeError, "data must hold integer token ids"),
+    ],
+)
+def test_get_batch_checks_its_arguments(data, kwargs, error, message) -> None:
+    args = {"batch_size": 2, "seq_len": 4, "seed": 0, "step": 0, **kwargs}
+    with pytest.raises(error, match=message):
+        tinylm.get_batch(data, **args)
+
+
+def test_training_ids_beyond_the_core_s_range_are_refused() -> None:
+    model, train_ids, _ = _setup()
+    data = train_ids.astype(np.uint64)
+    data[3] = 2**63
+    with pytest.raises(ValueError, match=r"training data holds the token id 9223372036854775808"):
+        tinylm.train(model, data, None, _train_config(steps=2), progress=False)

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import json
 import math
 import os
@@ -499,7 +501,8 @@ class Transformer:
         core_tok = self.tokenizer._core if self.tokenizer is not None else None
         metadata = {}
         if self.default_stop and format == "safetensors":
-            metadata[STOP_IDS_KEY] = json.dumps([int(i) for i in self.default_stop])
+            stop = ids_arg("default_stop", self.default_stop)
+            metadata[STOP_IDS_KEY] = json.dumps(stop)
         elif self.default_stop:
             warnings.warn(
                 f"{path}: the {format} format cannot hold the ids that end generation "
@@ -861,6 +864,8 @@ class Transformer:
             prompt_list = [ids_arg(f"prompts[{i}]", p) for i, p in enumerate(prompts)]
         else:
             prompt_list = [ids_arg("prompts", prompts)]
+        if not prompt_list:
+            raise ValueError("prompts holds no prompt: give at least one")
         samples = int_arg("num_samples", num_samples, 1, 4096)
         if len(prompt_list) * samples > 4096:
             raise ValueError(
@@ -960,6 +965,26 @@ class Transformer:
         return tok.decode(tok.encode(prompt)) + "".join(pieces)
 
     def _generation_options(
+        self, prompt: list[int], max_new_tokens: object, **options: object
+    ) -> dict[str, object]:
+        """:meth:`_checked_options`, once every keyword is known: a misspelled one is a
+        ``TypeError`` naming it (with the option it is closest to), not one naming this
+        private method."""
+        known = [
+            name
+            for name in inspect.signature(self._checked_options).parameters
+            if name not in ("prompt", "max_new_tokens")
+        ]
+        for name in options:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise TypeError(
+                    f"unknown generation option {name!r}{hint} (the options: {', '.join(known)})"
+                )
+        return self._checked_options(prompt, max_new_tokens, **options)
+
+    def _checked_options(
         self,
         prompt: list[int],
         max_new_tokens: object,

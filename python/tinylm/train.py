@@ -35,6 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tinylm import _core, optim
+from tinylm._checks import MAX_ID, float_arg, int_arg
 from tinylm._io import write_text_atomic
 from tinylm._progress import Progress
 from tinylm.model import Config, Transformer
@@ -43,6 +44,10 @@ from tinylm.report import TrainingReport
 from tinylm.tokenizer import Tokenizer
 
 CHECKPOINT_NAME = "ckpt.safetensors"
+#: Bounds of the training settings: steps (and intervals), and sequences in one step.
+MAX_STEPS, MAX_SEQUENCES = 2**40, 2**20
+#: The largest finite float32: the core computes the schedule's values in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -74,23 +79,35 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "eval_interval", "eval_batches"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.seq_len is not None and self.seq_len < 1:
-            raise ValueError(f"seq_len must be positive, got {self.seq_len}")
-        for name in ("lr", "min_lr"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if self.grad_clip is not None and not (self.grad_clip >= 0):
-            raise ValueError(f"grad_clip must be >= 0, got {self.grad_clip}")
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
+        # Each setting as its kind and in its range (a TypeError or ValueError naming it),
+        # floats within float32's range since the core computes in float32.
+        for name, low, high in (
+            ("steps", 1, MAX_STEPS),
+            ("batch_size", 1, MAX_SEQUENCES),
+            ("grad_accum", 1, MAX_SEQUENCES),
+            ("eval_interval", 1, MAX_STEPS),
+            ("eval_batches", 1, MAX_STEPS),
+            ("warmup_steps", 0, MAX_STEPS),
+            ("seed", 0, 2**64 - 1),
+        ):
+            setattr(self, name, int_arg(name, getattr(self, name), low, high))
+        for name, high in (
+            ("seq_len", 2**31),
+            ("lr_decay_steps", MAX_STEPS),
+            ("checkpoint_interval", MAX_STEPS),
+        ):
+            if getattr(self, name) is not None:
+                setattr(self, name, int_arg(name, getattr(self, name), 1, high))
+        for name in ("lr", "min_lr", "weight_decay"):
+            setattr(self, name, float_arg(name, getattr(self, name), 0.0, FLOAT32_MAX))
+        for name in ("beta1", "beta2"):
+            setattr(self, name, float_arg(name, getattr(self, name), 0.0, 1.0))
+        if self.grad_clip is not None:
+            self.grad_clip = float_arg("grad_clip", self.grad_clip, 0.0, FLOAT32_MAX)
+        if self.batch_size * self.grad_accum > MAX_SEQUENCES:
             raise ValueError(
-                f"checkpoint_interval must be positive, got {self.checkpoint_interval}"
+                f"batch_size x grad_accum = {self.batch_size * self.grad_accum} sequences a "
+                f"step, more than {MAX_SEQUENCES}"
             )
 
     def lr_at(self, step: int) -> float:
@@ -140,6 +157,9 @@ def get_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random windows of ``data``: inputs (B, T) and the targets one token later. The
     windows depend only on ``(seed, stream, step)``."""
+    batch_size = int_arg("batch_size", batch_size, 1, MAX_SEQUENCES)
+    seq_len = int_arg("seq_len", seq_len, 1, 2**31)
+    _check_data("data", data, seq_len, check_ids=False)
     rng = np.random.default_rng([seed, stream, step])
     starts = rng.integers(0, len(data) - seq_len, size=batch_size)
     offsets = np.arange(seq_len)
@@ -275,7 +295,9 @@ def _catch_stop_signals(flag: _StopFlag) -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _check_data(name: str, data: np.ndarray, seq_len: int) -> None:
+def _check_data(name: str, data: np.ndarray, seq_len: int, check_ids: bool = True) -> None:
+    """Token ids to train on: a 1-D integer array of more than ``seq_len`` ids (each one
+    at most ``MAX_ID``, unless ``check_ids`` is False: a pass over the whole array)."""
     if not isinstance(data, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array of token ids, got {type(data).__name__}")
     if data.dtype.kind not in "iu" or data.dtype == np.bool_:
@@ -287,6 +309,9 @@ def _check_data(name: str, data: np.ndarray, seq_len: int) -> None:
             f"{name} has {len(data)} tokens, too few for a context of {seq_len}: it needs at "
             f"least {seq_len + 1}. Use more text or a shorter context."
         )
+    if check_ids and (int(data.min()) < 0 or int(data.max()) > MAX_ID):
+        bad = int(data.min()) if int(data.min()) < 0 else int(data.max())
+        raise ValueError(f"{name} holds the token id {bad}, outside [0, {MAX_ID}]")
 
 
 def train(

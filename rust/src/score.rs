@@ -43,8 +43,14 @@ fn windows(n_targets: usize, context: usize) -> Vec<Window> {
     out
 }
 
-/// log p(ids[i + 1] | ids[..=i]) for every i, in nats (natural logarithms).
-pub fn token_logprobs(model: &Model, ids: &[u32]) -> Result<Vec<f32>> {
+/// log p(ids[i + 1] | ids[..=i]) for every i, in nats (natural logarithms). `keep_going`
+/// is asked before each batch of windows: when it says no, scoring stops with an error
+/// (a caller stopped by Ctrl-C).
+pub fn token_logprobs(
+    model: &Model,
+    ids: &[u32],
+    keep_going: &mut (dyn FnMut() -> bool + Send),
+) -> Result<Vec<f32>> {
     if ids.len() < 2 {
         return Err(Error::value(format!(
             "scoring needs at least 2 tokens (the first is only context), got {}",
@@ -64,6 +70,9 @@ pub fn token_logprobs(model: &Model, ids: &[u32]) -> Result<Vec<f32>> {
     let mut batch_ids = Vec::new();
     for group in all.chunk_by(|a, b| a.end - a.start == b.end - b.start) {
         for batch in group.chunks(WINDOWS_PER_BATCH) {
+            if !keep_going() {
+                return Err(Error::value("scoring was stopped before the end"));
+            }
             let t = batch[0].end - batch[0].start;
             batch_ids.clear();
             for w in batch {

@@ -664,10 +664,11 @@ impl PyModel {
     /// log p(ids[i + 1] | ids[..=i]) for every i (nats), windowed past the context.
     fn score<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyAny>> {
         let ids = ids_from_list(ids, "ids")?;
-        let scores = detached(py, || {
+        let scores = interruptible(py, |stop| {
             let model = self.model.read().map_err(lock_err)?;
             let model = &*model;
-            in_pool(|| crate::score::token_logprobs(model, &ids))
+            let mut keep_going = || !stop.load(Ordering::Relaxed);
+            in_pool(|| crate::score::token_logprobs(model, &ids, &mut keep_going))
         })?;
         let n = scores.len();
         float_array(py, scores, &[n])
@@ -860,8 +861,8 @@ impl PyGeneration {
             let model = owner.model.read().map_err(lock_err)?;
             if owner.version.load(Ordering::Acquire) != self.version {
                 return Err(Error::value(
-                    "the model's parameters changed (training or load_state_dict) since this \
-                     generation started; start a new one",
+                    "the model's parameters changed (training, load_state_dict or a dtype \
+                     change) since this generation started; start a new one",
                 ));
             }
             let mut run = self.run.lock().map_err(lock_err)?;
