@@ -139,3 +139,19 @@ def test_a_non_finite_scale_is_refused_saying_finite(scale: float) -> None:
     model = Transformer(CONFIG, seed=7)
     with pytest.raises(ValueError, match=r"^scale must be a finite number, got"):
         model.forward_backward(*batch(0), scale=scale)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda m: AdamW("model"), TypeError, "AdamW needs a tinylm.Transformer, got str"),
+        (lambda m: AdamW(m, betas=(0.9, 0.9, 0.9)), TypeError, "betas must be a pair"),
+        (lambda m: AdamW(m, lr=True), TypeError, "lr must be a number"),
+        (lambda m: AdamW(m, lr=1e300), ValueError, "lr must be in"),
+    ],
+)
+def test_bad_optimizer_arguments_are_clear_errors(make, error, message) -> None:
+    model = Transformer(CONFIG, seed=7)
+    with pytest.raises(error, match=message):
+        make(model)
+    assert AdamW(model, lr=np.float32(0.1)).lr == pytest.approx(0.1)

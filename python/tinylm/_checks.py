@@ -14,6 +14,8 @@ import numpy as np
 
 #: Token ids are stored as 32-bit unsigned integers in the core.
 MAX_ID = 2**32 - 1
+#: The largest finite float32: a setting the core keeps in float32 must not exceed it.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _is_int(value: object) -> bool:

@@ -12,10 +12,10 @@ or all three in one call: ``model.train_step(optimizer, x, y, grad_clip=1.0)``.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 from tinylm import _core
+from tinylm._checks import FLOAT32_MAX, float_arg
 
 if TYPE_CHECKING:
     from tinylm.model import Transformer
@@ -46,6 +46,12 @@ class AdamW:
         eps: float = EPS,
         weight_decay: float = WEIGHT_DECAY,
     ) -> None:
+        from tinylm.model import Transformer
+
+        if not isinstance(model, Transformer):
+            raise TypeError(f"AdamW needs a tinylm.Transformer, got {type(model).__name__}")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         beta1, beta2 = betas  # each value is checked by the core
         self.model = model
         self.lr = lr
@@ -65,9 +71,7 @@ class AdamW:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"lr must be a finite number >= 0, got {value!r}")
-        self._lr = float(value)
+        self._lr = float_arg("lr", value, 0.0, FLOAT32_MAX)
 
     @property
     def steps_taken(self) -> int:

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tinylm import _core, optim
-from tinylm._checks import MAX_ID, float_arg, int_arg
+from tinylm._checks import FLOAT32_MAX, MAX_ID, float_arg, int_arg
 from tinylm._io import write_text_atomic
 from tinylm._progress import Progress
 from tinylm.model import Config, Transformer
@@ -46,8 +46,6 @@ from tinylm.tokenizer import Tokenizer
 CHECKPOINT_NAME = "ckpt.safetensors"
 #: Bounds of the training settings: steps (and intervals), and sequences in one step.
 MAX_STEPS, MAX_SEQUENCES = 2**40, 2**20
-#: The largest finite float32: the core computes the schedule's values in float32.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
