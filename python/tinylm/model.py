@@ -893,8 +893,9 @@ class Transformer:
         scored ``sum / (new tokens) ** length_penalty``; ``early_stopping`` is ``True``
         (stop when ``num_beams`` are finished), ``False`` (stop when no running beam can
         beat them, by the current length) or ``"never"`` (by the longest possible length);
-        ``no_repeat_ngram_size`` n bans repeating any n-gram. The prompt's cache is
-        computed once and forked between beams.
+        ``no_repeat_ngram_size`` n bans repeating any n-gram (beams it leaves no token to
+        follow end there). The prompt's cache is computed once and forked between beams.
+        Ctrl-C stops the search within 50 ms (``KeyboardInterrupt``).
         """
         prompt = ids_arg("ids", ids)
         if not prompt:

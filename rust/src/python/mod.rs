@@ -49,11 +49,11 @@ fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// How often a long call looks for Ctrl-C (a signal reaches Python only on the main thread).
 const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
-/// [`detached`] work that Ctrl-C can stop: `f` runs in the pool on a thread of its own
-/// while this thread, the one Python delivers signals to, checks for them every
-/// [`SIGNAL_CHECK`]. On a signal it sets the flag `f` is given and, once `f` has returned,
-/// raises the signal's exception (`KeyboardInterrupt`) instead of `f`'s result. `f` takes
-/// its locks before its work in the pool, as with [`detached`].
+/// [`detached`] work that Ctrl-C can stop: `f` runs on a thread of its own (taking its
+/// locks there, then working with [`in_pool`], as with [`detached`]) while this thread, the
+/// one Python delivers signals to, checks for them every [`SIGNAL_CHECK`]. On a signal it
+/// sets the flag `f` is given and, once `f` has returned, raises the signal's exception
+/// (`KeyboardInterrupt`) instead of `f`'s result.
 fn interruptible<T: Send>(
     py: Python<'_>,
     f: impl FnOnce(&AtomicBool) -> Result<T> + Send,
