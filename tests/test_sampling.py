@@ -170,6 +170,9 @@ def test_a_misspelled_option_is_named_with_the_one_it_is_closest_to(model):
         ({"frequency_penalty": float("nan")}, ValueError, "frequency_penalty must be a finite"),
         ({"presence_penalty": float("inf")}, ValueError, "presence_penalty must be a finite"),
         ({"penalty_last_n": -1}, ValueError, "penalty_last_n must be between"),
+        # Values that float32 would narrow out of range are refused as given.
+        ({"top_p": 1e-300}, ValueError, r"top_p must be in \(0, 1\] in float32, got 1e-300 \(0"),
+        ({"temperature": 1e300}, ValueError, r"temperature .* got 1e\+300 \(inf in float32\)"),
         ({"logit_bias": {24: 1.0}}, ValueError, "id 24 is out of range for vocab_size 24"),
         ({"logit_bias": {1: float("nan")}}, ValueError, "must be finite or -inf"),
         (

@@ -33,9 +33,17 @@ def int_arg(name: str, value: object, low: int, high: int) -> int:
 
 
 def float_arg(
-    name: str, value: object, low: float, high: float, *, low_open: bool = False
+    name: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    float32: bool = True,
 ) -> float:
-    """``value`` (an int or float, finite) as a float in ``[low, high]`` (or ``(low, high]``)."""
+    """``value`` (an int or float, finite) as a float in ``[low, high]`` (or ``(low, high]``);
+    with ``float32`` (a setting the core keeps in float32) the float32 it becomes must be
+    in the range too, so ``top_p=1e-300`` (0 in float32) is refused as itself."""
     if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(
         value, (bool, np.bool_)
     ):
@@ -44,6 +52,15 @@ def float_arg(
     too_low = number <= low if low_open else number < low
     if not math.isfinite(number) or too_low or number > high:
         raise ValueError(f"{name} must be {_range_text(low, high, low_open)}, got {number}")
+    if float32:
+        with np.errstate(over="ignore", under="ignore"):
+            narrowed = float(np.float32(number))
+        too_low = narrowed <= low if low_open else narrowed < low
+        if not math.isfinite(narrowed) or too_low or narrowed > high:
+            raise ValueError(
+                f"{name} must be {_range_text(low, high, low_open)} in float32, got {number} "
+                f"({narrowed:g} in float32)"
+            )
     return number
 
 

@@ -909,7 +909,7 @@ class Transformer:
             prompt,
             beams,
             int_arg("max_new_tokens", max_new_tokens, 0, MAX_NEW_TOKENS),
-            float_arg("length_penalty", length_penalty, -math.inf, math.inf),
+            float_arg("length_penalty", length_penalty, -math.inf, math.inf, float32=False),
             str(early_stopping).lower(),
             int_arg("no_repeat_ngram_size", no_repeat_ngram_size, 0, 2**20),
             int_arg("num_return_sequences", num_return_sequences, 1, beams),
