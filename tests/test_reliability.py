@@ -209,30 +209,22 @@ def test_sigint_interrupts_a_stream_and_keeps_what_was_produced():
     assert delay < 0.5
 
 
-def test_sigint_interrupts_a_long_beam_search():
-    code = """
-    import tinylm
-    model = tinylm.Transformer.from_bundled("shakespeare")
-    print("ready", flush=True)
-    try:
-        model.beam_search([1, 2, 3], 10**9, num_beams=4)
-    except KeyboardInterrupt:
-        print("interrupted", flush=True)
-    """
-    delay, out, _ = _interrupt_after_ready([sys.executable, "-c", textwrap.dedent(code)])
-    assert "interrupted" in out
-    assert delay < 0.5, f"KeyboardInterrupt came {delay:.2f} s after SIGINT"
-
-
-def test_sigint_interrupts_a_long_score():
-    code = """
+@pytest.mark.parametrize(
+    "call",
+    [
+        "model.beam_search([1, 2, 3], 10**9, num_beams=4)",
+        'model.score("ROMEO: But soft, what light through yonder window breaks? " * 20000)',
+    ],
+    ids=["beam_search", "score"],
+)
+def test_sigint_interrupts_a_long_search_or_score(call: str):
+    code = f"""
     import tinylm
     model = tinylm.Transformer.from_bundled("shakespeare")
     model.score("warm up the NumPy API")
-    text = "ROMEO: But soft, what light through yonder window breaks? " * 20000
     print("ready", flush=True)
     try:
-        model.score(text)
+        {call}
     except KeyboardInterrupt:
         print("interrupted", flush=True)
     """

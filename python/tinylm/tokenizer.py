@@ -35,9 +35,6 @@ from tinylm._checks import MAX_ID, ids_arg, int_arg
 from tinylm._io import write_text_atomic
 from tinylm._progress import Progress
 
-#: Largest tokenizer JSON file read: the core's limit for vocabulary files.
-MAX_TOKENIZER_FILE_BYTES = 256 << 20
-
 #: ``"all"``, or the names of the special tokens that ``encode`` may turn into their ids.
 AllowedSpecial = Union[Literal["all"], Collection[str]]
 
@@ -314,27 +311,7 @@ class Tokenizer:
         """Reads a tokenizer saved with :meth:`save`. A file that is not one (a FIFO or
         device, text that is not UTF-8, JSON that is not a tokenizer's) is an error naming
         it."""
-        path = Path(path)
-        if path.exists() and not path.is_file() and not path.is_dir():
-            raise _core.FormatError(
-                f"{path}: not a regular file (a FIFO, device or socket): tokenizers are read "
-                "from regular files only"
-            )
-        if path.is_file() and path.stat().st_size > MAX_TOKENIZER_FILE_BYTES:
-            raise _core.FormatError(
-                f"{path}: file of {path.stat().st_size} bytes is larger than the limit of "
-                f"{MAX_TOKENIZER_FILE_BYTES} for a tokenizer"
-            )
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _core.FormatError(
-                f"{path}: not UTF-8 text (invalid byte at offset {exc.start})"
-            ) from None
-        try:
-            return cls.from_json(text)
-        except _core.TokenizerError as exc:
-            raise _core.TokenizerError(f"{path}: {exc}") from None
+        return cls(_core.Tokenizer.load(_path("path", path)))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the tokenizer as JSON (atomically)."""

@@ -195,6 +195,13 @@ impl PyTokenizer {
         run(py, || hf_json::write(&path, tok))
     }
 
+    /// A tokenizer file `to_json` wrote (see [`Tokenizer::load`]).
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = run(py, || Tokenizer::load(&path))?;
+        Ok(PyTokenizer { inner })
+    }
+
     #[staticmethod]
     fn from_json(json: &str) -> PyResult<Self> {
         let inner = Tokenizer::from_json(json).map_err(to_py_err)?;

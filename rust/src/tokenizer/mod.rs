@@ -17,6 +17,7 @@ pub use char_level::CharTokenizer;
 pub use word_level::WordTokenizer;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +117,17 @@ impl Tokenizer {
             },
         };
         serde_json::to_string(&repr).expect("a tokenizer always serialises")
+    }
+
+    /// Reads a tokenizer file [`Tokenizer::to_json`] wrote, refusing what is not one (a
+    /// FIFO or device, text that is not UTF-8, JSON that is not a tokenizer's) with an
+    /// error naming the file.
+    pub fn load(path: &Path) -> Result<Tokenizer> {
+        let text = bpe::formats::read_text(path)?;
+        Tokenizer::from_json(&text).map_err(|e| match e {
+            Error::Tokenizer(msg) => Error::tokenizer(format!("{}: {msg}", path.display())),
+            other => other,
+        })
     }
 
     pub fn from_json(text: &str) -> Result<Tokenizer> {

@@ -20,19 +20,19 @@ use crate::error::{Error, Result};
 pub const MAX_VOCAB_FILE_BYTES: u64 = 256 << 20;
 
 /// Reads a whole UTF-8 text file, refusing directories and huge files.
-fn read_text(path: &Path) -> Result<String> {
+pub fn read_text(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, &e))?;
     if meta.is_dir() {
         return Err(Error::Io {
             path: path.display().to_string(),
-            detail: "is a directory, not a vocabulary file".into(),
+            detail: "is a directory, not a tokenizer or vocabulary file".into(),
         });
     }
     if !meta.is_file() {
         return Err(Error::format(
             path,
-            "not a regular file (a FIFO, device or socket): vocabulary files are read from \
-             regular files only",
+            "not a regular file (a FIFO, device or socket): tokenizer and vocabulary files \
+             are read from regular files only",
         ));
     }
     if meta.len() > MAX_VOCAB_FILE_BYTES {
