@@ -170,3 +170,16 @@ def test_a_prompt_fed_in_chunks_over_a_past_then_greedy_gives_tinylms_ids(
         if not feeds:
             ids.append(int(np.argmax(out["logits"][0, -1])))
     assert ids == model.generate(prompt, n, temperature=0)
+
+
+@pytest.mark.parametrize("blocked", ["big.onnx", "big_with_past.onnx.data"])
+def test_export_onto_a_folder_names_it_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, blocked: str
+) -> None:
+    from tinylm.interop import onnx_graph
+
+    monkeypatch.setattr(onnx_graph, "MAX_INLINE_BYTES", 0)
+    (tmp_path / blocked).mkdir()
+    with pytest.raises(IsADirectoryError, match=f"{blocked}: is a directory"):
+        model_of(CONFIGS["gpt2"], seed=6).export_onnx(tmp_path / "big.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == [blocked]

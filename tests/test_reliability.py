@@ -441,6 +441,16 @@ def test_a_batch_too_big_for_memory_is_a_memory_error_naming_it():
     assert "activations" in result.stdout
 
 
+@pytest.mark.parametrize("call", ["logits", "loss"])
+def test_a_batch_over_the_activation_limit_is_named_whole(call):
+    # loss splits its batch into shards; the error still names the batch it was given.
+    model = tinylm.Transformer.from_bundled("shakespeare")
+    ids = np.zeros((300_000, 64), np.int64)
+    args = (ids,) if call == "logits" else (ids, ids)
+    with pytest.raises(ValueError, match="a batch of 300000 sequences of 64 tokens needs 684 GiB"):
+        getattr(model, call)(*args)
+
+
 def test_a_sparse_8_gib_file_is_an_error_without_reading_it(tmp_path: Path):
     path = tmp_path / "sparse.safetensors"
     with open(path, "wb") as f:
@@ -524,6 +534,18 @@ def test_a_dict_is_needed_by_load_state_dict(model):
         model.load_state_dict({"ln_f.weight": {"not": "an array"}})
     with pytest.raises(TypeError, match="needs a mapping"):
         model.load_state_dict([("ln_f.weight", np.ones(128, np.float32))])
+
+
+def test_a_float64_value_beyond_float32_is_named_as_itself_by_load_state_dict():
+    model = tinylm.Transformer(tinylm.Config(vocab_size=8, d_model=8, n_layers=1, n_heads=2))
+    before = model.state_dict()
+    state = {k: v.astype(np.float64) for k, v in before.items()}
+    state["ln_f.weight"][3] = -1e39
+    message = r"state_dict\['ln_f.weight'\] holds -1e\+39 at flat index 3, beyond float32's"
+    with pytest.raises(ValueError, match=message):
+        model.load_state_dict(state)
+    after = model.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
 def test_word_level_wants_a_list_not_a_string():

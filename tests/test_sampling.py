@@ -176,6 +176,11 @@ def test_a_misspelled_option_is_named_with_the_one_it_is_closest_to(model):
         ({"logit_bias": {24: 1.0}}, ValueError, "id 24 is out of range for vocab_size 24"),
         ({"logit_bias": {1: float("nan")}}, ValueError, "must be finite or -inf"),
         (
+            {"logit_bias": {2: 3.5e38}},
+            ValueError,
+            r"logit_bias\[2\] must be finite or -inf in float32, got 3.5e\+38 \(inf in float32\)",
+        ),
+        (
             {"logit_bias": {i: -math.inf for i in range(24)}},
             ValueError,
             "logit_bias bans every one of the 24 ids",

@@ -7,14 +7,9 @@ import secrets
 from pathlib import Path
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary file beside ``path``, flushes it, renames it over.
-
-    The file gets the permissions any new file gets (``0o666`` less the umask, so 0644 under
-    umask 022), as the Rust core's atomic writes do; ``tempfile.mkstemp`` would make it 0600.
-    A symbolic link is followed (the file it names is replaced and the link stays); a FIFO,
-    device or socket is refused, as a folder is.
-    """
+def write_target(path: Path) -> Path:
+    """The file a write to ``path`` replaces: a symbolic link's target; a folder, FIFO,
+    device or socket is an error naming ``path``, raised before anything is written."""
     path = Path(path)
     if path.is_symlink():
         path = path.resolve()
@@ -25,6 +20,18 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             f"{path}: not a regular file (a FIFO, device or socket): tinylm writes regular "
             "files only"
         )
+    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Writes ``data`` to a temporary file beside ``path``, flushes it, renames it over.
+
+    The file gets the permissions any new file gets (``0o666`` less the umask, so 0644 under
+    umask 022), as the Rust core's atomic writes do; ``tempfile.mkstemp`` would make it 0600.
+    A symbolic link is followed (the file it names is replaced and the link stays); a FIFO,
+    device or socket is refused, as a folder is.
+    """
+    path = write_target(path)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)

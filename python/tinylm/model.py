@@ -738,12 +738,14 @@ class Transformer:
         converted = {}
         for name, value in state.items():
             try:
-                converted[name] = np.ascontiguousarray(value, dtype=np.float32)
+                with np.errstate(over="ignore"):  # named below as the value it was
+                    converted[name] = np.ascontiguousarray(value, dtype=np.float32)
             except (TypeError, ValueError) as exc:
                 raise type(exc)(
                     f"state_dict[{name!r}] must be an array of numbers, "
                     f"got {type(value).__name__}: {exc}"
                 ) from None
+            _check_narrowed(f"state_dict[{name!r}]", value, converted[name])
         self._core.load_state_dict(converted)
 
     def score(self, text_or_ids: str | Sequence[int] | np.ndarray) -> Score:
@@ -1048,6 +1050,13 @@ class Transformer:
             number = float(value)
             if math.isnan(number) or number == math.inf:
                 raise ValueError(f"logit_bias[{token}] must be finite or -inf, got {number}")
+            with np.errstate(over="ignore"):
+                narrowed = float(np.float32(number))  # what the core keeps
+            if narrowed == math.inf:
+                raise ValueError(
+                    f"logit_bias[{token}] must be finite or -inf in float32, got {number} "
+                    "(inf in float32)"
+                )
             out[token] = number
         return out
 
@@ -1161,3 +1170,21 @@ def _seed(seed: int | None) -> int:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     return int(seed) % (1 << 64)
+
+
+def _check_narrowed(name: str, given: object, narrowed: np.ndarray) -> None:
+    """A ValueError if a finite value of ``given`` became infinite as float32 (1e39 in a
+    float64 array): said as itself, not as the infinity the core would see."""
+    if np.isfinite(narrowed).all():
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        source = np.asarray(given)
+        if not np.issubdtype(source.dtype, np.number):
+            return
+        overflowed = np.isfinite(source).reshape(-1) & ~np.isfinite(narrowed).reshape(-1)
+    if overflowed.any():
+        index = int(np.argmax(overflowed))
+        raise ValueError(
+            f"{name} holds {float(source.reshape(-1)[index]):g} at flat index {index}, beyond "
+            f"float32's range (largest {float(np.finfo(np.float32).max):.4g})"
+        )

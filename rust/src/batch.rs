@@ -55,10 +55,21 @@ impl BatchRunner {
         BatchRunner::default()
     }
 
-    fn ensure(&mut self, shards: usize) {
-        while self.workspaces.len() < shards {
+    /// One workspace a shard of a (B, T) batch. A batch that does not fit is checked whole
+    /// first, so an error names the batch the caller gave, not one shard of it.
+    fn ensure(&mut self, model: &Model, ranges: &[std::ops::Range<usize>], t: usize) -> Result<()> {
+        while self.workspaces.len() < ranges.len() {
             self.workspaces.push(Workspace::with_pieces(Pieces::Whole));
         }
+        let fits = ranges
+            .iter()
+            .zip(&self.workspaces)
+            .all(|(r, ws)| ws.fits(r.len(), t));
+        if !fits {
+            let b = ranges.last().map_or(0, |r| r.end);
+            Workspace::check_room(&model.config, b, t)?;
+        }
+        Ok(())
     }
 
     /// Mean cross-entropy of a batch (B, T).
@@ -72,7 +83,7 @@ impl BatchRunner {
     ) -> Result<f32> {
         check_len(ids, targets, b, t)?;
         let ranges = shard_ranges(b);
-        self.ensure(ranges.len());
+        self.ensure(model, &ranges, t)?;
         let sums: Vec<Result<f64>> = self.workspaces[..ranges.len()]
             .par_iter_mut()
             .zip(ranges.par_iter())
@@ -107,7 +118,7 @@ impl BatchRunner {
             ));
         }
         let ranges = shard_ranges(b);
-        self.ensure(ranges.len());
+        self.ensure(model, &ranges, t)?;
         while self.shard_grads.len() + 1 < ranges.len() {
             self.shard_grads.push(Vec::new());
         }

@@ -211,15 +211,14 @@ impl Workspace {
         l * per_layer + rest + scratch
     }
 
-    /// Makes room for a (B, T) pass; allocates only when the shape does not fit.
-    fn prepare(&mut self, config: &Config, b: usize, t: usize) -> Result<()> {
-        let n = b * t;
-        let att_len = n * config.n_heads;
-        if n <= self.capacity_rows {
-            self.batch = b;
-            self.seq_len = t;
-            return Ok(());
-        }
+    /// Whether a (B, T) pass fits without allocating.
+    pub(crate) fn fits(&self, b: usize, t: usize) -> bool {
+        b * t <= self.capacity_rows
+    }
+
+    /// An error if the activations of a (B, T) pass are over the limit or more than the
+    /// memory there is; it names the batch as given.
+    pub(crate) fn check_room(config: &Config, b: usize, t: usize) -> Result<()> {
         let needed = Self::floats_needed(config, b, t);
         if needed > MAX_WORKSPACE_FLOATS {
             return Err(Error::value(format!(
@@ -231,7 +230,19 @@ impl Workspace {
         crate::alloc::check_available(
             needed * 4,
             &format!("the activations of a batch of {b} sequences of {t} tokens"),
-        )?;
+        )
+    }
+
+    /// Makes room for a (B, T) pass; allocates only when the shape does not fit.
+    fn prepare(&mut self, config: &Config, b: usize, t: usize) -> Result<()> {
+        let n = b * t;
+        let att_len = n * config.n_heads;
+        if n <= self.capacity_rows {
+            self.batch = b;
+            self.seq_len = t;
+            return Ok(());
+        }
+        Self::check_room(config, b, t)?;
         let (c, f, v, l) = (
             config.d_model,
             config.d_ff,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinylm._io import write_bytes_atomic
+from tinylm._io import write_bytes_atomic, write_target
 
 if TYPE_CHECKING:
     from tinylm.model import Config, Transformer
@@ -241,6 +241,7 @@ def with_past_path(path: Path) -> Path:
 def _save_external(onnx: Any, proto: Any, target: Path) -> None:
     """Writes ``target`` and its weights ``target.data`` in a hidden folder beside it, checks
     them there, then renames both into place (the data first): a failure leaves neither."""
+    target = write_target(target)  # a symbolic link is followed, as the inline save does
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         data = target.name + ".data"
@@ -259,6 +260,9 @@ def export(model: Transformer, path: Path) -> tuple[Path, Path]:
     onnx = _onnx()
     path = Path(path)
     targets = [(path, False), (with_past_path(path), True)]
+    for target, _ in targets:  # each file either save may write, checked before any is
+        write_target(target)
+        write_target(target.parent / (target.name + ".data"))
     for target, with_past in targets:
         proto = _graph(model, with_past)
         big = proto.ByteSize() > MAX_INLINE_BYTES

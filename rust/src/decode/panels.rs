@@ -396,6 +396,14 @@ impl<'a> Rows<'a> {
             Rows::Bf16(rows) => Rows::Bf16(&rows[values]),
         }
     }
+
+    /// Bytes the rows take.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Rows::F32(rows) => std::mem::size_of_val(*rows),
+            Rows::Bf16(rows) => std::mem::size_of_val(*rows),
+        }
+    }
 }
 
 impl PackedWeights {
@@ -407,14 +415,11 @@ impl PackedWeights {
     /// Bytes of the weight matrices a token's decode reads: every panel and the output
     /// head (the biases, norms and embedding rows are float32 and few).
     pub fn matrix_bytes(&self, model: &Model) -> usize {
-        let head = match self.head(model) {
-            Rows::F32(rows) => rows.len() * 4,
-            Rows::Bf16(rows) => rows.len() * 2,
-        };
         let lanes = self.blocks.iter().flatten();
-        head + lanes
-            .map(|w| w.qkv.bytes() + w.proj.bytes() + w.ff1.bytes() + w.ff2.bytes())
-            .sum::<usize>()
+        self.head(model).bytes()
+            + lanes
+                .map(|w| w.qkv.bytes() + w.proj.bytes() + w.ff1.bytes() + w.ff2.bytes())
+                .sum::<usize>()
     }
 
     /// The output head's rows: the model's own, or their bfloat16 copy.
