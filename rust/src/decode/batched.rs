@@ -31,7 +31,7 @@ use crate::model::Model;
 use super::decoder::Decoder;
 use super::panels::{LaneShape, LaneWeights, Rows};
 use super::team::{both, Team};
-use super::{add_bias, attend, dot_rows, norm_row, LINE_FLOATS, SPLIT_HEAD};
+use super::{add_bias, attend, dot_rows, norm_row, prefetch_slab, LINE_FLOATS, SPLIT_HEAD};
 
 /// Rows of the output head computed for every sequence before the next rows: they stay in
 /// the cache while the M rows read them.
@@ -140,12 +140,15 @@ impl BatchLane {
             self.keys[base + pos * kdl..][..kdl].copy_from_slice(&qkv[cl..cl + kdl]);
             self.values[base + pos * kdl..][..kdl].copy_from_slice(&qkv[cl + kdl..]);
             if cl > 0 {
+                let keys = &self.keys[base..][..(pos + 1) * kdl];
+                let values = &self.values[base..][..(pos + 1) * kdl];
+                prefetch_slab(keys, values, p * kdl);
                 attend(
                     &mut self.att_y[i * cl..][..cl],
                     &mut self.scratch,
                     &qkv[..cl],
-                    &self.keys[base..][..(pos + 1) * kdl],
-                    &self.values[base..][..(pos + 1) * kdl],
+                    keys,
+                    values,
                     d,
                     group,
                 );
