@@ -174,9 +174,9 @@ impl Panels {
 
 /// Columns j0..j0 + W of out (M, OC) = x (M, IC) @ panel (IC, W), W <= 64: four rows by
 /// 16 columns of accumulators stay in registers (AVX2's 16 registers hold 8 of them), or
-/// four rows by the whole panel with AVX-512 (16 of its 32 registers), which then reads
-/// the panel once, front to back. Each output is the same chain over i in order either
-/// way, so the tile width changes no result.
+/// with AVX-512 (16 of its 32 registers) eight rows by half the panel, then four rows by
+/// the whole panel, which reads the panel once, front to back. Each output is the same
+/// chain over i in order every way, so the tile changes no result.
 fn panel_matmat<W: Weight>(
     out: &mut [f32],
     oc: usize,
@@ -212,7 +212,16 @@ unsafe fn panel_matmat_avx512<W: Weight>(
     panel_matmat_tiles::<64, _>(out, oc, j0, x, m, panel);
 }
 
-/// [`panel_matmat`] in tiles of four rows by CW columns, then the rows left over one by one.
+/// [`panel_matmat`] in tiles of four rows by CW columns, then of two, then the last row.
+/// With CW = 64 (AVX-512), first in tiles of eight rows by 32 columns.
+///
+/// Every row a tile adds shares each weight loaded. Eight rows read half the bytes per
+/// multiply-add that four read, which counts where the panel comes from L2 (a panel of a
+/// lane's linear2 at config B is 64 KiB, more than L1): profile_panels' products at B's
+/// shapes with M = 8 took 8-17% less time on an Intel Xeon. The two-row tile is there
+/// because two or three rows one at a time read the weights once per row: in
+/// profile_batch at config B, two sequences stepped together then ran at 1.2x the rate of
+/// one stepped the same way, now 1.5x (docs/performance.md).
 #[inline(always)]
 fn panel_matmat_tiles<const CW: usize, W: Weight>(
     out: &mut [f32],
@@ -225,9 +234,19 @@ fn panel_matmat_tiles<const CW: usize, W: Weight>(
     let ic = x.len() / m;
     let w = panel.len() / ic;
     let mut r0 = 0;
+    if CW == 64 {
+        while r0 + 8 <= m {
+            rows_tile::<8, 32, _>(out, oc, j0, &x[r0 * ic..][..8 * ic], r0, panel, w);
+            r0 += 8;
+        }
+    }
     while r0 + 4 <= m {
         rows_tile::<4, CW, _>(out, oc, j0, &x[r0 * ic..][..4 * ic], r0, panel, w);
         r0 += 4;
+    }
+    if r0 + 2 <= m {
+        rows_tile::<2, CW, _>(out, oc, j0, &x[r0 * ic..][..2 * ic], r0, panel, w);
+        r0 += 2;
     }
     while r0 < m {
         rows_tile::<1, CW, _>(out, oc, j0, &x[r0 * ic..][..ic], r0, panel, w);
@@ -569,7 +588,7 @@ mod tests {
             let Values::F32(data) = &packed.data else {
                 unreachable!("packed in float32")
             };
-            for m in [1usize, 3, 4, 5, 9] {
+            for m in [1usize, 2, 3, 4, 5, 6, 8, 9, 13, 16] {
                 let x: Vec<f32> = (0..m * ic)
                     .map(|i| ((i * 5) % 11) as f32 * 0.19 - 0.9)
                     .collect();
@@ -627,7 +646,7 @@ mod tests {
             let half = Panels::pack(ic, &[Columns::all(&w, oc)], Dtype::Bf16);
             let full = Panels::pack(ic, &[Columns::all(&rounded, oc)], Dtype::F32);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            for m in [1usize, 3, 4, 5, 9] {
+            for m in [1usize, 2, 3, 4, 5, 6, 8, 9, 13, 16] {
                 let x: Vec<f32> = (0..m * ic)
                     .map(|i| ((i * 5) % 11) as f32 * 0.19 - 0.9)
                     .collect();
