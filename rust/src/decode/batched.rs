@@ -52,7 +52,7 @@ struct BatchLane {
     qkv: Vec<f32>,
     /// (M, C_lane): the attention output of the lane's heads.
     att_y: Vec<f32>,
-    /// (P + D + a cache line): see [`attend`].
+    /// (heads_lane P + D + a cache line): see [`attend`].
     scratch: Vec<f32>,
     /// (M, ff_in F_lane), (M, F_lane), (M, F_lane): see [`super::Lane`].
     ff: Vec<f32>,
@@ -66,6 +66,7 @@ impl BatchLane {
     fn new(model: &Model, shape: &LaneShape, b: usize) -> Result<BatchLane> {
         let cfg = &model.config;
         let (l, p, kdl) = (cfg.n_layers, cfg.max_seq_len, shape.kv_dims.len());
+        let d = cfg.head_dim().max(1);
         let cache = b
             .checked_mul(l * p * kdl)
             .ok_or_else(|| Error::value(format!("a batch of {b} sequences is too large")))?;
@@ -78,7 +79,7 @@ impl BatchLane {
             ff_in: if cfg.activation.is_gated() { 2 } else { 1 },
             qkv: Vec::new(),
             att_y: Vec::new(),
-            scratch: vec![0.0; p + cfg.head_dim() + LINE_FLOATS],
+            scratch: vec![0.0; shape.dims.len() / d * p + d + LINE_FLOATS],
             ff: Vec::new(),
             ff_act: Vec::new(),
             ff_tanh: Vec::new(),
