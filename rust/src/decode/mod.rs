@@ -215,13 +215,12 @@ unsafe fn scaled_dot4_avx2(out: &mut [f32], x: &[f32], rows: [&[f32]; 4], scale:
         _mm_hadd_ps(halves(acc[0]), halves(acc[1])),
         _mm_hadd_ps(halves(acc[2]), halves(acc[3])),
     ];
-    let tails: [f32; 4] = std::array::from_fn(|r| {
-        let mut tail = 0.0f32;
-        for (xi, w) in x[n..].iter().zip(&rows[r][n..]) {
-            tail = xi.mul_add(*w, tail);
+    let mut tails = [0.0f32; 4];
+    for (tail, row) in tails.iter_mut().zip(&rows) {
+        for (xi, w) in x[n..].iter().zip(&row[n..]) {
+            *tail = xi.mul_add(*w, *tail);
         }
-        tail
-    });
+    }
     let sums = _mm_add_ps(
         _mm_hadd_ps(pairs[0], pairs[1]),
         _mm_loadu_ps(tails.as_ptr()),
