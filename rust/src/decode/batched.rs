@@ -31,7 +31,7 @@ use crate::model::Model;
 use super::decoder::Decoder;
 use super::panels::{LaneShape, LaneWeights, Rows};
 use super::team::{both, Team};
-use super::{add_bias, attend, dot_rows, norm_row, prefetch_slab, LINE_FLOATS, SPLIT_HEAD};
+use super::{add_bias, attend, attend_scratch_len, dot_rows, norm_row, prefetch_slab, SPLIT_HEAD};
 
 /// Rows of the output head computed for every sequence before the next rows: they stay in
 /// the cache while the M rows read them.
@@ -66,7 +66,6 @@ impl BatchLane {
     fn new(model: &Model, shape: &LaneShape, b: usize) -> Result<BatchLane> {
         let cfg = &model.config;
         let (l, p, kdl) = (cfg.n_layers, cfg.max_seq_len, shape.kv_dims.len());
-        let d = cfg.head_dim().max(1);
         let cache = b
             .checked_mul(l * p * kdl)
             .ok_or_else(|| Error::value(format!("a batch of {b} sequences is too large")))?;
@@ -79,7 +78,7 @@ impl BatchLane {
             ff_in: if cfg.activation.is_gated() { 2 } else { 1 },
             qkv: Vec::new(),
             att_y: Vec::new(),
-            scratch: vec![0.0; shape.dims.len() / d * p + d + LINE_FLOATS],
+            scratch: vec![0.0; attend_scratch_len(shape.dims.len(), p, cfg.head_dim())],
             ff: Vec::new(),
             ff_act: Vec::new(),
             ff_tanh: Vec::new(),

@@ -177,6 +177,12 @@ simd_fn! {
     }
 }
 
+/// Floats of a lane's scratch for [`attend`] with `lane_dims` query columns: each head's P
+/// scores and D sums, then a cache line.
+fn attend_scratch_len(lane_dims: usize, p: usize, d: usize) -> usize {
+    lane_dims / d.max(1) * p + d + LINE_FLOATS
+}
+
 /// out[r] = (x . rows[r]) * scale for r < 4, each dot product [`dot4`]'s (and so
 /// [`dot`]'s) sum. With AVX2 the four sums are added across in vector registers: the
 /// compiler built [`dot4`]'s sums from single floats, and at config B's head size
@@ -320,7 +326,7 @@ impl Lane {
             values: vec![0.0; l * p * kdl],
             qkv: vec![0.0; cl + 2 * kdl],
             att_y: vec![0.0; cl],
-            scratch: vec![0.0; cl / d.max(1) * p + d + LINE_FLOATS],
+            scratch: vec![0.0; attend_scratch_len(cl, p, d)],
             ff: vec![0.0; ff_in * shape.ff.len()],
             ff_act: vec![0.0; shape.ff.len()],
             ff_tanh: vec![0.0; shape.ff.len()],
